@@ -1,0 +1,132 @@
+//! The validated, typed configuration of one run, built from libev-compatible command-line
+//! flags (`cli`) layered over an optional JSON file (`config::file`).
+//!
+//! Everything a mode needs is decided here, at start-up: a bad value is an error that names the
+//! key (and file) and exits before any socket is opened. Later layers never re-validate.
+
+mod file;
+mod merge;
+
+pub use merge::load;
+
+use crate::proto::address::Address;
+use crate::proto::cipher::{MasterKey, Method};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which program we are: picked from argv[0] or the first argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Local,
+    Tunnel,
+    Redir,
+    Server,
+}
+
+impl Mode {
+    pub fn from_name(name: &str) -> Option<Mode> {
+        match name {
+            "local" | "ss-local" => Some(Mode::Local),
+            "tunnel" | "ss-tunnel" => Some(Mode::Tunnel),
+            "redir" | "ss-redir" => Some(Mode::Redir),
+            "server" | "ss-server" => Some(Mode::Server),
+            _ => None,
+        }
+    }
+
+    /// The libev program name, used in logs and messages.
+    pub fn program(self) -> &'static str {
+        match self {
+            Mode::Local => "ss-local",
+            Mode::Tunnel => "ss-tunnel",
+            Mode::Redir => "ss-redir",
+            Mode::Server => "ss-server",
+        }
+    }
+}
+
+/// libev's `"mode"` / `-u` / `-U`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Transport {
+    #[default]
+    TcpOnly,
+    TcpAndUdp,
+    UdpOnly,
+}
+
+impl Transport {
+    pub fn tcp(self) -> bool {
+        self != Transport::UdpOnly
+    }
+    pub fn udp(self) -> bool {
+        self != Transport::TcpOnly
+    }
+}
+
+/// A remote Shadowsocks server as configured: host name or IP literal, not yet resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Memory and connection limits. Peak buffer memory is `pool_blocks * relay::pool::BLOCK_SIZE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Simultaneous TCP connections; the accept loop waits when reached.
+    pub max_conns: usize,
+    /// Number of fixed-size buffers allocated at start.
+    pub pool_blocks: usize,
+    /// UDP associations kept at once; the oldest idle one is evicted when full.
+    pub udp_assocs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_conns: 1024,
+            pool_blocks: 64,
+            udp_assocs: 256,
+        }
+    }
+}
+
+/// One run's configuration, complete and checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    /// Remote servers (client modes); ss-server's listen addresses (server mode).
+    pub servers: Vec<ServerAddr>,
+    pub method: Method,
+    pub key: MasterKey,
+    /// Listen address for client modes (`-b`/`local_address`, default 127.0.0.1).
+    pub local_addr: String,
+    /// Listen port for client modes (`-l`/`local_port`).
+    pub local_port: u16,
+    /// ss-tunnel's fixed destination (`-L`/`tunnel_address`).
+    pub tunnel_addr: Option<Address>,
+    pub transport: Transport,
+    /// Idle timeout for TCP connections and UDP associations (`-t`/`timeout`, default 60 s).
+    pub timeout: Duration,
+    pub fast_open: bool,
+    pub no_delay: bool,
+    pub reuse_port: bool,
+    pub ipv6_first: bool,
+    /// `-n`/`nofile`: raise RLIMIT_NOFILE to this.
+    pub nofile: Option<u64>,
+    /// `-a`/`user`: drop privileges to this user after binding.
+    pub user: Option<String>,
+    /// `-f`: write our pid here.
+    pub pid_file: Option<PathBuf>,
+    /// `-i`: SO_BINDTODEVICE on sockets to the server.
+    pub interface: Option<String>,
+    /// `--fwmark`/`fwmark`: SO_MARK on sockets to the server.
+    pub fwmark: Option<u32>,
+    /// `--mtu`/`mtu`: only used to size UDP reads; 0 = default.
+    pub mtu: u32,
+    pub verbose: bool,
+    pub use_syslog: bool,
+    pub plugin: Option<String>,
+    pub plugin_opts: Option<String>,
+    pub limits: Limits,
+}

@@ -1,0 +1,5 @@
+//! Placeholder until the config loader lands.
+use super::Config;
+pub fn load() -> Option<Config> {
+    None
+}

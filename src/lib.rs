@@ -1,0 +1,7 @@
+//! shadowsocks-smol: a small, memory-bounded Shadowsocks client and server.
+//!
+//! Layers, dependencies pointing down only: `mode` (composition) → `relay` (async glue) →
+//! `proto` (sans-IO wire formats and ciphers); `sys` is the only place with OS specifics.
+
+pub mod config;
+pub mod proto;

@@ -1,0 +1,323 @@
+//! The AEAD cipher table, master-key derivation and per-session cipher state.
+//!
+//! Master key: the user's base64 `key`, or EVP_BytesToKey(MD5, no salt, one round) of the
+//! password. Session subkey: HKDF-SHA1(ikm = master key, salt = session salt,
+//! info = "ss-subkey"). The nonce is a little-endian counter from zero, bumped after every seal
+//! or open.
+
+use super::Invalid;
+use aes_gcm::aead::consts::U12;
+use aes_gcm::aead::generic_array::GenericArray;
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
+use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
+use core::fmt;
+use md5::{Digest, Md5};
+
+type Aes192Gcm = AesGcm<aes_gcm::aes::Aes192, U12>;
+
+pub const TAG_LEN: usize = 16;
+pub const MAX_KEY_LEN: usize = 32;
+pub const MAX_SALT_LEN: usize = 32;
+pub const MAX_NONCE_LEN: usize = 24;
+
+/// A supported AEAD method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    ChaCha20Poly1305,
+    XChaCha20Poly1305,
+    Aes128Gcm,
+    Aes192Gcm,
+    Aes256Gcm,
+}
+
+/// Every supported method, default first.
+pub const METHODS: [Method; 5] = [
+    Method::ChaCha20Poly1305,
+    Method::Aes128Gcm,
+    Method::Aes192Gcm,
+    Method::Aes256Gcm,
+    Method::XChaCha20Poly1305,
+];
+
+/// Unauthenticated stream ciphers that libev still accepts; we refuse them by name.
+const STREAM_CIPHERS: [&str; 21] = [
+    "table", "rc4", "rc4-md5", "rc4-md5-6", "aes-128-cfb", "aes-192-cfb", "aes-256-cfb",
+    "aes-128-ctr", "aes-192-ctr", "aes-256-ctr", "bf-cfb", "camellia-128-cfb",
+    "camellia-192-cfb", "camellia-256-cfb", "cast5-cfb", "des-cfb", "idea-cfb", "rc2-cfb",
+    "seed-cfb", "salsa20", "chacha20",
+];
+
+/// Why a method name was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MethodError {
+    /// A known but insecure stream cipher.
+    Stream(String),
+    /// A Shadowsocks 2022 method (not implemented yet).
+    Ss2022(String),
+    Unknown(String),
+}
+
+impl fmt::Display for MethodError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = METHODS.map(Method::name).join(", ");
+        match self {
+            MethodError::Stream(n) => write!(
+                f,
+                "method '{n}' is a stream cipher: unauthenticated and broken (recorded traffic can \
+                 be decrypted), so it is not supported; use one of: {list}"
+            ),
+            MethodError::Ss2022(n) => {
+                write!(f, "method '{n}' (Shadowsocks 2022) is not supported yet; use one of: {list}")
+            }
+            MethodError::Unknown(n) => write!(f, "unknown method '{n}'; supported: {list}"),
+        }
+    }
+}
+
+impl Method {
+    pub fn from_name(name: &str) -> Result<Method, MethodError> {
+        let lower = name.to_ascii_lowercase();
+        if let Some(m) = METHODS.iter().find(|m| m.name() == lower) {
+            return Ok(*m);
+        }
+        if STREAM_CIPHERS.contains(&lower.as_str()) || lower == "chacha20-ietf" {
+            Err(MethodError::Stream(name.into()))
+        } else if lower.starts_with("2022-") {
+            Err(MethodError::Ss2022(name.into()))
+        } else {
+            Err(MethodError::Unknown(name.into()))
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::ChaCha20Poly1305 => "chacha20-ietf-poly1305",
+            Method::XChaCha20Poly1305 => "xchacha20-ietf-poly1305",
+            Method::Aes128Gcm => "aes-128-gcm",
+            Method::Aes192Gcm => "aes-192-gcm",
+            Method::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+
+    pub fn key_len(self) -> usize {
+        match self {
+            Method::Aes128Gcm => 16,
+            Method::Aes192Gcm => 24,
+            _ => 32,
+        }
+    }
+
+    /// The salt is as long as the key for every AEAD method.
+    pub fn salt_len(self) -> usize {
+        self.key_len()
+    }
+
+    pub fn nonce_len(self) -> usize {
+        match self {
+            Method::XChaCha20Poly1305 => 24,
+            _ => 12,
+        }
+    }
+}
+
+impl Default for Method {
+    fn default() -> Self {
+        Method::ChaCha20Poly1305
+    }
+}
+
+/// The master key: `key_len` bytes. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKey(heapless::Vec<u8, MAX_KEY_LEN>);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// OpenSSL EVP_BytesToKey with MD5, no salt, one round, as every Shadowsocks peer does.
+    pub fn from_password(method: Method, password: &[u8]) -> MasterKey {
+        let mut key = heapless::Vec::new();
+        let mut prev: Option<[u8; 16]> = None;
+        while key.len() < method.key_len() {
+            let mut md5 = Md5::new();
+            if let Some(p) = prev {
+                md5.update(p);
+            }
+            md5.update(password);
+            let d: [u8; 16] = md5.finalize().into();
+            let want = (method.key_len() - key.len()).min(16);
+            // Cannot fail: we stop at key_len <= MAX_KEY_LEN.
+            let _ = key.extend_from_slice(&d[..want]);
+            prev = Some(d);
+        }
+        MasterKey(key)
+    }
+
+    /// A raw key of exactly `method.key_len()` bytes (already base64-decoded).
+    pub fn from_bytes(method: Method, bytes: &[u8]) -> Option<MasterKey> {
+        if bytes.len() != method.key_len() {
+            return None;
+        }
+        heapless::Vec::from_slice(bytes).ok().map(MasterKey)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+enum Aead {
+    ChaCha(ChaCha20Poly1305),
+    XChaCha(XChaCha20Poly1305),
+    Aes128(Aes128Gcm),
+    Aes192(Aes192Gcm),
+    Aes256(Aes256Gcm),
+}
+
+/// One direction of one session: the subkey's cipher and its nonce counter.
+pub struct Session {
+    aead: Aead,
+    nonce: [u8; MAX_NONCE_LEN],
+    nonce_len: usize,
+}
+
+impl Session {
+    /// Derives the subkey for `salt` (which must be `method.salt_len()` bytes).
+    pub fn new(method: Method, key: &MasterKey, salt: &[u8]) -> Session {
+        let mut subkey = [0u8; MAX_KEY_LEN];
+        let sub = &mut subkey[..method.key_len()];
+        let hk = hkdf::Hkdf::<sha1::Sha1>::new(Some(salt), key.as_bytes());
+        // Cannot fail: key_len (<= 32) is far below HKDF-SHA1's 255 * 20 bytes.
+        let _ = hk.expand(b"ss-subkey", sub);
+        let sub = &*sub;
+        let aead = match method {
+            Method::ChaCha20Poly1305 => Aead::ChaCha(ChaCha20Poly1305::new(GenericArray::from_slice(sub))),
+            Method::XChaCha20Poly1305 => Aead::XChaCha(XChaCha20Poly1305::new(GenericArray::from_slice(sub))),
+            Method::Aes128Gcm => Aead::Aes128(Aes128Gcm::new(GenericArray::from_slice(sub))),
+            Method::Aes192Gcm => Aead::Aes192(Aes192Gcm::new(GenericArray::from_slice(sub))),
+            Method::Aes256Gcm => Aead::Aes256(Aes256Gcm::new(GenericArray::from_slice(sub))),
+        };
+        Session {
+            aead,
+            nonce: [0; MAX_NONCE_LEN],
+            nonce_len: method.nonce_len(),
+        }
+    }
+
+    /// Encrypts `buf` in place and returns its tag; advances the nonce.
+    pub fn seal(&mut self, buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let n = &self.nonce[..self.nonce_len];
+        // The AEADs only fail for inputs over 2^36 bytes; ours are <= 64 KiB.
+        let tag = match &self.aead {
+            Aead::ChaCha(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
+            Aead::XChaCha(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
+            Aead::Aes128(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
+            Aead::Aes192(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
+            Aead::Aes256(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
+        };
+        self.bump();
+        tag.map(Into::into).unwrap_or([0; TAG_LEN])
+    }
+
+    /// Decrypts `buf` in place if `tag` authenticates it; advances the nonce either way.
+    pub fn open(&mut self, buf: &mut [u8], tag: &[u8]) -> Result<(), Invalid> {
+        if tag.len() != TAG_LEN {
+            return Err(Invalid::BadTag);
+        }
+        let n = &self.nonce[..self.nonce_len];
+        let t = GenericArray::from_slice(tag);
+        let ok = match &self.aead {
+            Aead::ChaCha(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
+            Aead::XChaCha(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
+            Aead::Aes128(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
+            Aead::Aes192(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
+            Aead::Aes256(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
+        };
+        self.bump();
+        ok.map_err(|_| Invalid::BadTag)
+    }
+
+    /// Little-endian increment of the nonce counter.
+    fn bump(&mut self) {
+        for b in &mut self.nonce[..self.nonce_len] {
+            *b = b.wrapping_add(1);
+            if *b != 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Fills `salt` from the OS CSPRNG.
+pub fn random_salt(salt: &mut [u8]) -> Result<(), getrandom::Error> {
+    getrandom::fill(salt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn evp_bytes_to_key_matches_openssl() {
+        // `openssl enc -aes-256-cbc -k foobar -nosalt -md md5 -P` prints this key.
+        let k = MasterKey::from_password(Method::Aes256Gcm, b"foobar");
+        assert_eq!(
+            k.as_bytes(),
+            &hex("3858f62230ac3c915f300c664312c63f568378529614d22ddb49237d2f60bfdf")[..]
+        );
+        let k = MasterKey::from_password(Method::Aes128Gcm, b"foobar");
+        assert_eq!(k.as_bytes(), &hex("3858f62230ac3c915f300c664312c63f")[..]);
+    }
+
+    #[test]
+    fn names_and_refusals() {
+        assert_eq!(Method::from_name("AES-256-GCM"), Ok(Method::Aes256Gcm));
+        assert!(matches!(Method::from_name("rc4-md5"), Err(MethodError::Stream(_))));
+        assert!(matches!(Method::from_name("chacha20-ietf"), Err(MethodError::Stream(_))));
+        assert!(matches!(
+            Method::from_name("2022-blake3-aes-128-gcm"),
+            Err(MethodError::Ss2022(_))
+        ));
+        let msg = Method::from_name("nope").unwrap_err().to_string();
+        assert!(msg.contains("xchacha20-ietf-poly1305"), "{msg}");
+    }
+
+    #[test]
+    fn nonce_is_little_endian_counter() {
+        let key = MasterKey::from_password(Method::ChaCha20Poly1305, b"k");
+        let mut s = Session::new(Method::ChaCha20Poly1305, &key, &[0; 32]);
+        for _ in 0..257 {
+            s.bump();
+        }
+        assert_eq!(&s.nonce[..3], &[1, 1, 0]);
+    }
+
+    #[test]
+    fn seal_open_every_method() {
+        for m in METHODS {
+            let key = MasterKey::from_password(m, b"pw");
+            let salt = [7u8; 32];
+            let mut tx = Session::new(m, &key, &salt[..m.salt_len()]);
+            let mut rx = Session::new(m, &key, &salt[..m.salt_len()]);
+            for round in 0..3u8 {
+                let mut buf = [round; 40];
+                let tag = tx.seal(&mut buf);
+                assert_ne!(buf, [round; 40]);
+                rx.open(&mut buf, &tag).unwrap();
+                assert_eq!(buf, [round; 40]);
+            }
+            let mut buf = [1u8; 8];
+            let mut tag = tx.seal(&mut buf);
+            tag[0] ^= 1;
+            assert_eq!(rx.open(&mut buf, &tag), Err(Invalid::BadTag));
+        }
+    }
+}
