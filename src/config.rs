@@ -4,13 +4,15 @@
 //! Everything a mode needs is decided here, at start-up: a bad value is an error that names the
 //! key (and file) and exits before any socket is opened. Later layers never re-validate.
 
-mod file;
+pub mod file;
 mod merge;
+pub mod value;
 
-pub use merge::load;
+pub use merge::{build, load, LoadError};
 
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -99,9 +101,10 @@ pub struct Config {
     pub servers: Vec<ServerAddr>,
     pub method: Method,
     pub key: MasterKey,
-    /// Listen address for client modes (`-b`/`local_address`, default 127.0.0.1).
+    /// Listen address for client modes (`-b`/`local_address`, default 127.0.0.1). Not
+    /// resolved yet. In server mode always 127.0.0.1 (`-b` means something else there).
     pub local_addr: String,
-    /// Listen port for client modes (`-l`/`local_port`).
+    /// Listen port for client modes (`-l`/`local_port`); in server mode 0 unless given.
     pub local_port: u16,
     /// ss-tunnel's fixed destination (`-L`/`tunnel_address`).
     pub tunnel_addr: Option<Address>,
@@ -112,6 +115,8 @@ pub struct Config {
     pub no_delay: bool,
     pub reuse_port: bool,
     pub ipv6_first: bool,
+    /// ss-redir `-T`/`tcp_tproxy`: TCP arrives via TPROXY (IP_TRANSPARENT) rather than REDIRECT.
+    pub tcp_tproxy: bool,
     /// `-n`/`nofile`: raise RLIMIT_NOFILE to this.
     pub nofile: Option<u64>,
     /// `-a`/`user`: drop privileges to this user after binding.
@@ -128,5 +133,14 @@ pub struct Config {
     pub use_syslog: bool,
     pub plugin: Option<String>,
     pub plugin_opts: Option<String>,
+    /// ss-server: source address for outgoing IPv4 connections (`-b`, `local_address`,
+    /// `local_ipv4_address`).
+    pub outbound_bind_v4: Option<Ipv4Addr>,
+    /// ss-server: source address for outgoing IPv6 connections (`-b`, `local_address`,
+    /// `local_ipv6_address`).
+    pub outbound_bind_v6: Option<Ipv6Addr>,
+    /// ss-server `-d`/`nameserver`: resolvers for target names (port 53 unless given); empty
+    /// means the system's.
+    pub nameservers: Vec<SocketAddr>,
     pub limits: Limits,
 }

@@ -3,5 +3,10 @@
 //! Layers, dependencies pointing down only: `mode` (composition) → `relay` (async glue) →
 //! `proto` (sans-IO wire formats and ciphers); `sys` is the only place with OS specifics.
 
+pub mod cli;
 pub mod config;
+pub mod logger;
 pub mod proto;
+pub mod sys;
+pub mod mode;
+pub mod relay;

@@ -1,0 +1,702 @@
+//! The shadowsocks-libev JSON config file (`-c FILE`), read into untyped-but-checked values.
+//!
+//! Everything a file says is checked here against the same rules as the command line, so an
+//! error can name both the key and the file. Which values are required depends on the mode and on
+//! the command line, so that is decided later, in `merge`.
+//!
+//! `parse_json_config` is pure and total: any text gives `Ok` or `Err`, never a panic (it is a
+//! fuzz target). File reading is separate, in `read_config_file`.
+
+use super::value::{self, HostPort, IntRule, Secret};
+use super::Transport;
+use miniserde::json::{Number, Value};
+use std::io::Read;
+use std::path::Path;
+
+/// What a config file said. `None`/empty means the key was absent (or `null`, as in libev).
+#[derive(Clone, Debug, Default)]
+pub struct FileConfig {
+    pub server: Vec<HostPort>,
+    pub server_port: Option<u16>,
+    pub local_address: Option<String>,
+    pub local_ipv4_address: Option<String>,
+    pub local_ipv6_address: Option<String>,
+    pub local_port: Option<u16>,
+    pub password: Option<Secret>,
+    pub key: Option<Secret>,
+    pub method: Option<String>,
+    pub timeout: Option<u64>,
+    pub mode: Option<Transport>,
+    pub fast_open: Option<bool>,
+    pub no_delay: Option<bool>,
+    pub reuse_port: Option<bool>,
+    pub ipv6_first: Option<bool>,
+    pub verbose: Option<bool>,
+    pub use_syslog: Option<bool>,
+    pub tcp_tproxy: Option<bool>,
+    pub nofile: Option<u64>,
+    pub user: Option<String>,
+    pub tunnel_address: Option<String>,
+    pub plugin: Option<String>,
+    pub plugin_opts: Option<String>,
+    pub mtu: Option<u32>,
+    pub nameserver: Vec<String>,
+    pub fwmark: Option<u32>,
+    pub max_conns: Option<usize>,
+    pub pool_blocks: Option<usize>,
+    pub udp_assocs: Option<usize>,
+    /// One message per key we did not use that changes behaviour; logged at warn level.
+    pub warnings: Vec<String>,
+    /// Keys of other Shadowsocks programs (ss-manager, Python) that make no difference here;
+    /// logged at debug level only.
+    pub ignored: Vec<String>,
+}
+
+/// Every key this file understands; used for "did you mean" hints.
+const KNOWN_KEYS: &[&str] = &[
+    "server",
+    "server_port",
+    "local_address",
+    "local_ipv4_address",
+    "local_ipv6_address",
+    "local_port",
+    "password",
+    "key",
+    "method",
+    "timeout",
+    "mode",
+    "fast_open",
+    "no_delay",
+    "reuse_port",
+    "ipv6_first",
+    "verbose",
+    "use_syslog",
+    "tcp_tproxy",
+    "nofile",
+    "user",
+    "tunnel_address",
+    "plugin",
+    "plugin_opts",
+    "mtu",
+    "nameserver",
+    "fwmark",
+    "max_conns",
+    "pool_blocks",
+    "udp_assocs",
+];
+
+/// Keys other Shadowsocks programs write whose absence here changes nothing users rely on:
+/// ss-manager/multi-user keys, the Python server's workers, and socket tuning knobs.
+const HARMLESS_KEYS: &[&str] = &[
+    "workers",
+    "manager_address",
+    "workdir",
+    "port_password",
+    "remarks",
+    "mptcp",
+    "dscp",
+    "tcp_incoming_sndbuf",
+    "tcp_incoming_rcvbuf",
+    "tcp_outgoing_sndbuf",
+    "tcp_outgoing_rcvbuf",
+];
+
+/// Keys libev honours that we do not (yet): warn, because traffic is handled differently.
+const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
+    (
+        "acl",
+        "access control lists are not supported; all traffic is treated alike",
+    ),
+    (
+        "plugin_mode",
+        "plugins carry TCP only here; UDP goes straight to the server",
+    ),
+    (
+        "auth",
+        "one-time auth was removed from Shadowsocks; AEAD ciphers authenticate every chunk",
+    ),
+];
+
+/// libev rejects bigger files too; this also bounds what a mistaken `-c /dev/zero` reads.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// Reads and parses `path`. Every error is one line starting with `config PATH: `.
+pub fn read_config_file(path: &Path) -> Result<FileConfig, String> {
+    let fail = |msg: String| format!("config {}: {msg}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(fail(format!(
+            "larger than {MAX_FILE_SIZE} bytes; is this the right file?"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| fail("is not UTF-8 text".into()))?;
+    parse_json_config(&text).map_err(fail)
+}
+
+/// Parses the text of a libev JSON config. Errors name the key; the caller adds the file.
+pub fn parse_json_config(text: &str) -> Result<FileConfig, String> {
+    let clean = strip_comments(text.strip_prefix('\u{feff}').unwrap_or(text))?;
+    if clean.trim().is_empty() {
+        return Err("is empty; expected a JSON object such as {\"server\": \"…\", …}".into());
+    }
+    let value: Value = miniserde::json::from_str(&clean)
+        .map_err(|_| "is not valid JSON (look for a missing comma, quote or brace)".to_string())?;
+    let Value::Object(obj) = value else {
+        return Err(format!(
+            "must be a JSON object {{ … }}, got {}",
+            describe(&value, false)
+        ));
+    };
+    let mut fc = FileConfig::default();
+    for (key, v) in obj.iter() {
+        // libev treats null as "not set" for every key.
+        if matches!(v, Value::Null) {
+            continue;
+        }
+        apply_key(&mut fc, key, v)?;
+    }
+    Ok(fc)
+}
+
+fn apply_key(fc: &mut FileConfig, key: &str, v: &Value) -> Result<(), String> {
+    match key {
+        "server" => fc.server = hosts(key, v)?,
+        "server_port" => fc.server_port = Some(port(key, v)?),
+        "local_address" => fc.local_address = Some(host(key, v)?),
+        "local_ipv4_address" => fc.local_ipv4_address = Some(host(key, v)?),
+        "local_ipv6_address" => fc.local_ipv6_address = Some(host(key, v)?),
+        "local_port" => fc.local_port = Some(port(key, v)?),
+        "password" => fc.password = Some(Secret::new(nonempty(key, v, true)?)),
+        "key" => fc.key = Some(Secret::new(nonempty(key, v, true)?)),
+        "method" => fc.method = Some(nonempty(key, v, false)?),
+        "timeout" => fc.timeout = Some(int(key, v, &value::TIMEOUT)?),
+        "mode" => fc.mode = Some(transport(key, v)?),
+        "fast_open" => fc.fast_open = Some(boolean(key, v)?),
+        "no_delay" => fc.no_delay = Some(boolean(key, v)?),
+        "reuse_port" => fc.reuse_port = Some(boolean(key, v)?),
+        "ipv6_first" => fc.ipv6_first = Some(boolean(key, v)?),
+        "verbose" => fc.verbose = Some(boolean(key, v)?),
+        "use_syslog" => fc.use_syslog = Some(boolean(key, v)?),
+        "tcp_tproxy" => fc.tcp_tproxy = Some(boolean(key, v)?),
+        "nofile" => fc.nofile = Some(int(key, v, &value::NOFILE)?),
+        "user" => fc.user = Some(nonempty(key, v, false)?),
+        "tunnel_address" => fc.tunnel_address = Some(nonempty(key, v, false)?),
+        // libev: an empty plugin means no plugin (UCI front ends write "").
+        "plugin" => fc.plugin = Some(string(key, v, false)?).filter(|s| !s.is_empty()),
+        "plugin_opts" => fc.plugin_opts = Some(string(key, v, false)?).filter(|s| !s.is_empty()),
+        "mtu" => fc.mtu = Some(int_u32(key, v, &value::MTU)?),
+        "nameserver" => fc.nameserver = nameservers(key, v)?,
+        "fwmark" => fc.fwmark = Some(int_u32(key, v, &value::FWMARK)?),
+        "max_conns" => fc.max_conns = Some(int_usize(key, v, &value::MAX_CONNS)?),
+        "pool_blocks" => fc.pool_blocks = Some(int_usize(key, v, &value::POOL_BLOCKS)?),
+        "udp_assocs" => fc.udp_assocs = Some(int_usize(key, v, &value::UDP_ASSOCS)?),
+        _ => note_unused(fc, key),
+    }
+    Ok(())
+}
+
+fn note_unused(fc: &mut FileConfig, key: &str) {
+    if HARMLESS_KEYS.contains(&key) || key.starts_with('_') {
+        // A leading underscore is the usual JSON idiom for a comment key ("_comment").
+        fc.ignored
+            .push(format!("key {key:?} is not used by this program"));
+    } else if let Some((_, why)) = UNSUPPORTED_KEYS.iter().find(|(k, _)| *k == key) {
+        fc.warnings.push(format!("key {key:?} ignored: {why}"));
+    } else {
+        let hint = suggest(key)
+            .map(|k| format!(" (did you mean {k:?}?)"))
+            .unwrap_or_default();
+        fc.warnings
+            .push(format!("unknown key {key:?} ignored{hint}"));
+    }
+}
+
+/// Catches the common slips: dashes for underscores and capitals (`server-port`, `Server`).
+fn suggest(key: &str) -> Option<&'static str> {
+    let norm: String = key
+        .chars()
+        .map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    KNOWN_KEYS.iter().copied().find(|k| *k == norm)
+}
+
+/// How a value is shown in an error. Secrets are only described by type.
+fn describe(v: &Value, secret: bool) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(_) if secret => "a number".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(_) if secret => "a string".into(),
+        Value::String(s) => {
+            // Keep the error one short line even for a pasted blob.
+            let shown: String = s.chars().take(60).collect();
+            let more = if shown.len() < s.len() { "…" } else { "" };
+            format!("{shown:?}{more}")
+        }
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+fn type_error(key: &str, what: &str, v: &Value, secret: bool) -> String {
+    format!("{key:?} must be {what}, got {}", describe(v, secret))
+}
+
+/// libev's `to_string`: strings, and integers as their decimal text (people write
+/// `"password": 12345678`).
+fn string(key: &str, v: &Value, secret: bool) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(Number::U64(n)) => Ok(n.to_string()),
+        Value::Number(Number::I64(n)) => Ok(n.to_string()),
+        _ => Err(type_error(key, "a string", v, secret)),
+    }
+}
+
+fn nonempty(key: &str, v: &Value, secret: bool) -> Result<String, String> {
+    let s = string(key, v, secret)?;
+    if s.is_empty() {
+        return Err(format!(
+            "{key:?} must not be empty (remove the key instead)"
+        ));
+    }
+    Ok(s)
+}
+
+fn host(key: &str, v: &Value) -> Result<String, String> {
+    let s = string(key, v, false)?;
+    value::check_host(&s).map_err(|e| format!("{key:?} {e}, got {}", describe(v, false)))
+}
+
+fn hosts(key: &str, v: &Value) -> Result<Vec<HostPort>, String> {
+    let one = |item: &Value| -> Result<HostPort, String> {
+        let what = "a host name or address, or a list of them";
+        let s = string(key, item, false).map_err(|_| type_error(key, what, item, false))?;
+        value::parse_host_port(&s)
+            .map_err(|e| format!("{key:?} {e}, got {}", describe(item, false)))
+    };
+    match v {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(format!("{key:?} is an empty list (remove the key instead)"));
+            }
+            items.iter().map(one).collect()
+        }
+        _ => Ok(vec![one(v)?]),
+    }
+}
+
+fn nameservers(key: &str, v: &Value) -> Result<Vec<String>, String> {
+    let items: Vec<&Value> = match v {
+        Value::Array(items) => items.iter().collect(),
+        _ => vec![v],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let s = string(key, item, false)?;
+        // libev passes the string to c-ares, which takes a comma-separated list.
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            value::parse_nameserver(part).map_err(|e| format!("{key:?} {e}, got {:?}", part))?;
+            out.push(part.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{key:?} must not be empty (remove the key instead)"
+        ));
+    }
+    Ok(out)
+}
+
+fn boolean(key: &str, v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        _ => Err(type_error(key, "true or false", v, false)),
+    }
+}
+
+/// Integers or numeric strings: libev's `to_string` accepts both, and configs in the wild
+/// have `"server_port": "8388"`.
+fn int(key: &str, v: &Value, rule: &IntRule) -> Result<u64, String> {
+    let checked = match v {
+        Value::Number(Number::U64(n)) => rule.check(*n),
+        Value::String(s) => rule.parse(s),
+        _ => Err(String::new()),
+    };
+    checked.map_err(|_| type_error(key, rule.what, v, false))
+}
+
+fn int_u32(key: &str, v: &Value, rule: &IntRule) -> Result<u32, String> {
+    let n = int(key, v, rule)?;
+    u32::try_from(n).map_err(|_| type_error(key, rule.what, v, false))
+}
+
+fn int_usize(key: &str, v: &Value, rule: &IntRule) -> Result<usize, String> {
+    let n = int(key, v, rule)?;
+    usize::try_from(n).map_err(|_| type_error(key, rule.what, v, false))
+}
+
+fn port(key: &str, v: &Value) -> Result<u16, String> {
+    let n = int(key, v, &value::PORT)?;
+    u16::try_from(n).map_err(|_| type_error(key, value::PORT.what, v, false))
+}
+
+fn transport(key: &str, v: &Value) -> Result<Transport, String> {
+    // libev falls back to tcp_only on a typo; we refuse, since a silently missing UDP relay is
+    // much harder to diagnose than a start-up error.
+    match v {
+        Value::String(s) => match s.as_str() {
+            "tcp_only" => Ok(Transport::TcpOnly),
+            "tcp_and_udp" => Ok(Transport::TcpAndUdp),
+            "udp_only" => Ok(Transport::UdpOnly),
+            _ => Err(type_error(
+                key,
+                "\"tcp_only\", \"tcp_and_udp\" or \"udp_only\"",
+                v,
+                false,
+            )),
+        },
+        _ => Err(type_error(
+            key,
+            "\"tcp_only\", \"tcp_and_udp\" or \"udp_only\"",
+            v,
+            false,
+        )),
+    }
+}
+
+/// Removes `//` and `/* */` comments outside strings (hand-edited libev configs have them) and
+/// trailing commas before `}`/`]` (so do hand-edited lists). Comments become spaces, keeping
+/// newlines, so the text's shape is unchanged.
+pub fn strip_comments(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                '\\' => {
+                    if let Some(escaped) = chars.next() {
+                        out.push(escaped);
+                    }
+                }
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('"', _) => {
+                in_string = true;
+                out.push(c);
+            }
+            ('/', Some('/')) => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut prev = '\0';
+                let mut closed = false;
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                    }
+                    if prev == '*' && c == '/' {
+                        closed = true;
+                        break;
+                    }
+                    prev = c;
+                }
+                if !closed {
+                    return Err("has a /* comment that is never closed with */".into());
+                }
+                out.push(' ');
+            }
+            _ => out.push(c),
+        }
+    }
+    Ok(drop_trailing_commas(&out))
+}
+
+fn drop_trailing_commas(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            out.push(c);
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        }
+        if c == ',' {
+            let next = text
+                .get(i + 1..)
+                .and_then(|rest| rest.chars().find(|c| !c.is_whitespace()));
+            if matches!(next, Some('}') | Some(']')) {
+                out.push(' ');
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> FileConfig {
+        match parse_json_config(text) {
+            Ok(fc) => fc,
+            Err(e) => panic!("{text}: {e}"),
+        }
+    }
+
+    fn err(text: &str) -> String {
+        match parse_json_config(text) {
+            Ok(fc) => panic!("{text}: accepted as {fc:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn typical_libev_file() {
+        let fc = parse(
+            r#"{
+                "server": "203.0.113.5",
+                "server_port": 8388,
+                "local_address": "0.0.0.0",
+                "local_port": 1080,
+                "password": "hunter2",
+                "method": "aes-256-gcm",
+                "timeout": 300,
+                "mode": "tcp_and_udp",
+                "fast_open": true,
+                "use_syslog": true,
+                "ipv6_first": false,
+                "reuse_port": true,
+                "user": "nobody"
+            }"#,
+        );
+        assert_eq!(
+            fc.server,
+            vec![HostPort {
+                host: "203.0.113.5".into(),
+                port: None
+            }]
+        );
+        assert_eq!(fc.server_port, Some(8388));
+        assert_eq!(fc.local_address.as_deref(), Some("0.0.0.0"));
+        assert_eq!(fc.local_port, Some(1080));
+        assert_eq!(fc.password.as_ref().map(Secret::expose), Some("hunter2"));
+        assert_eq!(fc.method.as_deref(), Some("aes-256-gcm"));
+        assert_eq!(fc.timeout, Some(300));
+        assert_eq!(fc.mode, Some(Transport::TcpAndUdp));
+        assert_eq!(fc.fast_open, Some(true));
+        assert_eq!(fc.use_syslog, Some(true));
+        assert_eq!(fc.ipv6_first, Some(false));
+        assert_eq!(fc.reuse_port, Some(true));
+        assert_eq!(fc.user.as_deref(), Some("nobody"));
+        assert!(fc.warnings.is_empty());
+        assert!(!format!("{fc:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn comments_and_trailing_commas() {
+        let fc = parse(
+            "// leading comment\n{\n  \"plugin_opts\": \"path=/a//b\", // not a comment inside\n  \
+             /* block\n comment */ \"password\": \"p/*x*/\\\"q\",\n  \"server_port\": 1,\n}\n",
+        );
+        assert_eq!(fc.plugin_opts.as_deref(), Some("path=/a//b"));
+        assert_eq!(fc.password.as_ref().map(Secret::expose), Some("p/*x*/\"q"));
+        assert_eq!(fc.server_port, Some(1));
+        let fc = parse("{\"server\": [\"a\", \"b\",\n ],}");
+        assert_eq!(fc.server.len(), 2);
+        assert!(err("{ /* never closed").contains("never closed"));
+    }
+
+    #[test]
+    fn bom_is_skipped() {
+        assert_eq!(parse("\u{feff}{\"local_port\": 1}").local_port, Some(1));
+    }
+
+    #[test]
+    fn server_string_array_and_ports() {
+        let fc =
+            parse(r#"{"server": ["198.51.100.1", "[2001:db8::1]:8443", "ss.example:9000", "::"]}"#);
+        let got: Vec<(&str, Option<u16>)> = fc
+            .server
+            .iter()
+            .map(|h| (h.host.as_str(), h.port))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("198.51.100.1", None),
+                ("2001:db8::1", Some(8443)),
+                ("ss.example", Some(9000)),
+                ("::", None)
+            ]
+        );
+        assert!(err(r#"{"server": []}"#).contains("empty list"));
+        assert!(err(r#"{"server": ""}"#).contains("\"server\" must not be empty"));
+        assert!(err(r#"{"server": [true]}"#).starts_with("\"server\" must be a host name"));
+    }
+
+    #[test]
+    fn numbers_as_strings() {
+        let fc = parse(
+            r#"{"server_port": "8388", "local_port": " 1080 ", "timeout": "60", "fwmark": "0xff"}"#,
+        );
+        assert_eq!(fc.server_port, Some(8388));
+        assert_eq!(fc.local_port, Some(1080));
+        assert_eq!(fc.timeout, Some(60));
+        assert_eq!(fc.fwmark, Some(255));
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        assert_eq!(
+            err(r#"{"server_port": "abc"}"#),
+            "\"server_port\" must be a port number (1-65535), got \"abc\""
+        );
+        assert_eq!(
+            err(r#"{"server_port": 70000}"#),
+            "\"server_port\" must be a port number (1-65535), got 70000"
+        );
+        assert!(err(r#"{"local_port": -1}"#).starts_with("\"local_port\" must be a port"));
+        assert!(err(r#"{"local_port": 1.5}"#).starts_with("\"local_port\" must be a port"));
+        assert_eq!(
+            err(r#"{"fast_open": "yes"}"#),
+            "\"fast_open\" must be true or false, got \"yes\""
+        );
+        assert!(err(r#"{"timeout": 0}"#).starts_with("\"timeout\" must be a number of seconds"));
+        assert!(err(r#"{"mode": "tcp"}"#).starts_with("\"mode\" must be \"tcp_only\""));
+        assert!(err(r#"{"method": ["x"]}"#).starts_with("\"method\" must be a string"));
+        assert!(err(r#"{"pool_blocks": 0}"#).starts_with("\"pool_blocks\""));
+        assert!(err(r#"{"local_address": "1.2.3.4:5"}"#).starts_with("\"local_address\""));
+    }
+
+    #[test]
+    fn secrets_are_not_echoed() {
+        let e = err(r#"{"password": true}"#);
+        assert_eq!(e, "\"password\" must be a string, got true");
+        let e = err(r#"{"key": {"a": "sekrit"}}"#);
+        assert!(!e.contains("sekrit"), "{e}");
+        // Integers are accepted as passwords, as libev does.
+        let fc = parse(r#"{"password": 12345678}"#);
+        assert_eq!(fc.password.as_ref().map(Secret::expose), Some("12345678"));
+    }
+
+    #[test]
+    fn null_means_absent() {
+        let fc = parse(r#"{"server": null, "plugin": "", "mode": null}"#);
+        assert!(fc.server.is_empty());
+        assert_eq!(fc.plugin, None);
+        assert_eq!(fc.mode, None);
+    }
+
+    #[test]
+    fn unknown_keys_warn_once_each() {
+        let fc = parse(
+            r#"{"server-port": 1, "bogus": 2, "acl": "/etc/x.acl", "workers": 4, "_comment": "x"}"#,
+        );
+        assert_eq!(
+            fc.warnings,
+            vec![
+                "key \"acl\" ignored: access control lists are not supported; all traffic is \
+                 treated alike"
+                    .to_string(),
+                "unknown key \"bogus\" ignored".to_string(),
+                "unknown key \"server-port\" ignored (did you mean \"server_port\"?)".to_string(),
+            ]
+        );
+        assert_eq!(fc.ignored.len(), 2);
+    }
+
+    #[test]
+    fn nameserver_forms() {
+        let fc = parse(r#"{"nameserver": "192.0.2.1, 192.0.2.2:5353"}"#);
+        assert_eq!(fc.nameserver, vec!["192.0.2.1", "192.0.2.2:5353"]);
+        let fc = parse(r#"{"nameserver": ["2001:db8::1"]}"#);
+        assert_eq!(fc.nameserver, vec!["2001:db8::1"]);
+        assert!(err(r#"{"nameserver": "dns.example"}"#).starts_with("\"nameserver\""));
+    }
+
+    #[test]
+    fn syntax_errors_and_non_objects() {
+        assert!(err("{\"server\": \"x\" \"server_port\": 1}").contains("not valid JSON"));
+        assert!(err("").contains("is empty"));
+        assert!(err("   // only a comment\n").contains("is empty"));
+        assert_eq!(err("[1]"), "must be a JSON object { … }, got a list");
+        assert!(err("\"x").contains("not valid JSON"));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap stand-in for the fuzz target: every prefix of tricky inputs.
+        let samples = [
+            "{\"server\":[\"[::1]:\",\"a:b:c\",{}],\"key\":\"\\u0000\"}",
+            "{\"timeout\": 18446744073709551616, \"mtu\": -0, \"a\": [[[[[[[[]]]]]]]]}",
+            "/*/ */{\"x\":\"\\\"//\"}//",
+            "{\"server_port\": 1e3, \"local_port\": \"0x\", \"nameserver\": \",,\"}",
+        ];
+        for s in samples {
+            for (i, _) in s.char_indices() {
+                let _ = parse_json_config(&s[..i]);
+            }
+        }
+        let deep = "[".repeat(100_000);
+        let _ = parse_json_config(&deep);
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let path = std::env::temp_dir().join(format!("ss-smol-file-{}.json", std::process::id()));
+        std::fs::write(&path, "{\"server_port\": \"abc\"}").unwrap();
+        let e = read_config_file(&path).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "config {}: \"server_port\" must be a port number (1-65535), got \"abc\"",
+                path.display()
+            )
+        );
+        std::fs::write(&path, "{nope").unwrap();
+        let e = read_config_file(&path).unwrap_err();
+        assert!(
+            e.starts_with(&format!("config {}: ", path.display())),
+            "{e}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let e = read_config_file(&path).unwrap_err();
+        assert!(e.contains("cannot open"), "{e}");
+    }
+}

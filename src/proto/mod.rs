@@ -8,6 +8,9 @@ pub mod socks5;
 pub mod tcp;
 pub mod udp;
 
+#[cfg(test)]
+mod golden_tests;
+
 use core::fmt;
 
 /// Why a parser could not produce a value.

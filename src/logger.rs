@@ -1,0 +1,275 @@
+//! The process logger: one line per event on stderr (procd forwards it to logd), or syslog
+//! datagrams to /dev/log when the config says `use_syslog`.
+//!
+//! Call `init` first thing, so config errors are logged in the usual format, then `configure`
+//! once the config is known. Settings live in atomics and `OnceLock`s because `log` requires a
+//! `Sync` logger, although the program runs on one thread.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const SYSLOG_PATH: &str = "/dev/log";
+/// LOG_DAEMON: OpenWrt's logread and journald file a service's lines under it.
+const FACILITY_DAEMON: u8 = 3;
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+static PROGRAM: OnceLock<&'static str> = OnceLock::new();
+static SYSLOG: OnceLock<UnixDatagram> = OnceLock::new();
+static USE_SYSLOG: AtomicBool = AtomicBool::new(false);
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Installs the logger at info level, writing to stderr. Safe to call more than once.
+pub fn init(program: &'static str) {
+    let _ = PROGRAM.set(program);
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(LevelFilter::Info);
+    }
+}
+
+/// Applies `-v` and `use_syslog`. If /dev/log cannot be reached, says so once and keeps
+/// logging to stderr rather than going silent.
+pub fn configure(verbose: bool, use_syslog: bool) {
+    VERBOSE.store(verbose, Ordering::Relaxed);
+    log::set_max_level(if verbose {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    });
+    if !use_syslog {
+        USE_SYSLOG.store(false, Ordering::Relaxed);
+        return;
+    }
+    if SYSLOG.get().is_none() {
+        match connect_syslog() {
+            Ok(sock) => {
+                let _ = SYSLOG.set(sock);
+            }
+            Err(e) => {
+                log::warn!("cannot log to syslog ({SYSLOG_PATH}: {e}); logging to stderr");
+                return;
+            }
+        }
+    }
+    USE_SYSLOG.store(true, Ordering::Relaxed);
+}
+
+fn connect_syslog() -> std::io::Result<UnixDatagram> {
+    let sock = UnixDatagram::unbound()?;
+    sock.connect(SYSLOG_PATH)?;
+    // A stalled log daemon must not stall the relay thread; such lines go to stderr instead.
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        let max = if VERBOSE.load(Ordering::Relaxed) {
+            Level::Debug
+        } else {
+            Level::Info
+        };
+        // Debug lines from dependencies would drown ours; they still get warnings through.
+        metadata.level() <= max
+            && (metadata.level() <= Level::Info || metadata.target().starts_with("ss_smol"))
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let msg = one_line(record.args());
+        if USE_SYSLOG.load(Ordering::Relaxed) {
+            if let Some(sock) = SYSLOG.get() {
+                let program = PROGRAM.get().copied().unwrap_or("ss-smol");
+                let dgram = syslog_datagram(program, std::process::id(), record.level(), &msg);
+                if send_syslog(sock, dgram.as_bytes()) {
+                    return;
+                }
+            }
+        }
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let line = format_line(secs, record.level(), &msg);
+        // Nowhere to report a failed write to stderr; never panic over a log line.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Sends one datagram; reconnects once if the log daemon was restarted since we connected.
+fn send_syslog(sock: &UnixDatagram, dgram: &[u8]) -> bool {
+    if sock.send(dgram).is_ok() {
+        return true;
+    }
+    sock.connect(SYSLOG_PATH).is_ok() && sock.send(dgram).is_ok()
+}
+
+/// Formats the event and escapes control characters: messages carry peer-supplied text (host
+/// names, errors) that must not be able to start a fake log line.
+fn one_line(args: &std::fmt::Arguments<'_>) -> String {
+    let mut raw = String::new();
+    let _ = raw.write_fmt(*args);
+    if !raw.chars().any(char::is_control) {
+        return raw;
+    }
+    let mut out = String::with_capacity(raw.len() + 8);
+    for c in raw.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS LEVEL: message\n` in UTC.
+pub fn format_line(unix_secs: u64, level: Level, msg: &str) -> String {
+    let (y, mo, d) = civil_from_days(unix_secs / 86_400);
+    let rem = unix_secs % 86_400;
+    format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02} {level}: {msg}\n",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `<PRI>program[pid]: message`, without a timestamp: the receiving daemon stamps it.
+pub fn syslog_datagram(program: &str, pid: u32, level: Level, msg: &str) -> String {
+    let severity: u8 = match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    };
+    let pri = FACILITY_DAEMON * 8 + severity;
+    format!("<{pri}>{program}[{pid}]: {msg}")
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`). Eras are 400-year cycles of 146097 days.
+pub fn civil_from_days(days: u64) -> (u64, u32, u32) {
+    // Shift the epoch to 0000-03-01 so leap days fall at the end of each year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    // day <= 31 and month <= 12 by construction.
+    (year, month as u32, day as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn days(y: u64, m: u32, d: u32) -> u64 {
+        // Naive count for cross-checking, day by day from the epoch.
+        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let mut n = 0;
+        for yy in 1970..y {
+            n += if leap(yy) { 366 } else { 365 };
+        }
+        let lens = [
+            31,
+            if leap(y) { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        for len in lens.iter().take(m as usize - 1) {
+            n += len;
+        }
+        n + u64::from(d) - 1
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(47_482), (2100, 1, 1));
+        // 2100 is not a leap year.
+        assert_eq!(civil_from_days(47_540), (2100, 2, 28));
+        assert_eq!(civil_from_days(47_541), (2100, 3, 1));
+        for (y, m, d) in [(1999, 12, 31), (2038, 1, 19), (2400, 2, 29), (2023, 7, 15)] {
+            assert_eq!(civil_from_days(days(y, m, d)), (y, m, d));
+        }
+        // No overflow at the far end.
+        let _ = civil_from_days(u64::MAX / 86_400);
+    }
+
+    #[test]
+    fn every_day_round_trips() {
+        let mut prev = civil_from_days(0);
+        for n in 1..200_000 {
+            let cur = civil_from_days(n);
+            assert!(cur > prev, "{n}: {cur:?} after {prev:?}");
+            prev = cur;
+        }
+        assert_eq!(civil_from_days(days(2500, 1, 1)), (2500, 1, 1));
+    }
+
+    #[test]
+    fn line_format() {
+        assert_eq!(
+            format_line(1_709_251_199, Level::Info, "listening on 127.0.0.1:1080"),
+            "2024-02-29 23:59:59 INFO: listening on 127.0.0.1:1080\n"
+        );
+        assert_eq!(
+            format_line(0, Level::Warn, "x"),
+            "1970-01-01 00:00:00 WARN: x\n"
+        );
+    }
+
+    #[test]
+    fn syslog_format() {
+        assert_eq!(
+            syslog_datagram("ss-local", 42, Level::Error, "boom"),
+            "<27>ss-local[42]: boom"
+        );
+        assert_eq!(
+            syslog_datagram("ss-redir", 7, Level::Info, "up"),
+            "<30>ss-redir[7]: up"
+        );
+        assert_eq!(
+            syslog_datagram("ss-redir", 7, Level::Debug, "d"),
+            "<31>ss-redir[7]: d"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            one_line(&format_args!("a\nb\r{}", '\u{1b}')),
+            "a\\nb\\r\\u{1b}"
+        );
+        assert_eq!(one_line(&format_args!("plain {}", 1)), "plain 1");
+    }
+}

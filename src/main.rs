@@ -1,0 +1,75 @@
+//! `ss-smol`: one binary, several programs. The mode comes from the name it was run as
+//! (`ss-local`, `ss-tunnel`, `ss-redir`, `ss-server`) or from the first argument
+//! (`ss-smol local …`).
+
+use ss_smol::config::{self, LoadError, Mode};
+use ss_smol::{logger, mode};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: ss-smol MODE [OPTIONS]    (or run as ss-local, ss-tunnel, ss-redir, ss-server)
+
+A small Shadowsocks client and server for routers, compatible with shadowsocks-libev.
+
+modes:
+  local     SOCKS5 proxy (ss-local)
+  tunnel    port forward through the server, e.g. DNS (ss-tunnel)
+  redir     transparent proxy for nftables/iptables (ss-redir)
+  server    Shadowsocks server (ss-server)
+
+`ss-smol MODE --help` lists a mode's options; `ss-smol --version` prints the version.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args.first().map(String::as_str).unwrap_or("ss-smol");
+    let name = argv0.rsplit('/').next().unwrap_or(argv0);
+    let (mode, rest) = match Mode::from_name(name) {
+        Some(m) => (m, args.get(1..).unwrap_or(&[])),
+        None => match args.get(1).map(String::as_str) {
+            Some("--version" | "-V") => {
+                println!("ss-smol {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            Some("--help" | "-h" | "help") => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            Some(m) => match Mode::from_name(m) {
+                Some(mode) => (mode, args.get(2..).unwrap_or(&[])),
+                None => {
+                    eprintln!("ss-smol: unknown mode '{m}'; expected one of: local, tunnel, redir, server");
+                    return ExitCode::from(2);
+                }
+            },
+            None => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if rest.iter().any(|a| a == "--version") {
+        println!("{} (ss-smol) {}", mode.program(), env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    logger::init(mode.program());
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let cfg = match config::load(mode, mode.program(), &rest) {
+        Ok(cfg) => cfg,
+        Err(LoadError::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(LoadError::Invalid(msg)) => {
+            log::error!("{msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logger::configure(cfg.verbose, cfg.use_syslog);
+    match mode::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            log::error!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Composition of each program from the layers below: listeners → relays. Start-up (resolve,
+//! bind, drop privileges) happens here, before the event loop, so every failure is one clear
+//! line and a non-zero exit.
+
+mod local;
+mod tunnel;
+
+use crate::config::{Config, Mode};
+use crate::proto::cipher::{random_salt, MAX_SALT_LEN};
+use crate::proto::tcp::{Decryptor, Encryptor};
+use crate::relay::connect::Upstream;
+use crate::relay::limit::Limit;
+use crate::relay::pool::Pool;
+use crate::relay::RelayError;
+use crate::sys::{self, OutboundOpts};
+use async_executor::LocalExecutor;
+use async_io::Async;
+use futures_lite::{future, StreamExt};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How long a client mode waits for the first payload so that it leaves with the address.
+const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(500);
+
+/// Everything a running mode shares between its connections.
+pub struct Context {
+    pub cfg: Config,
+    pub pool: Rc<Pool>,
+    pub upstream: Rc<Upstream>,
+    pub limit: Rc<Limit>,
+    pub ex: Rc<LocalExecutor<'static>>,
+}
+
+impl Context {
+    /// A fresh pair of stream halves for one connection to the server.
+    fn session(&self) -> Result<(Encryptor, Decryptor), RelayError> {
+        let mut salt = [0u8; MAX_SALT_LEN];
+        random_salt(&mut salt).map_err(|e| RelayError::ClientIo(std::io::Error::other(e.to_string())))?;
+        let enc = Encryptor::new(self.cfg.method, &self.cfg.key, &salt);
+        Ok((enc, Decryptor::new(self.cfg.method, &self.cfg.key)))
+    }
+}
+
+/// Logs how a relayed connection ended: problems a user must see at `warn`, routine ends at
+/// `debug`.
+fn log_end(who: &str, result: Result<(), RelayError>) {
+    match result {
+        Ok(()) => log::debug!("{who}: closed"),
+        Err(e @ (RelayError::Server(_) | RelayError::Truncated)) => log::warn!("{who}: {e}"),
+        Err(e) => log::debug!("{who}: {e}"),
+    }
+}
+
+/// Sockets bound at start-up.
+struct Listeners {
+    tcp: Option<TcpListener>,
+    udp: Option<UdpSocket>,
+}
+
+fn bind(cfg: &Config, addr: SocketAddr) -> Result<Listeners, String> {
+    let hint = "is another instance running? pick another address or port";
+    let tcp = if cfg.transport.tcp() {
+        Some(
+            sys::tcp_listener(addr, cfg.reuse_port, cfg.fast_open)
+                .map_err(|e| format!("cannot listen on {addr} (TCP): {e}; {hint}"))?,
+        )
+    } else {
+        None
+    };
+    let udp = if cfg.transport.udp() {
+        Some(
+            sys::udp_listener(addr, cfg.reuse_port)
+                .map_err(|e| format!("cannot listen on {addr} (UDP): {e}; {hint}"))?,
+        )
+    } else {
+        None
+    };
+    Ok(Listeners { tcp, udp })
+}
+
+fn resolve_servers(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
+    let mut all = Vec::new();
+    for s in &cfg.servers {
+        let addrs = sys::resolve_blocking(&s.host, s.port, cfg.ipv6_first).map_err(|e| {
+            format!("cannot resolve server '{}': {e}; check the server address and DNS", s.host)
+        })?;
+        // One address per configured server, the preferred family first, like libev.
+        all.extend(addrs.into_iter().take(1));
+    }
+    Ok(all)
+}
+
+/// Runs a mode until SIGTERM/SIGINT. Errors are start-up failures, already worded for users.
+pub fn run(cfg: Config) -> Result<(), String> {
+    if let Some(n) = cfg.nofile {
+        sys::set_nofile(n).map_err(|e| format!("cannot set the open file limit to {n}: {e}"))?;
+    } else if let Ok(n) = sys::nofile() {
+        // Each connection needs two descriptors; raise the soft limit when the cap needs it.
+        if (n as usize) < cfg.limits.max_conns * 2 + 32 {
+            let _ = sys::raise_nofile_to_hard();
+        }
+    }
+    let listen_host = cfg.local_addr.clone();
+    let listen = sys::resolve_blocking(&listen_host, cfg.local_port, cfg.ipv6_first)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| format!("cannot use local address '{listen_host}': not an address of this host"))?;
+    let servers = match cfg.mode {
+        Mode::Local | Mode::Tunnel => resolve_servers(&cfg)?,
+        Mode::Redir | Mode::Server => {
+            return Err(format!("{} is not available in this build yet", cfg.mode.program()))
+        }
+    };
+    let listeners = bind(&cfg, listen)?;
+    if let Some(path) = &cfg.pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+    }
+    if let Some(user) = &cfg.user {
+        sys::run_as(user).map_err(|e| format!("cannot run as user '{user}': {e}"))?;
+    }
+    let opts = OutboundOpts {
+        fwmark: cfg.fwmark,
+        interface: cfg.interface.clone(),
+        bind_addr: None,
+        no_delay: cfg.no_delay,
+        fast_open: cfg.fast_open,
+    };
+    let ex = Rc::new(LocalExecutor::new());
+    let ctx = Rc::new(Context {
+        pool: Pool::new(cfg.limits.pool_blocks),
+        upstream: Rc::new(Upstream::new(servers, opts)),
+        limit: Limit::new(cfg.limits.max_conns),
+        ex: Rc::clone(&ex),
+        cfg,
+    });
+    let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    log::info!(
+        "{} listening on {listen} ({}), method {}",
+        ctx.cfg.mode.program(),
+        match (listeners.tcp.is_some(), listeners.udp.is_some()) {
+            (true, true) => "TCP and UDP",
+            (false, true) => "UDP",
+            _ => "TCP",
+        },
+        ctx.cfg.method.name()
+    );
+    let serving = match ctx.cfg.mode {
+        Mode::Local => ex.spawn(local::serve(Rc::clone(&ctx), listeners)),
+        _ => ex.spawn(tunnel::serve(Rc::clone(&ctx), listeners)),
+    };
+    let outcome = future::block_on(ex.run(future::or(
+        async {
+            let sig = signals.next().await;
+            log::info!("received {sig:?}, exiting");
+            Ok(())
+        },
+        serving,
+    )));
+    if let Some(path) = &ctx.cfg.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    outcome
+}
+
+/// Wraps a std listener for the event loop.
+fn async_listener(l: TcpListener) -> Result<Async<TcpListener>, String> {
+    Async::new(l).map_err(|e| format!("cannot register listener: {e}"))
+}
+
+/// Accepts connections for ever, one task each, holding a connection permit per task.
+async fn accept_loop<F, Fut>(ctx: Rc<Context>, listener: TcpListener, handle: F) -> Result<(), String>
+where
+    F: Fn(Rc<Context>, Async<std::net::TcpStream>, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let listener = async_listener(listener)?;
+    loop {
+        let permit = ctx.limit.acquire().await;
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning on the error.
+                log::warn!("accept: {e}");
+                async_io::Timer::after(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if ctx.cfg.no_delay {
+            let _ = stream.get_ref().set_nodelay(true);
+        }
+        let conn = handle(Rc::clone(&ctx), stream, peer);
+        ctx.ex
+            .spawn(async move {
+                conn.await;
+                drop(permit);
+            })
+            .detach();
+    }
+}

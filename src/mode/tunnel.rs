@@ -1,0 +1,74 @@
+//! ss-tunnel: every connection or datagram on the local port goes to one fixed destination
+//! (`-L host:port`) through the server.
+
+use super::{accept_loop, log_end, Context, Listeners, FIRST_PAYLOAD_WAIT};
+use crate::proto::address::Address;
+use crate::relay::tcp::relay_to_server;
+use crate::relay::udp::{Framing, UdpRelay};
+use async_io::Async;
+use futures_lite::future;
+use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
+
+pub async fn serve(ctx: Rc<Context>, listeners: Listeners) -> Result<(), String> {
+    let target = ctx
+        .cfg
+        .tunnel_addr
+        .clone()
+        .ok_or("ss-tunnel needs a destination: -L host:port or \"tunnel_address\"")?;
+    let udp = match listeners.udp {
+        Some(sock) => {
+            let c = &ctx.cfg;
+            let relay = UdpRelay::new(
+                sock,
+                Framing::Tunnel(target.clone()),
+                c.method,
+                c.key.clone(),
+                Rc::clone(&ctx.pool),
+                Rc::clone(&ctx.upstream),
+                c.timeout,
+                c.limits.udp_assocs,
+                Rc::clone(&ctx.ex),
+            )
+            .map_err(|e| format!("cannot start the UDP relay: {e}"))?;
+            Some(relay)
+        }
+        None => None,
+    };
+    let udp = async {
+        match udp {
+            Some(relay) => relay.serve().await.map_err(|e| format!("UDP relay stopped: {e}")),
+            None => future::pending().await,
+        }
+    };
+    let tcp = async {
+        match listeners.tcp {
+            Some(l) => {
+                let target = Rc::new(target.clone());
+                accept_loop(ctx.clone(), l, move |ctx, s, peer| forward(ctx, s, peer, Rc::clone(&target))).await
+            }
+            None => future::pending().await,
+        }
+    };
+    future::or(tcp, udp).await
+}
+
+async fn forward(ctx: Rc<Context>, client: Async<TcpStream>, peer: SocketAddr, target: Rc<Address>) {
+    let who = format!("{peer} -> {target}");
+    let (server, via) = match ctx.upstream.connect(ctx.cfg.timeout).await {
+        Ok(x) => x,
+        Err(e) => {
+            log::warn!("{who}: cannot connect to server: {e}");
+            return;
+        }
+    };
+    log::debug!("{who}: via {via}");
+    let result = match ctx.session() {
+        Ok((enc, dec)) => {
+            let prefix = target.to_wire();
+            relay_to_server(&client, &server, enc, dec, &prefix, FIRST_PAYLOAD_WAIT, &ctx.pool, ctx.cfg.timeout).await
+        }
+        Err(e) => Err(e),
+    };
+    log_end(&who, result);
+}

@@ -1,0 +1,248 @@
+//! TCP relaying between a plaintext socket and an AEAD stream socket.
+//!
+//! Each direction is a pump that waits for readability *before* borrowing a pool block, reads
+//! as much as one block holds, seals or opens it in place, writes it in one call and gives the
+//! block back. End of stream is passed on as a FIN (half-close); the pair ends when both
+//! directions have ended, on the first error, or after `timeout` without traffic.
+
+use super::pool::{Block, Pool, BLOCK_SIZE};
+use super::RelayError;
+use crate::proto::cipher::MAX_SALT_LEN;
+use crate::proto::tcp::{Decryptor, Encryptor, HEADER_LEN, MAX_CHUNK, MAX_PAYLOAD, OVERHEAD};
+use crate::proto::ParseError;
+use async_io::{Async, Timer};
+use futures_lite::{future, AsyncWriteExt};
+use std::cell::Cell;
+use std::io::{self, IoSliceMut, Read};
+use std::net::{Shutdown, TcpStream};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Where chunk `i` starts in a block. Slot 0 follows the salt, so salt + chunks are contiguous.
+const fn chunk_at(i: usize) -> usize {
+    MAX_SALT_LEN + i * MAX_CHUNK
+}
+
+/// Bytes waiting to go out ahead of the first read: the target address (and any payload the
+/// client sent along with its request).
+pub type Prefix = heapless::Vec<u8, 512>;
+
+/// Tracks the last moment either direction moved data.
+#[derive(Clone)]
+pub struct Activity(Rc<Cell<Instant>>);
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity(Rc::new(Cell::new(Instant::now())))
+    }
+    pub fn touch(&self) {
+        self.0.set(Instant::now());
+    }
+    /// Resolves once `timeout` has passed with no `touch`.
+    pub async fn idle(&self, timeout: Duration) {
+        loop {
+            let deadline = self.0.get() + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            Timer::at(deadline).await;
+        }
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+/// Seals `plain_len` bytes of plaintext sitting in the payload slots of `block` into chunks,
+/// and returns the range to send (salt included when `with_salt`).
+fn seal_block(enc: &mut Encryptor, block: &mut [u8], plain_len: usize, with_salt: bool) -> (usize, usize) {
+    let mut start = chunk_at(0);
+    if with_salt {
+        let salt = enc.salt();
+        start -= salt.len();
+        block[start..chunk_at(0)].copy_from_slice(salt);
+    }
+    let mut end = start;
+    let mut left = plain_len;
+    let mut i = 0;
+    while left > 0 {
+        let len = left.min(MAX_PAYLOAD);
+        let frame = &mut block[chunk_at(i)..chunk_at(i) + len + OVERHEAD];
+        enc.seal_chunk(frame);
+        end = chunk_at(i) + len + OVERHEAD;
+        left -= len;
+        i += 1;
+    }
+    (start, end)
+}
+
+/// Reads into the payload slots of a block, after `skip` bytes already placed in slot 0.
+fn read_into_slots(src: &TcpStream, block: &mut [u8], skip: usize) -> io::Result<usize> {
+    let (slot0, rest) = block.split_at_mut(chunk_at(1));
+    let slot0 = &mut slot0[chunk_at(0) + HEADER_LEN + skip..chunk_at(0) + HEADER_LEN + MAX_PAYLOAD];
+    let slot1 = &mut rest[HEADER_LEN..HEADER_LEN + MAX_PAYLOAD];
+    let mut src = src;
+    src.read_vectored(&mut [IoSliceMut::new(slot0), IoSliceMut::new(slot1)])
+}
+
+// readv fills slot 0 completely before slot 1, which is exactly the MAX_PAYLOAD chunking
+// `seal_block` applies, so plaintext never has to move.
+const _: () = assert!(BLOCK_SIZE >= chunk_at(2));
+
+/// plaintext `src` → sealed `dst`. The first write carries the salt, `prefix` and whatever the
+/// client sent within `first_wait` (so salt, address and first payload leave in one segment).
+pub async fn encrypt_pump(
+    src: &Async<TcpStream>,
+    dst: &Async<TcpStream>,
+    mut enc: Encryptor,
+    prefix: &[u8],
+    first_wait: Duration,
+    pool: &Rc<Pool>,
+    activity: &Activity,
+) -> Result<(), RelayError> {
+    // First write: salt ‖ chunk(prefix ‖ early payload).
+    let ready = future::or(async { src.readable().await.map(|_| true) }, async {
+        Timer::after(first_wait).await;
+        Ok(false)
+    })
+    .await?;
+    let mut block = pool.take().await;
+    let skip = prefix.len().min(MAX_PAYLOAD);
+    block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip].copy_from_slice(&prefix[..skip]);
+    let mut eof = false;
+    let n = if ready {
+        match read_into_slots(src.get_ref(), &mut block, skip) {
+            Ok(0) => {
+                eof = true;
+                0
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(RelayError::ClientIo(e)),
+        }
+    } else {
+        0
+    };
+    if skip + n > 0 {
+        let (start, end) = seal_block(&mut enc, &mut block, skip + n, true);
+        write_all(dst, &block[start..end]).await.map_err(RelayError::ServerIo)?;
+    }
+    drop(block);
+    activity.touch();
+    if eof {
+        let _ = dst.get_ref().shutdown(Shutdown::Write);
+        return Ok(());
+    }
+    let mut salt_sent = skip + n > 0;
+    loop {
+        src.readable().await.map_err(RelayError::ClientIo)?;
+        let mut block = pool.take().await;
+        let n = match read_into_slots(src.get_ref(), &mut block, 0) {
+            Ok(0) => {
+                let _ = dst.get_ref().shutdown(Shutdown::Write);
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(RelayError::ClientIo(e)),
+        };
+        let (start, end) = seal_block(&mut enc, &mut block, n, !salt_sent);
+        salt_sent = true;
+        write_all(dst, &block[start..end]).await.map_err(RelayError::ServerIo)?;
+        activity.touch();
+    }
+}
+
+/// sealed `src` → plaintext `dst`. A block is held across reads only while a chunk is
+/// partially received.
+pub async fn decrypt_pump(
+    src: &Async<TcpStream>,
+    dst: &Async<TcpStream>,
+    mut dec: Decryptor,
+    pool: &Rc<Pool>,
+    activity: &Activity,
+) -> Result<(), RelayError> {
+    let mut held: Option<Block> = None;
+    let mut filled = 0;
+    loop {
+        src.readable().await.map_err(RelayError::ServerIo)?;
+        let mut block = match held.take() {
+            Some(b) => b,
+            None => pool.take().await,
+        };
+        let mut reader = src.get_ref();
+        let n = match reader.read(&mut block[filled..]) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                if filled > 0 {
+                    held = Some(block);
+                }
+                continue;
+            }
+            Err(e) => return Err(RelayError::ServerIo(e)),
+        };
+        if n == 0 {
+            if filled > 0 || !dec.at_boundary() {
+                return Err(RelayError::Truncated);
+            }
+            let _ = dst.get_ref().shutdown(Shutdown::Write);
+            return Ok(());
+        }
+        filled += n;
+        let (mut start, mut out) = (0, 0);
+        loop {
+            match dec.decode(&mut block[start..filled]) {
+                Ok(step) => {
+                    let len = step.plain.len();
+                    block.copy_within(start + step.plain.start..start + step.plain.end, out);
+                    out += len;
+                    start += step.consumed;
+                }
+                Err(ParseError::NeedMore(_)) => break,
+                Err(ParseError::Invalid(why)) => return Err(RelayError::Server(why)),
+            }
+        }
+        if out > 0 {
+            write_all(dst, &block[..out]).await.map_err(RelayError::ClientIo)?;
+        }
+        activity.touch();
+        block.copy_within(start..filled, 0);
+        filled -= start;
+        if filled > 0 {
+            held = Some(block);
+        }
+    }
+}
+
+async fn write_all(dst: &Async<TcpStream>, buf: &[u8]) -> io::Result<()> {
+    let mut w = dst;
+    w.write_all(buf).await
+}
+
+/// Relays between a client (plaintext) and the server (AEAD) until both directions end, an
+/// error occurs, or the pair is idle for `timeout`.
+#[allow(clippy::too_many_arguments)]
+pub async fn relay_to_server(
+    client: &Async<TcpStream>,
+    server: &Async<TcpStream>,
+    enc: Encryptor,
+    dec: Decryptor,
+    prefix: &[u8],
+    first_wait: Duration,
+    pool: &Rc<Pool>,
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    let activity = Activity::new();
+    let up = encrypt_pump(client, server, enc, prefix, first_wait, pool, &activity);
+    let down = decrypt_pump(server, client, dec, pool, &activity);
+    future::or(future::try_zip(up, down), async {
+        activity.idle(timeout).await;
+        Err(RelayError::Idle)
+    })
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,47 @@
+//! Operating-system specifics: the only module that calls socket options, rlimits and
+//! credentials (Linux only, via nix).
+//!
+//! Everything above this layer sees plain `std::net` types. Functions used once at start-up
+//! wrap errors with a line of context naming the option or address, so a start-up failure
+//! prints something an admin can act on; functions on the per-connection path return the
+//! bare OS error (kind and `raw_os_error` intact) unless the failure is a configuration
+//! problem (fwmark, interface) that the message should name.
+//!
+//! All option numbers come from `libc`/`nix`: on MIPS (most OpenWrt routers) `SOL_SOCKET`,
+//! `SO_REUSEADDR`, `SOCK_STREAM` and friends have different values than on x86/ARM.
+
+mod net;
+mod process;
+mod redir;
+
+pub use net::{
+    outbound_udp_socket, resolve_blocking, start_tcp_connect, tcp_listener, udp_listener,
+    OutboundOpts,
+};
+pub use process::{nofile, raise_nofile_to_hard, run_as, set_nofile};
+pub use redir::{
+    original_dst, recv_orig_dst, set_ip_transparent, udp_tproxy_listener, udp_tproxy_reply_socket,
+    OrigDstBuf,
+};
+
+use nix::errno::Errno;
+use std::fmt::Display;
+use std::io;
+
+/// An `io::Error` of the same kind as `e`, with `what` in front of the OS message.
+fn ctx(e: Errno, what: impl Display) -> io::Error {
+    io::Error::new(io::Error::from(e).kind(), format!("{what}: {}", e.desc()))
+}
+
+/// Like [`ctx`], with the likely cause or fix after the OS message.
+fn ctx_hint(e: Errno, what: impl Display, hint: &str) -> io::Error {
+    io::Error::new(
+        io::Error::from(e).kind(),
+        format!("{what}: {} ({hint})", e.desc()),
+    )
+}
+
+#[cfg(test)]
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
