@@ -6,7 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod logger;
-pub mod proto;
-pub mod sys;
 pub mod mode;
+pub mod proto;
 pub mod relay;
+pub mod sys;

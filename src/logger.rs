@@ -47,7 +47,7 @@ pub fn configure(verbose: bool, use_syslog: bool) {
         return;
     }
     if SYSLOG.get().is_none() {
-        match connect_syslog() {
+        match connect_syslog(SYSLOG_PATH) {
             Ok(sock) => {
                 let _ = SYSLOG.set(sock);
             }
@@ -60,9 +60,9 @@ pub fn configure(verbose: bool, use_syslog: bool) {
     USE_SYSLOG.store(true, Ordering::Relaxed);
 }
 
-fn connect_syslog() -> std::io::Result<UnixDatagram> {
+fn connect_syslog(path: &str) -> std::io::Result<UnixDatagram> {
     let sock = UnixDatagram::unbound()?;
-    sock.connect(SYSLOG_PATH)?;
+    sock.connect(path)?;
     // A stalled log daemon must not stall the relay thread; such lines go to stderr instead.
     sock.set_nonblocking(true)?;
     Ok(sock)
@@ -89,7 +89,7 @@ impl Log for Logger {
             if let Some(sock) = SYSLOG.get() {
                 let program = PROGRAM.get().copied().unwrap_or("ss-smol");
                 let dgram = syslog_datagram(program, std::process::id(), record.level(), &msg);
-                if send_syslog(sock, dgram.as_bytes()) {
+                if send_syslog(sock, SYSLOG_PATH, dgram.as_bytes()) {
                     return;
                 }
             }
@@ -109,11 +109,11 @@ impl Log for Logger {
 }
 
 /// Sends one datagram; reconnects once if the log daemon was restarted since we connected.
-fn send_syslog(sock: &UnixDatagram, dgram: &[u8]) -> bool {
+fn send_syslog(sock: &UnixDatagram, path: &str, dgram: &[u8]) -> bool {
     if sock.send(dgram).is_ok() {
         return true;
     }
-    sock.connect(SYSLOG_PATH).is_ok() && sock.send(dgram).is_ok()
+    sock.connect(path).is_ok() && sock.send(dgram).is_ok()
 }
 
 /// Formats the event and escapes control characters: messages carry peer-supplied text (host
@@ -262,6 +262,34 @@ mod tests {
             syslog_datagram("ss-redir", 7, Level::Debug, "d"),
             "<31>ss-redir[7]: d"
         );
+    }
+
+    #[test]
+    fn syslog_socket_and_reconnect() {
+        let dir = std::env::temp_dir().join(format!("ss-smol-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let path_str = path.to_str().unwrap();
+        let _ = std::fs::remove_file(&path);
+        let daemon = UnixDatagram::bind(&path).unwrap();
+        let sock = connect_syslog(path_str).unwrap();
+        assert!(send_syslog(&sock, path_str, b"<30>ss-local[1]: one"));
+        let mut buf = [0u8; 64];
+        let n = daemon.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"<30>ss-local[1]: one");
+        // The log daemon restarts: a new socket at the same path.
+        drop(daemon);
+        std::fs::remove_file(&path).unwrap();
+        let daemon = UnixDatagram::bind(&path).unwrap();
+        assert!(send_syslog(&sock, path_str, b"two"));
+        let n = daemon.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"two");
+        // No daemon at all: the caller falls back to stderr.
+        drop(daemon);
+        std::fs::remove_file(&path).unwrap();
+        assert!(!send_syslog(&sock, path_str, b"three"));
+        assert!(connect_syslog(path_str).is_err());
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

@@ -678,6 +678,38 @@ mod tests {
     }
 
     #[test]
+    fn mutated_configs_never_panic() {
+        let base = br#"{"server":["[2001:db8::1]:8388","h:1"],"server_port":"8388", /* c */
+            "local_port":1080,"password":"p\"w","key":"AAAA","mode":"tcp_and_udp",
+            "fast_open":true,"mtu":1500,"nameserver":"192.0.2.1,[::1]:53","fwmark":"0x10",
+            "timeout":60,"tunnel_address":"x:1",} // end"#;
+        let alphabet = b"{}[]\",:/*\\ 0123456789-.eE[]tfnu\x00\xff";
+        // A small xorshift keeps the test deterministic without a dependency.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut bytes = base.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let pos = (next() as usize) % bytes.len();
+                let b = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => bytes[pos] = b,
+                    1 => bytes.insert(pos, b),
+                    _ => {
+                        bytes.remove(pos);
+                    }
+                }
+            }
+            let _ = parse_json_config(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
     fn file_errors_name_the_file() {
         let path = std::env::temp_dir().join(format!("ss-smol-file-{}.json", std::process::id()));
         std::fs::write(&path, "{\"server_port\": \"abc\"}").unwrap();

@@ -5,7 +5,8 @@ use super::{accept_loop, log_end, Context, Listeners, FIRST_PAYLOAD_WAIT};
 use crate::proto::address::Address;
 use crate::proto::socks5::{self, Command};
 use crate::proto::{Invalid, ParseError};
-use crate::relay::tcp::{relay_to_server, Prefix};
+use crate::relay::limit::Permit;
+use crate::relay::tcp::relay_to_server;
 use crate::relay::udp::{Framing, UdpRelay};
 use async_io::{Async, Timer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -39,22 +40,34 @@ pub async fn serve(ctx: Rc<Context>, listeners: Listeners) -> Result<(), String>
     };
     let udp = async {
         match udp {
-            Some(relay) => relay.serve().await.map_err(|e| format!("UDP relay stopped: {e}")),
+            Some(relay) => relay
+                .serve()
+                .await
+                .map_err(|e| format!("UDP relay stopped: {e}")),
             None => future::pending().await,
         }
     };
     let tcp = async {
         match listeners.tcp {
-            Some(l) => accept_loop(ctx.clone(), l, move |ctx, s, peer| handle(ctx, s, peer, udp_port)).await,
+            Some(l) => {
+                accept_loop(ctx.clone(), l, move |ctx, s, peer, permit| {
+                    handle(ctx, s, peer, udp_port, permit)
+                })
+                .await
+            }
             None => future::pending().await,
         }
     };
     future::or(tcp, udp).await
 }
 
-/// What the SOCKS5 exchange asked for.
+/// What the SOCKS5 exchange asked for. The target is kept only in its encoded form, boxed:
+/// whatever a connection's future holds by value it holds for its whole life.
 enum Asked {
-    Connect(Address, Prefix),
+    Connect {
+        target: Box<Address>,
+        prefix: Box<[u8]>,
+    },
     UdpAssociate,
 }
 
@@ -72,14 +85,25 @@ impl From<io::Error> for HandshakeError {
     }
 }
 
-async fn handle(ctx: Rc<Context>, client: Async<TcpStream>, peer: SocketAddr, udp_port: Option<u16>) {
-    let asked = future::or(handshake(&client, udp_port.is_some()), async {
+async fn handle(
+    ctx: Rc<Context>,
+    client: Async<TcpStream>,
+    peer: SocketAddr,
+    udp_port: Option<u16>,
+    _permit: Permit,
+) {
+    // Boxed: the handshake's buffers live only until it ends, not for the connection's life.
+    let asked = future::or(Box::pin(handshake(&client, udp_port.is_some())), async {
         Timer::after(ctx.cfg.timeout).await;
         Err(HandshakeError::TimedOut)
     })
     .await;
     match asked {
-        Ok(Asked::Connect(target, prefix)) => connect(&ctx, &client, peer, target, prefix).await,
+        Ok(Asked::Connect { target, prefix }) => {
+            let who = format!("{peer} -> {target}");
+            drop(target);
+            connect(&ctx, &client, who, prefix).await
+        }
         Ok(Asked::UdpAssociate) => associate(&client, peer, udp_port).await,
         Err(HandshakeError::Io(e)) => log::debug!("{peer}: SOCKS5 handshake: {e}"),
         Err(HandshakeError::TimedOut) => log::debug!("{peer}: SOCKS5 handshake timed out"),
@@ -100,7 +124,9 @@ async fn read_parsed<T>(
     loop {
         match parse(&buf[..*filled]) {
             Err(ParseError::NeedMore(_)) if *filled < buf.len() => {}
-            Err(ParseError::NeedMore(_)) => return Err(HandshakeError::Socks(ParseError::NeedMore(0))),
+            Err(ParseError::NeedMore(_)) => {
+                return Err(HandshakeError::Socks(ParseError::NeedMore(0)))
+            }
             other => return other.map_err(HandshakeError::Socks),
         }
         let n = (&*client).read(&mut buf[*filled..]).await?;
@@ -111,7 +137,11 @@ async fn read_parsed<T>(
     }
 }
 
-async fn reply(mut client: &Async<TcpStream>, code: u8, bound: Option<SocketAddr>) -> io::Result<()> {
+async fn reply(
+    mut client: &Async<TcpStream>,
+    code: u8,
+    bound: Option<SocketAddr>,
+) -> io::Result<()> {
     let mut out = [0u8; socks5::MAX_REPLY_LEN];
     let n = socks5::write_reply(code, bound, &mut out);
     client.write_all(&out[..n]).await
@@ -121,16 +151,20 @@ async fn handshake(client: &Async<TcpStream>, udp: bool) -> Result<Asked, Handsh
     // Greeting (<= 257 bytes) and request (<= 262) plus anything pipelined after them.
     let mut buf = [0u8; 600];
     let mut filled = 0;
-    let (no_auth, used) = read_parsed(client, &mut buf, &mut filled, socks5::parse_greeting).await?;
+    let (no_auth, used) =
+        read_parsed(client, &mut buf, &mut filled, socks5::parse_greeting).await?;
     let mut w = client;
     if !no_auth {
-        w.write_all(&[socks5::VERSION, socks5::METHOD_NONE_ACCEPTABLE]).await?;
+        w.write_all(&[socks5::VERSION, socks5::METHOD_NONE_ACCEPTABLE])
+            .await?;
         return Err(HandshakeError::NoAcceptableMethod);
     }
-    w.write_all(&[socks5::VERSION, socks5::METHOD_NO_AUTH]).await?;
+    w.write_all(&[socks5::VERSION, socks5::METHOD_NO_AUTH])
+        .await?;
     buf.copy_within(used..filled, 0);
     filled -= used;
-    let (req, used) = match read_parsed(client, &mut buf, &mut filled, socks5::parse_request).await {
+    let (req, used) = match read_parsed(client, &mut buf, &mut filled, socks5::parse_request).await
+    {
         Err(HandshakeError::Socks(ParseError::Invalid(Invalid::AddressType(t)))) => {
             reply(client, socks5::REP_ADDRESS_TYPE_NOT_SUPPORTED, None).await?;
             return Err(HandshakeError::Socks(Invalid::AddressType(t).into()));
@@ -139,15 +173,14 @@ async fn handshake(client: &Async<TcpStream>, udp: bool) -> Result<Asked, Handsh
     };
     match req.command {
         Command::Connect => {
-            let mut prefix = Prefix::new();
-            // Cannot fail: address (<= 259) + pipelined rest (< 600 - 3) fit in 512? Not
-            // always, so refuse the overflow explicitly rather than truncating.
-            let wire = req.address.to_wire();
-            if prefix.extend_from_slice(&wire).is_err() || prefix.extend_from_slice(&buf[used..filled]).is_err() {
-                reply(client, socks5::REP_GENERAL_FAILURE, None).await?;
-                return Err(HandshakeError::Io(io::Error::other("request too long")));
-            }
-            Ok(Asked::Connect(req.address, prefix))
+            // Anything the client pipelined after its request rides in the first chunk too.
+            let mut prefix = Vec::with_capacity(req.address.wire_len() + filled - used);
+            prefix.extend_from_slice(&req.address.to_wire());
+            prefix.extend_from_slice(&buf[used..filled]);
+            Ok(Asked::Connect {
+                target: Box::new(req.address),
+                prefix: prefix.into_boxed_slice(),
+            })
         }
         Command::UdpAssociate if udp => Ok(Asked::UdpAssociate),
         other => {
@@ -168,8 +201,7 @@ fn failure_code(e: &io::Error) -> u8 {
     }
 }
 
-async fn connect(ctx: &Context, client: &Async<TcpStream>, peer: SocketAddr, target: Address, prefix: Prefix) {
-    let who = format!("{peer} -> {target}");
+async fn connect(ctx: &Context, client: &Async<TcpStream>, who: String, prefix: Box<[u8]>) {
     let (server, via) = match ctx.upstream.connect(ctx.cfg.timeout).await {
         Ok(x) => x,
         Err(e) => {
@@ -184,8 +216,17 @@ async fn connect(ctx: &Context, client: &Async<TcpStream>, peer: SocketAddr, tar
         return;
     }
     let result = match ctx.session() {
-        Ok((enc, dec)) => {
-            relay_to_server(client, &server, enc, dec, &prefix, FIRST_PAYLOAD_WAIT, &ctx.pool, ctx.cfg.timeout).await
+        Ok(mut ciphers) => {
+            relay_to_server(
+                client,
+                &server,
+                &mut ciphers,
+                &prefix,
+                FIRST_PAYLOAD_WAIT,
+                &ctx.pool,
+                ctx.cfg.timeout,
+            )
+            .await
         }
         Err(e) => Err(e),
     };

@@ -9,8 +9,9 @@ use crate::config::{Config, Mode};
 use crate::proto::cipher::{random_salt, MAX_SALT_LEN};
 use crate::proto::tcp::{Decryptor, Encryptor};
 use crate::relay::connect::Upstream;
-use crate::relay::limit::Limit;
+use crate::relay::limit::{Limit, Permit};
 use crate::relay::pool::Pool;
+use crate::relay::tcp::Ciphers;
 use crate::relay::RelayError;
 use crate::sys::{self, OutboundOpts};
 use async_executor::LocalExecutor;
@@ -33,12 +34,15 @@ pub struct Context {
 }
 
 impl Context {
-    /// A fresh pair of stream halves for one connection to the server.
-    fn session(&self) -> Result<(Encryptor, Decryptor), RelayError> {
+    /// Fresh cipher state for one connection to the server.
+    fn session(&self) -> Result<Box<Ciphers>, RelayError> {
         let mut salt = [0u8; MAX_SALT_LEN];
-        random_salt(&mut salt).map_err(|e| RelayError::ClientIo(std::io::Error::other(e.to_string())))?;
-        let enc = Encryptor::new(self.cfg.method, &self.cfg.key, &salt);
-        Ok((enc, Decryptor::new(self.cfg.method, &self.cfg.key)))
+        random_salt(&mut salt)
+            .map_err(|e| RelayError::ClientIo(std::io::Error::other(e.to_string())))?;
+        Ok(Box::new(Ciphers {
+            enc: Encryptor::new(self.cfg.method, &self.cfg.key, &salt),
+            dec: Decryptor::new(self.cfg.method, &self.cfg.key),
+        }))
     }
 }
 
@@ -83,7 +87,10 @@ fn resolve_servers(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
     let mut all = Vec::new();
     for s in &cfg.servers {
         let addrs = sys::resolve_blocking(&s.host, s.port, cfg.ipv6_first).map_err(|e| {
-            format!("cannot resolve server '{}': {e}; check the server address and DNS", s.host)
+            format!(
+                "cannot resolve server '{}': {e}; check the server address and DNS",
+                s.host
+            )
         })?;
         // One address per configured server, the preferred family first, like libev.
         all.extend(addrs.into_iter().take(1));
@@ -105,11 +112,16 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let listen = sys::resolve_blocking(&listen_host, cfg.local_port, cfg.ipv6_first)
         .ok()
         .and_then(|v| v.into_iter().next())
-        .ok_or_else(|| format!("cannot use local address '{listen_host}': not an address of this host"))?;
+        .ok_or_else(|| {
+            format!("cannot use local address '{listen_host}': not an address of this host")
+        })?;
     let servers = match cfg.mode {
         Mode::Local | Mode::Tunnel => resolve_servers(&cfg)?,
         Mode::Redir | Mode::Server => {
-            return Err(format!("{} is not available in this build yet", cfg.mode.program()))
+            return Err(format!(
+                "{} is not available in this build yet",
+                cfg.mode.program()
+            ))
         }
     };
     let listeners = bind(&cfg, listen)?;
@@ -135,8 +147,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         ex: Rc::clone(&ex),
         cfg,
     });
-    let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     log::info!(
         "{} listening on {listen} ({}), method {}",
         ctx.cfg.mode.program(),
@@ -171,9 +184,13 @@ fn async_listener(l: TcpListener) -> Result<Async<TcpListener>, String> {
 }
 
 /// Accepts connections for ever, one task each, holding a connection permit per task.
-async fn accept_loop<F, Fut>(ctx: Rc<Context>, listener: TcpListener, handle: F) -> Result<(), String>
+async fn accept_loop<F, Fut>(
+    ctx: Rc<Context>,
+    listener: TcpListener,
+    handle: F,
+) -> Result<(), String>
 where
-    F: Fn(Rc<Context>, Async<std::net::TcpStream>, SocketAddr) -> Fut,
+    F: Fn(Rc<Context>, Async<std::net::TcpStream>, SocketAddr, Permit) -> Fut,
     Fut: std::future::Future<Output = ()> + 'static,
 {
     let listener = async_listener(listener)?;
@@ -191,12 +208,10 @@ where
         if ctx.cfg.no_delay {
             let _ = stream.get_ref().set_nodelay(true);
         }
-        let conn = handle(Rc::clone(&ctx), stream, peer);
+        // The permit goes into the connection's own future: wrapping that future in another
+        // async block would store it twice.
         ctx.ex
-            .spawn(async move {
-                conn.await;
-                drop(permit);
-            })
+            .spawn(handle(Rc::clone(&ctx), stream, peer, permit))
             .detach();
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{accept_loop, log_end, Context, Listeners, FIRST_PAYLOAD_WAIT};
 use crate::proto::address::Address;
+use crate::relay::limit::Permit;
 use crate::relay::tcp::relay_to_server;
 use crate::relay::udp::{Framing, UdpRelay};
 use async_io::Async;
@@ -21,7 +22,7 @@ pub async fn serve(ctx: Rc<Context>, listeners: Listeners) -> Result<(), String>
             let c = &ctx.cfg;
             let relay = UdpRelay::new(
                 sock,
-                Framing::Tunnel(target.clone()),
+                Framing::Tunnel(Box::new(target.clone())),
                 c.method,
                 c.key.clone(),
                 Rc::clone(&ctx.pool),
@@ -37,7 +38,10 @@ pub async fn serve(ctx: Rc<Context>, listeners: Listeners) -> Result<(), String>
     };
     let udp = async {
         match udp {
-            Some(relay) => relay.serve().await.map_err(|e| format!("UDP relay stopped: {e}")),
+            Some(relay) => relay
+                .serve()
+                .await
+                .map_err(|e| format!("UDP relay stopped: {e}")),
             None => future::pending().await,
         }
     };
@@ -45,7 +49,10 @@ pub async fn serve(ctx: Rc<Context>, listeners: Listeners) -> Result<(), String>
         match listeners.tcp {
             Some(l) => {
                 let target = Rc::new(target.clone());
-                accept_loop(ctx.clone(), l, move |ctx, s, peer| forward(ctx, s, peer, Rc::clone(&target))).await
+                accept_loop(ctx.clone(), l, move |ctx, s, peer, permit| {
+                    forward(ctx, s, peer, Rc::clone(&target), permit)
+                })
+                .await
             }
             None => future::pending().await,
         }
@@ -53,7 +60,13 @@ pub async fn serve(ctx: Rc<Context>, listeners: Listeners) -> Result<(), String>
     future::or(tcp, udp).await
 }
 
-async fn forward(ctx: Rc<Context>, client: Async<TcpStream>, peer: SocketAddr, target: Rc<Address>) {
+async fn forward(
+    ctx: Rc<Context>,
+    client: Async<TcpStream>,
+    peer: SocketAddr,
+    target: Rc<Address>,
+    _permit: Permit,
+) {
     let who = format!("{peer} -> {target}");
     let (server, via) = match ctx.upstream.connect(ctx.cfg.timeout).await {
         Ok(x) => x,
@@ -64,9 +77,18 @@ async fn forward(ctx: Rc<Context>, client: Async<TcpStream>, peer: SocketAddr, t
     };
     log::debug!("{who}: via {via}");
     let result = match ctx.session() {
-        Ok((enc, dec)) => {
+        Ok(mut ciphers) => {
             let prefix = target.to_wire();
-            relay_to_server(&client, &server, enc, dec, &prefix, FIRST_PAYLOAD_WAIT, &ctx.pool, ctx.cfg.timeout).await
+            relay_to_server(
+                &client,
+                &server,
+                &mut ciphers,
+                &prefix,
+                FIRST_PAYLOAD_WAIT,
+                &ctx.pool,
+                ctx.cfg.timeout,
+            )
+            .await
         }
         Err(e) => Err(e),
     };

@@ -22,6 +22,9 @@ pub const ATYP_IPV6: u8 = 0x04;
 pub const MAX_LEN: usize = 1 + 1 + 255 + 2;
 
 /// A target as the client named it. Domains stay unresolved (the server resolves them).
+/// The name is stored inline so that parsing never allocates; holders that keep an address
+/// for long box it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Address {
     Ip(SocketAddr),
@@ -184,9 +187,15 @@ mod tests {
         assert_eq!(Address::parse(&[]), Err(ParseError::NeedMore(1)));
         assert_eq!(Address::parse(&[1, 1, 2]), Err(ParseError::NeedMore(4)));
         assert_eq!(Address::parse(&[3, 5, b'a']), Err(ParseError::NeedMore(6)));
-        assert_eq!(Address::parse(&[3, 0, 0, 80]), Err(Invalid::EmptyDomain.into()));
+        assert_eq!(
+            Address::parse(&[3, 0, 0, 80]),
+            Err(Invalid::EmptyDomain.into())
+        );
         assert_eq!(Address::parse(&[9]), Err(Invalid::AddressType(9).into()));
-        assert_eq!(Address::parse(&[3, 1, 0xff, 0, 80]), Err(Invalid::DomainNotUtf8.into()));
+        assert_eq!(
+            Address::parse(&[3, 1, 0xff, 0, 80]),
+            Err(Invalid::DomainNotUtf8.into())
+        );
     }
 
     #[test]

@@ -22,8 +22,9 @@ pub const MAX_SALT_LEN: usize = 32;
 pub const MAX_NONCE_LEN: usize = 24;
 
 /// A supported AEAD method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Method {
+    #[default]
     ChaCha20Poly1305,
     XChaCha20Poly1305,
     Aes128Gcm,
@@ -42,10 +43,27 @@ pub const METHODS: [Method; 5] = [
 
 /// Unauthenticated stream ciphers that libev still accepts; we refuse them by name.
 const STREAM_CIPHERS: [&str; 21] = [
-    "table", "rc4", "rc4-md5", "rc4-md5-6", "aes-128-cfb", "aes-192-cfb", "aes-256-cfb",
-    "aes-128-ctr", "aes-192-ctr", "aes-256-ctr", "bf-cfb", "camellia-128-cfb",
-    "camellia-192-cfb", "camellia-256-cfb", "cast5-cfb", "des-cfb", "idea-cfb", "rc2-cfb",
-    "seed-cfb", "salsa20", "chacha20",
+    "table",
+    "rc4",
+    "rc4-md5",
+    "rc4-md5-6",
+    "aes-128-cfb",
+    "aes-192-cfb",
+    "aes-256-cfb",
+    "aes-128-ctr",
+    "aes-192-ctr",
+    "aes-256-ctr",
+    "bf-cfb",
+    "camellia-128-cfb",
+    "camellia-192-cfb",
+    "camellia-256-cfb",
+    "cast5-cfb",
+    "des-cfb",
+    "idea-cfb",
+    "rc2-cfb",
+    "seed-cfb",
+    "salsa20",
+    "chacha20",
 ];
 
 /// Why a method name was refused.
@@ -68,7 +86,10 @@ impl fmt::Display for MethodError {
                  be decrypted), so it is not supported; use one of: {list}"
             ),
             MethodError::Ss2022(n) => {
-                write!(f, "method '{n}' (Shadowsocks 2022) is not supported yet; use one of: {list}")
+                write!(
+                    f,
+                    "method '{n}' (Shadowsocks 2022) is not supported yet; use one of: {list}"
+                )
             }
             MethodError::Unknown(n) => write!(f, "unknown method '{n}'; supported: {list}"),
         }
@@ -121,12 +142,6 @@ impl Method {
     }
 }
 
-impl Default for Method {
-    fn default() -> Self {
-        Method::ChaCha20Poly1305
-    }
-}
-
 /// The master key: `key_len` bytes. Never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MasterKey(heapless::Vec<u8, MAX_KEY_LEN>);
@@ -170,12 +185,15 @@ impl MasterKey {
     }
 }
 
+/// Boxed per variant: an AES-256-GCM key schedule is ~1 KiB, ChaCha's 32 bytes, and async
+/// state machines keep several copies of whatever they hold by value; a pointer keeps every
+/// connection's future small and each session pays only for its own cipher.
 enum Aead {
-    ChaCha(ChaCha20Poly1305),
-    XChaCha(XChaCha20Poly1305),
-    Aes128(Aes128Gcm),
-    Aes192(Aes192Gcm),
-    Aes256(Aes256Gcm),
+    ChaCha(Box<ChaCha20Poly1305>),
+    XChaCha(Box<XChaCha20Poly1305>),
+    Aes128(Box<Aes128Gcm>),
+    Aes192(Box<Aes192Gcm>),
+    Aes256(Box<Aes256Gcm>),
 }
 
 /// One direction of one session: the subkey's cipher and its nonce counter.
@@ -185,21 +203,105 @@ pub struct Session {
     nonce_len: usize,
 }
 
+/// HKDF-SHA1(master key, salt, "ss-subkey").
+fn subkey(method: Method, key: &MasterKey, salt: &[u8]) -> [u8; MAX_KEY_LEN] {
+    let mut subkey = [0u8; MAX_KEY_LEN];
+    let hk = hkdf::Hkdf::<sha1::Sha1>::new(Some(salt), key.as_bytes());
+    // Cannot fail: key_len (<= 32) is far below HKDF-SHA1's 255 * 20 bytes.
+    let _ = hk.expand(b"ss-subkey", &mut subkey[..method.key_len()]);
+    subkey
+}
+
+fn new_cipher<C: KeyInit>(method: Method, subkey: &[u8; MAX_KEY_LEN]) -> C {
+    C::new(GenericArray::from_slice(&subkey[..method.key_len()]))
+}
+
+fn seal_in<C: AeadInPlace>(c: &C, nonce: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+    // The AEADs only fail for inputs over 2^36 bytes; ours are <= 64 KiB.
+    c.encrypt_in_place_detached(GenericArray::from_slice(nonce), &[], buf)
+        .map(|t| {
+            let mut tag = [0u8; TAG_LEN];
+            tag.copy_from_slice(&t);
+            tag
+        })
+        .unwrap_or([0; TAG_LEN])
+}
+
+fn open_in<C: AeadInPlace>(c: &C, nonce: &[u8], buf: &mut [u8], tag: &[u8]) -> Result<(), Invalid> {
+    if tag.len() != TAG_LEN {
+        return Err(Invalid::BadTag);
+    }
+    c.decrypt_in_place_detached(
+        GenericArray::from_slice(nonce),
+        &[],
+        buf,
+        GenericArray::from_slice(tag),
+    )
+    .map_err(|_| Invalid::BadTag)
+}
+
+/// What to do with a one-shot cipher (UDP packets use a fresh subkey and nonce zero).
+enum OneShot<'a> {
+    Seal(&'a mut [u8]),
+    Open(&'a mut [u8], &'a [u8]),
+}
+
+/// Seals or opens one UDP packet body with the cipher built on the stack: no allocation.
+fn one_shot(
+    method: Method,
+    key: &MasterKey,
+    salt: &[u8],
+    op: OneShot,
+) -> Result<[u8; TAG_LEN], Invalid> {
+    fn run<C: AeadInPlace + KeyInit>(
+        method: Method,
+        sub: &[u8; MAX_KEY_LEN],
+        op: OneShot,
+    ) -> Result<[u8; TAG_LEN], Invalid> {
+        let c: C = new_cipher(method, sub);
+        let zero = [0u8; MAX_NONCE_LEN];
+        let nonce = &zero[..method.nonce_len()];
+        match op {
+            OneShot::Seal(buf) => Ok(seal_in(&c, nonce, buf)),
+            OneShot::Open(buf, tag) => open_in(&c, nonce, buf, tag).map(|_| [0; TAG_LEN]),
+        }
+    }
+    let sub = subkey(method, key, salt);
+    match method {
+        Method::ChaCha20Poly1305 => run::<ChaCha20Poly1305>(method, &sub, op),
+        Method::XChaCha20Poly1305 => run::<XChaCha20Poly1305>(method, &sub, op),
+        Method::Aes128Gcm => run::<Aes128Gcm>(method, &sub, op),
+        Method::Aes192Gcm => run::<Aes192Gcm>(method, &sub, op),
+        Method::Aes256Gcm => run::<Aes256Gcm>(method, &sub, op),
+    }
+}
+
+/// Seals a UDP packet body in place (subkey from `salt`, nonce zero); returns the tag.
+pub fn seal_packet(method: Method, key: &MasterKey, salt: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
+    one_shot(method, key, salt, OneShot::Seal(body)).unwrap_or([0; TAG_LEN])
+}
+
+/// Opens a UDP packet body in place if `tag` authenticates it.
+pub fn open_packet(
+    method: Method,
+    key: &MasterKey,
+    salt: &[u8],
+    body: &mut [u8],
+    tag: &[u8],
+) -> Result<(), Invalid> {
+    one_shot(method, key, salt, OneShot::Open(body, tag)).map(|_| ())
+}
+
 impl Session {
     /// Derives the subkey for `salt` (which must be `method.salt_len()` bytes).
     pub fn new(method: Method, key: &MasterKey, salt: &[u8]) -> Session {
-        let mut subkey = [0u8; MAX_KEY_LEN];
-        let sub = &mut subkey[..method.key_len()];
-        let hk = hkdf::Hkdf::<sha1::Sha1>::new(Some(salt), key.as_bytes());
-        // Cannot fail: key_len (<= 32) is far below HKDF-SHA1's 255 * 20 bytes.
-        let _ = hk.expand(b"ss-subkey", sub);
-        let sub = &*sub;
+        let sub = subkey(method, key, salt);
         let aead = match method {
-            Method::ChaCha20Poly1305 => Aead::ChaCha(ChaCha20Poly1305::new(GenericArray::from_slice(sub))),
-            Method::XChaCha20Poly1305 => Aead::XChaCha(XChaCha20Poly1305::new(GenericArray::from_slice(sub))),
-            Method::Aes128Gcm => Aead::Aes128(Aes128Gcm::new(GenericArray::from_slice(sub))),
-            Method::Aes192Gcm => Aead::Aes192(Aes192Gcm::new(GenericArray::from_slice(sub))),
-            Method::Aes256Gcm => Aead::Aes256(Aes256Gcm::new(GenericArray::from_slice(sub))),
+            Method::ChaCha20Poly1305 => Aead::ChaCha(Box::new(new_cipher(method, &sub))),
+            Method::XChaCha20Poly1305 => Aead::XChaCha(Box::new(new_cipher(method, &sub))),
+            Method::Aes128Gcm => Aead::Aes128(Box::new(new_cipher(method, &sub))),
+            Method::Aes192Gcm => Aead::Aes192(Box::new(new_cipher(method, &sub))),
+            Method::Aes256Gcm => Aead::Aes256(Box::new(new_cipher(method, &sub))),
         };
         Session {
             aead,
@@ -211,34 +313,29 @@ impl Session {
     /// Encrypts `buf` in place and returns its tag; advances the nonce.
     pub fn seal(&mut self, buf: &mut [u8]) -> [u8; TAG_LEN] {
         let n = &self.nonce[..self.nonce_len];
-        // The AEADs only fail for inputs over 2^36 bytes; ours are <= 64 KiB.
         let tag = match &self.aead {
-            Aead::ChaCha(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
-            Aead::XChaCha(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
-            Aead::Aes128(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
-            Aead::Aes192(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
-            Aead::Aes256(c) => c.encrypt_in_place_detached(GenericArray::from_slice(n), &[], buf),
+            Aead::ChaCha(c) => seal_in(&**c, n, buf),
+            Aead::XChaCha(c) => seal_in(&**c, n, buf),
+            Aead::Aes128(c) => seal_in(&**c, n, buf),
+            Aead::Aes192(c) => seal_in(&**c, n, buf),
+            Aead::Aes256(c) => seal_in(&**c, n, buf),
         };
         self.bump();
-        tag.map(Into::into).unwrap_or([0; TAG_LEN])
+        tag
     }
 
     /// Decrypts `buf` in place if `tag` authenticates it; advances the nonce either way.
     pub fn open(&mut self, buf: &mut [u8], tag: &[u8]) -> Result<(), Invalid> {
-        if tag.len() != TAG_LEN {
-            return Err(Invalid::BadTag);
-        }
         let n = &self.nonce[..self.nonce_len];
-        let t = GenericArray::from_slice(tag);
         let ok = match &self.aead {
-            Aead::ChaCha(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
-            Aead::XChaCha(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
-            Aead::Aes128(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
-            Aead::Aes192(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
-            Aead::Aes256(c) => c.decrypt_in_place_detached(GenericArray::from_slice(n), &[], buf, t),
+            Aead::ChaCha(c) => open_in(&**c, n, buf, tag),
+            Aead::XChaCha(c) => open_in(&**c, n, buf, tag),
+            Aead::Aes128(c) => open_in(&**c, n, buf, tag),
+            Aead::Aes192(c) => open_in(&**c, n, buf, tag),
+            Aead::Aes256(c) => open_in(&**c, n, buf, tag),
         };
         self.bump();
-        ok.map_err(|_| Invalid::BadTag)
+        ok
     }
 
     /// Little-endian increment of the nonce counter.
@@ -262,7 +359,10 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -280,8 +380,14 @@ mod tests {
     #[test]
     fn names_and_refusals() {
         assert_eq!(Method::from_name("AES-256-GCM"), Ok(Method::Aes256Gcm));
-        assert!(matches!(Method::from_name("rc4-md5"), Err(MethodError::Stream(_))));
-        assert!(matches!(Method::from_name("chacha20-ietf"), Err(MethodError::Stream(_))));
+        assert!(matches!(
+            Method::from_name("rc4-md5"),
+            Err(MethodError::Stream(_))
+        ));
+        assert!(matches!(
+            Method::from_name("chacha20-ietf"),
+            Err(MethodError::Stream(_))
+        ));
         assert!(matches!(
             Method::from_name("2022-blake3-aes-128-gcm"),
             Err(MethodError::Ss2022(_))

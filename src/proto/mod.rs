@@ -51,9 +51,13 @@ impl fmt::Display for Invalid {
             Invalid::SocksNoMethods => f.write_str("SOCKS5 greeting offers no methods"),
             Invalid::SocksReserved(r) => write!(f, "SOCKS5 reserved byte is {r:#04x}"),
             Invalid::SocksFragment(n) => write!(f, "fragmented SOCKS5 UDP datagram ({n})"),
-            Invalid::ChunkLengthReserved(l) => write!(f, "chunk length {l:#06x} sets reserved bits"),
+            Invalid::ChunkLengthReserved(l) => {
+                write!(f, "chunk length {l:#06x} sets reserved bits")
+            }
             Invalid::ZeroLengthChunk => f.write_str("zero-length chunk"),
-            Invalid::BadTag => f.write_str("authentication failed (wrong password or corrupted data)"),
+            Invalid::BadTag => {
+                f.write_str("authentication failed (wrong password or corrupted data)")
+            }
             Invalid::ShortPacket => f.write_str("packet too short"),
         }
     }

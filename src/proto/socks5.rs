@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(parse_greeting(&[5, 1, 2]), Ok((false, 3)));
         assert_eq!(parse_greeting(&[5, 3, 0]), Err(ParseError::NeedMore(2)));
         assert_eq!(parse_greeting(&[5]), Err(ParseError::NeedMore(1)));
-        assert_eq!(parse_greeting(&[4, 1, 0]), Err(Invalid::SocksVersion(4).into()));
+        assert_eq!(
+            parse_greeting(&[4, 1, 0]),
+            Err(Invalid::SocksVersion(4).into())
+        );
         assert_eq!(parse_greeting(&[5, 0]), Err(Invalid::SocksNoMethods.into()));
     }
 
@@ -135,15 +138,27 @@ mod tests {
         let (r, used) = parse_request(req).unwrap();
         assert_eq!(used, req.len() - 5);
         assert_eq!(r.command, Command::Connect);
-        assert_eq!(r.address, Address::from_host_port("localhost:8080").unwrap());
+        assert_eq!(
+            r.address,
+            Address::from_host_port("localhost:8080").unwrap()
+        );
     }
 
     #[test]
     fn request_errors() {
         assert_eq!(parse_request(&[5, 1]), Err(ParseError::NeedMore(1)));
-        assert_eq!(parse_request(&[5, 1, 0, 1, 127]), Err(ParseError::NeedMore(5)));
-        assert_eq!(parse_request(&[5, 1, 0, 7]), Err(Invalid::AddressType(7).into()));
-        assert_eq!(parse_request(&[5, 1, 1, 1]), Err(Invalid::SocksReserved(1).into()));
+        assert_eq!(
+            parse_request(&[5, 1, 0, 1, 127]),
+            Err(ParseError::NeedMore(5))
+        );
+        assert_eq!(
+            parse_request(&[5, 1, 0, 7]),
+            Err(Invalid::AddressType(7).into())
+        );
+        assert_eq!(
+            parse_request(&[5, 1, 1, 1]),
+            Err(Invalid::SocksReserved(1).into())
+        );
         let (r, _) = parse_request(&[5, 9, 0, 1, 1, 2, 3, 4, 0, 1]).unwrap();
         assert_eq!(r.command, Command::Other(9));
     }
@@ -153,7 +168,11 @@ mod tests {
         let mut out = [0u8; MAX_REPLY_LEN];
         let n = write_reply(REP_SUCCEEDED, None, &mut out);
         assert_eq!(&out[..n], &[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-        let n = write_reply(REP_CONNECTION_REFUSED, Some("[::1]:1080".parse().unwrap()), &mut out);
+        let n = write_reply(
+            REP_CONNECTION_REFUSED,
+            Some("[::1]:1080".parse().unwrap()),
+            &mut out,
+        );
         assert_eq!(n, 22);
         assert_eq!(out[1], 5);
     }
@@ -165,7 +184,13 @@ mod tests {
         let n = write_udp_header(&addr, &mut buf).unwrap();
         assert_eq!(n, udp_header_len(&addr));
         assert_eq!(parse_udp_header(&buf[..n + 3]), Ok((addr, n)));
-        assert_eq!(parse_udp_header(&[0, 0, 1, 1]), Err(Invalid::SocksFragment(1).into()));
-        assert_eq!(write_udp_header(&Address::Ip("[::1]:1".parse().unwrap()), &mut [0; 8]), None);
+        assert_eq!(
+            parse_udp_header(&[0, 0, 1, 1]),
+            Err(Invalid::SocksFragment(1).into())
+        );
+        assert_eq!(
+            write_udp_header(&Address::Ip("[::1]:1".parse().unwrap()), &mut [0; 8]),
+            None
+        );
     }
 }

@@ -89,7 +89,12 @@ pub struct Step {
 
 impl Decryptor {
     pub fn new(method: Method, key: &MasterKey) -> Decryptor {
-        Decryptor { method, key: key.clone(), session: None, expect: Expect::Salt }
+        Decryptor {
+            method,
+            key: key.clone(),
+            session: None,
+            expect: Expect::Salt,
+        }
     }
 
     /// Decodes the next element (salt, length or payload) at the start of `buf`, in place.
@@ -125,10 +130,15 @@ impl Decryptor {
                 let salt = take(buf, 0, need)?;
                 self.session = Some(Session::new(self.method, &self.key, salt));
                 self.expect = Expect::Length;
-                Ok(Step { consumed: need, plain: 0..0 })
+                Ok(Step {
+                    consumed: need,
+                    plain: 0..0,
+                })
             }
             (Expect::Length, Some(session)) => {
-                let header = buf.get_mut(..need).ok_or(ParseError::NeedMore(need.saturating_sub(have)))?;
+                let header = buf
+                    .get_mut(..need)
+                    .ok_or(ParseError::NeedMore(need.saturating_sub(have)))?;
                 let (len, tag) = header.split_at_mut(2);
                 session.open(len, tag)?;
                 let len = u16::from_be_bytes([len[0], len[1]]);
@@ -139,15 +149,23 @@ impl Decryptor {
                     return Err(Invalid::ZeroLengthChunk.into());
                 }
                 self.expect = Expect::Payload(len);
-                Ok(Step { consumed: need, plain: 0..0 })
+                Ok(Step {
+                    consumed: need,
+                    plain: 0..0,
+                })
             }
             (Expect::Payload(len), Some(session)) => {
                 let len = *len as usize;
-                let chunk = buf.get_mut(..need).ok_or(ParseError::NeedMore(need.saturating_sub(have)))?;
+                let chunk = buf
+                    .get_mut(..need)
+                    .ok_or(ParseError::NeedMore(need.saturating_sub(have)))?;
                 let (payload, tag) = chunk.split_at_mut(len);
                 session.open(payload, tag)?;
                 self.expect = Expect::Length;
-                Ok(Step { consumed: need, plain: 0..len })
+                Ok(Step {
+                    consumed: need,
+                    plain: 0..len,
+                })
             }
             // Length/Payload are only entered after the salt created the session.
             (_, None) => Err(Invalid::BadTag.into()),
@@ -174,7 +192,12 @@ mod tests {
     }
 
     /// Decodes a stream delivered `step` bytes at a time, as a relay would.
-    fn open_stream(m: Method, key: &MasterKey, wire: &[u8], step: usize) -> Result<Vec<u8>, ParseError> {
+    fn open_stream(
+        m: Method,
+        key: &MasterKey,
+        wire: &[u8],
+        step: usize,
+    ) -> Result<Vec<u8>, ParseError> {
         let mut dec = Decryptor::new(m, key);
         let mut pending: Vec<u8> = Vec::new();
         let mut out = Vec::new();
@@ -191,7 +214,10 @@ mod tests {
                 }
             }
         }
-        assert!(dec.at_boundary() && pending.is_empty(), "stream ended mid-chunk");
+        assert!(
+            dec.at_boundary() && pending.is_empty(),
+            "stream ended mid-chunk"
+        );
         Ok(out)
     }
 
@@ -213,7 +239,10 @@ mod tests {
         let m = Method::ChaCha20Poly1305;
         let wire = seal_stream(m, &MasterKey::from_password(m, b"a"), &[1; 32], b"hi");
         let other = MasterKey::from_password(m, b"b");
-        assert_eq!(open_stream(m, &other, &wire, 64), Err(Invalid::BadTag.into()));
+        assert_eq!(
+            open_stream(m, &other, &wire, 64),
+            Err(Invalid::BadTag.into())
+        );
     }
 
     #[test]

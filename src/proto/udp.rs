@@ -8,7 +8,7 @@
 //! ```
 //! Client→server the address is the target; server→client it is the remote peer.
 
-use super::cipher::{MasterKey, Method, Session, TAG_LEN};
+use super::cipher::{open_packet, seal_packet, MasterKey, Method, TAG_LEN};
 use super::Invalid;
 use core::ops::Range;
 
@@ -30,7 +30,7 @@ pub fn seal(method: Method, key: &MasterKey, salt: &[u8], packet: &mut [u8]) -> 
     let (head, rest) = packet.split_at_mut(salt_len);
     head.copy_from_slice(salt);
     let (body, tag_out) = rest.split_at_mut(body_end - salt_len);
-    let tag = Session::new(method, key, salt).seal(body);
+    let tag = seal_packet(method, key, salt, body);
     tag_out.copy_from_slice(&tag);
     Some(())
 }
@@ -44,7 +44,7 @@ pub fn open(method: Method, key: &MasterKey, packet: &mut [u8]) -> Result<Range<
     let body_end = packet.len() - TAG_LEN;
     let (salt, rest) = packet.split_at_mut(salt_len);
     let (body, tag) = rest.split_at_mut(body_end - salt_len);
-    Session::new(method, key, salt).open(body, tag)?;
+    open_packet(method, key, salt, body, tag)?;
     Ok(salt_len..body_end)
 }
 

@@ -18,7 +18,11 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(servers: Vec<SocketAddr>, opts: OutboundOpts) -> Upstream {
-        Upstream { servers, next: Cell::new(0), opts }
+        Upstream {
+            servers,
+            next: Cell::new(0),
+            opts,
+        }
     }
 
     /// Servers in turn, so load spreads over a `server` array as libev's random pick does.
@@ -38,7 +42,11 @@ impl Upstream {
 }
 
 /// Non-blocking connect with `opts` applied, bounded by `timeout`.
-pub async fn connect_tcp(addr: SocketAddr, opts: &OutboundOpts, timeout: Duration) -> io::Result<Async<TcpStream>> {
+pub async fn connect_tcp(
+    addr: SocketAddr,
+    opts: &OutboundOpts,
+    timeout: Duration,
+) -> io::Result<Async<TcpStream>> {
     let stream = Async::new(sys::start_tcp_connect(addr, opts)?)?;
     future::or(
         async {

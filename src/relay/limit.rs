@@ -14,7 +14,10 @@ pub struct Permit(Rc<Limit>);
 
 impl Limit {
     pub fn new(max: usize) -> Rc<Limit> {
-        Rc::new(Limit { left: Cell::new(max.max(1)), freed: Event::new() })
+        Rc::new(Limit {
+            left: Cell::new(max.max(1)),
+            freed: Event::new(),
+        })
     }
 
     pub async fn acquire(self: &Rc<Self>) -> Permit {

@@ -29,7 +29,11 @@ impl Pool {
         let arena: &'static mut [u8] = Box::leak(vec![0u8; blocks * BLOCK_SIZE].into_boxed_slice());
         // Reversed so the first blocks are lent first: reuse keeps the resident set small.
         let free = arena.chunks_exact_mut(BLOCK_SIZE).rev().collect();
-        Rc::new(Pool { free: RefCell::new(free), returned: Event::new(), blocks })
+        Rc::new(Pool {
+            free: RefCell::new(free),
+            returned: Event::new(),
+            blocks,
+        })
     }
 
     /// Borrows a block, waiting while none is free.
@@ -48,7 +52,10 @@ impl Pool {
 
     pub fn try_take(self: &Rc<Self>) -> Option<Block> {
         let buf = self.free.borrow_mut().pop()?;
-        Some(Block { buf: Some(buf), pool: Rc::clone(self) })
+        Some(Block {
+            buf: Some(buf),
+            pool: Rc::clone(self),
+        })
     }
 
     /// Blocks currently lent out.

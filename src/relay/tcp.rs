@@ -23,10 +23,6 @@ const fn chunk_at(i: usize) -> usize {
     MAX_SALT_LEN + i * MAX_CHUNK
 }
 
-/// Bytes waiting to go out ahead of the first read: the target address (and any payload the
-/// client sent along with its request).
-pub type Prefix = heapless::Vec<u8, 512>;
-
 /// Tracks the last moment either direction moved data.
 #[derive(Clone)]
 pub struct Activity(Rc<Cell<Instant>>);
@@ -58,7 +54,12 @@ impl Default for Activity {
 
 /// Seals `plain_len` bytes of plaintext sitting in the payload slots of `block` into chunks,
 /// and returns the range to send (salt included when `with_salt`).
-fn seal_block(enc: &mut Encryptor, block: &mut [u8], plain_len: usize, with_salt: bool) -> (usize, usize) {
+fn seal_block(
+    enc: &mut Encryptor,
+    block: &mut [u8],
+    plain_len: usize,
+    with_salt: bool,
+) -> (usize, usize) {
     let mut start = chunk_at(0);
     if with_salt {
         let salt = enc.salt();
@@ -97,7 +98,7 @@ const _: () = assert!(BLOCK_SIZE >= chunk_at(2));
 pub async fn encrypt_pump(
     src: &Async<TcpStream>,
     dst: &Async<TcpStream>,
-    mut enc: Encryptor,
+    enc: &mut Encryptor,
     prefix: &[u8],
     first_wait: Duration,
     pool: &Rc<Pool>,
@@ -111,7 +112,8 @@ pub async fn encrypt_pump(
     .await?;
     let mut block = pool.take().await;
     let skip = prefix.len().min(MAX_PAYLOAD);
-    block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip].copy_from_slice(&prefix[..skip]);
+    block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip]
+        .copy_from_slice(&prefix[..skip]);
     let mut eof = false;
     let n = if ready {
         match read_into_slots(src.get_ref(), &mut block, skip) {
@@ -127,8 +129,10 @@ pub async fn encrypt_pump(
         0
     };
     if skip + n > 0 {
-        let (start, end) = seal_block(&mut enc, &mut block, skip + n, true);
-        write_all(dst, &block[start..end]).await.map_err(RelayError::ServerIo)?;
+        let (start, end) = seal_block(enc, &mut block, skip + n, true);
+        write_all(dst, &block[start..end])
+            .await
+            .map_err(RelayError::ServerIo)?;
     }
     drop(block);
     activity.touch();
@@ -150,9 +154,11 @@ pub async fn encrypt_pump(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(RelayError::ClientIo(e)),
         };
-        let (start, end) = seal_block(&mut enc, &mut block, n, !salt_sent);
+        let (start, end) = seal_block(enc, &mut block, n, !salt_sent);
         salt_sent = true;
-        write_all(dst, &block[start..end]).await.map_err(RelayError::ServerIo)?;
+        write_all(dst, &block[start..end])
+            .await
+            .map_err(RelayError::ServerIo)?;
         activity.touch();
     }
 }
@@ -162,7 +168,7 @@ pub async fn encrypt_pump(
 pub async fn decrypt_pump(
     src: &Async<TcpStream>,
     dst: &Async<TcpStream>,
-    mut dec: Decryptor,
+    dec: &mut Decryptor,
     pool: &Rc<Pool>,
     activity: &Activity,
 ) -> Result<(), RelayError> {
@@ -177,7 +183,12 @@ pub async fn decrypt_pump(
         let mut reader = src.get_ref();
         let n = match reader.read(&mut block[filled..]) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 if filled > 0 {
                     held = Some(block);
                 }
@@ -207,7 +218,9 @@ pub async fn decrypt_pump(
             }
         }
         if out > 0 {
-            write_all(dst, &block[..out]).await.map_err(RelayError::ClientIo)?;
+            write_all(dst, &block[..out])
+                .await
+                .map_err(RelayError::ClientIo)?;
         }
         activity.touch();
         block.copy_within(start..filled, 0);
@@ -223,22 +236,35 @@ async fn write_all(dst: &Async<TcpStream>, buf: &[u8]) -> io::Result<()> {
     w.write_all(buf).await
 }
 
+/// Both halves of one connection's cipher state, boxed once per connection: futures store
+/// what they own by value more than once, a pointer only costs 8 bytes each time.
+pub struct Ciphers {
+    pub enc: Encryptor,
+    pub dec: Decryptor,
+}
+
 /// Relays between a client (plaintext) and the server (AEAD) until both directions end, an
 /// error occurs, or the pair is idle for `timeout`.
-#[allow(clippy::too_many_arguments)]
 pub async fn relay_to_server(
     client: &Async<TcpStream>,
     server: &Async<TcpStream>,
-    enc: Encryptor,
-    dec: Decryptor,
+    ciphers: &mut Ciphers,
     prefix: &[u8],
     first_wait: Duration,
     pool: &Rc<Pool>,
     timeout: Duration,
 ) -> Result<(), RelayError> {
     let activity = Activity::new();
-    let up = encrypt_pump(client, server, enc, prefix, first_wait, pool, &activity);
-    let down = decrypt_pump(server, client, dec, pool, &activity);
+    let up = encrypt_pump(
+        client,
+        server,
+        &mut ciphers.enc,
+        prefix,
+        first_wait,
+        pool,
+        &activity,
+    );
+    let down = decrypt_pump(server, client, &mut ciphers.dec, pool, &activity);
     future::or(future::try_zip(up, down), async {
         activity.idle(timeout).await;
         Err(RelayError::Idle)

@@ -26,7 +26,7 @@ pub enum Framing {
     /// SOCKS5 UDP: `00 00 FRAG ADDRESS DATA`; replies carry the remote's address.
     Socks5,
     /// ss-tunnel: bare payloads to one fixed destination.
-    Tunnel(Address),
+    Tunnel(Box<Address>),
 }
 
 struct Assoc {
@@ -161,15 +161,27 @@ impl UdpRelay {
         let socket = Rc::new(Async::new(socket)?);
         let mut table = self.table.borrow_mut();
         if table.len() >= self.capacity {
-            let stalest = table.iter().min_by_key(|(_, a)| a.last.get()).map(|(k, _)| *k);
+            let stalest = table
+                .iter()
+                .min_by_key(|(_, a)| a.last.get())
+                .map(|(k, _)| *k);
             if let Some(k) = stalest {
                 log::debug!("udp: table full, evicting {k}");
                 table.remove(&k);
             }
         }
-        let replies = self.ex.spawn(Rc::clone(self).replies(client, Rc::clone(&socket)));
+        let replies = self
+            .ex
+            .spawn(Rc::clone(self).replies(client, Rc::clone(&socket)));
         let last = Rc::new(Cell::new(now));
-        table.insert(client, Assoc { socket: Rc::clone(&socket), last, _replies: replies });
+        table.insert(
+            client,
+            Assoc {
+                socket: Rc::clone(&socket),
+                last,
+                _replies: replies,
+            },
+        );
         log::debug!("udp: {client}: new association via {server}");
         Ok(socket)
     }
