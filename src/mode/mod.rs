@@ -166,8 +166,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     };
     let outcome = future::block_on(ex.run(future::or(
         async {
-            let sig = signals.next().await;
-            log::info!("received {sig:?}, exiting");
+            let name = match signals.next().await {
+                Some(Ok(async_signal::Signal::Int)) => "SIGINT",
+                _ => "SIGTERM",
+            };
+            log::info!("received {name}, exiting");
             Ok(())
         },
         serving,
