@@ -108,6 +108,12 @@ pub fn run(cfg: Config) -> Result<(), String> {
             let _ = sys::raise_nofile_to_hard();
         }
     }
+    if let Some(plugin) = &cfg.plugin {
+        return Err(format!(
+            "plugin '{plugin}' is configured, but this build cannot launch SIP003 plugins yet; \
+             remove \"plugin\" to connect to the server directly"
+        ));
+    }
     let listen_host = cfg.local_addr.clone();
     let listen = sys::resolve_blocking(&listen_host, cfg.local_port, cfg.ipv6_first)
         .ok()
