@@ -6,7 +6,7 @@ use crate::proto::address::Address;
 use crate::proto::socks5::{self, Command};
 use crate::proto::{Invalid, ParseError};
 use crate::relay::limit::Permit;
-use crate::relay::tcp::relay_to_server;
+use crate::relay::tcp::{relay, FirstWrite};
 use crate::relay::udp::{Framing, UdpRelay};
 use async_io::{Async, Timer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -217,12 +217,15 @@ async fn connect(ctx: &Context, client: &Async<TcpStream>, who: String, prefix: 
     }
     let result = match ctx.session() {
         Ok(mut ciphers) => {
-            relay_to_server(
+            relay(
                 client,
                 &server,
                 &mut ciphers,
-                &prefix,
-                FIRST_PAYLOAD_WAIT,
+                Some(FirstWrite {
+                    prefix: &prefix,
+                    wait: FIRST_PAYLOAD_WAIT,
+                }),
+                None,
                 &ctx.pool,
                 ctx.cfg.timeout,
             )
@@ -230,7 +233,7 @@ async fn connect(ctx: &Context, client: &Async<TcpStream>, who: String, prefix: 
         }
         Err(e) => Err(e),
     };
-    log_end(&who, result);
+    log_end(&who, "server", result);
 }
 
 /// UDP ASSOCIATE: point the client at the UDP relay (same address, same port) and keep the TCP

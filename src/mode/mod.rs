@@ -38,7 +38,7 @@ impl Context {
     fn session(&self) -> Result<Box<Ciphers>, RelayError> {
         let mut salt = [0u8; MAX_SALT_LEN];
         random_salt(&mut salt)
-            .map_err(|e| RelayError::ClientIo(std::io::Error::other(e.to_string())))?;
+            .map_err(|e| RelayError::PlainIo(std::io::Error::other(e.to_string())))?;
         Ok(Box::new(Ciphers {
             enc: Encryptor::new(self.cfg.method, &self.cfg.key, &salt),
             dec: Decryptor::new(self.cfg.method, &self.cfg.key),
@@ -47,11 +47,14 @@ impl Context {
 }
 
 /// Logs how a relayed connection ended: problems a user must see at `warn`, routine ends at
-/// `debug`.
-fn log_end(who: &str, result: Result<(), RelayError>) {
+/// `debug`. `sealed` names the AEAD side ("server" for client modes, "client" for ss-server).
+fn log_end(who: &str, sealed: &str, result: Result<(), RelayError>) {
     match result {
         Ok(()) => log::debug!("{who}: closed"),
-        Err(e @ (RelayError::Server(_) | RelayError::Truncated)) => log::warn!("{who}: {e}"),
+        Err(e @ (RelayError::Sealed(_) | RelayError::Truncated)) => {
+            log::warn!("{who}: {sealed}: {e}")
+        }
+        Err(e @ RelayError::SealedIo(_)) => log::debug!("{who}: {sealed}: {e}"),
         Err(e) => log::debug!("{who}: {e}"),
     }
 }

@@ -4,7 +4,7 @@
 use super::{accept_loop, log_end, Context, Listeners, FIRST_PAYLOAD_WAIT};
 use crate::proto::address::Address;
 use crate::relay::limit::Permit;
-use crate::relay::tcp::relay_to_server;
+use crate::relay::tcp::{relay, FirstWrite};
 use crate::relay::udp::{Framing, UdpRelay};
 use async_io::Async;
 use futures_lite::future;
@@ -79,12 +79,15 @@ async fn forward(
     let result = match ctx.session() {
         Ok(mut ciphers) => {
             let prefix = target.to_wire();
-            relay_to_server(
+            relay(
                 &client,
                 &server,
                 &mut ciphers,
-                &prefix,
-                FIRST_PAYLOAD_WAIT,
+                Some(FirstWrite {
+                    prefix: &prefix,
+                    wait: FIRST_PAYLOAD_WAIT,
+                }),
+                None,
                 &ctx.pool,
                 ctx.cfg.timeout,
             )
@@ -92,5 +95,5 @@ async fn forward(
         }
         Err(e) => Err(e),
     };
-    log_end(&who, result);
+    log_end(&who, "server", result);
 }

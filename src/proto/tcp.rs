@@ -78,6 +78,8 @@ pub struct Decryptor {
     key: MasterKey,
     session: Option<Session>,
     expect: Expect,
+    /// Kept for the server's replay filter.
+    salt: [u8; MAX_SALT_LEN],
 }
 
 /// One step of decoding: `consumed` input bytes; plaintext (possibly empty) at `plain`.
@@ -94,7 +96,14 @@ impl Decryptor {
             key: key.clone(),
             session: None,
             expect: Expect::Salt,
+            salt: [0; MAX_SALT_LEN],
         }
+    }
+
+    /// The peer's salt, once received.
+    pub fn salt(&self) -> Option<&[u8]> {
+        self.session.as_ref()?;
+        self.salt.get(..self.method.salt_len())
     }
 
     /// Decodes the next element (salt, length or payload) at the start of `buf`, in place.
@@ -129,6 +138,7 @@ impl Decryptor {
             (Expect::Salt, _) => {
                 let salt = take(buf, 0, need)?;
                 self.session = Some(Session::new(self.method, &self.key, salt));
+                self.salt[..need].copy_from_slice(salt);
                 self.expect = Expect::Length;
                 Ok(Step {
                     consumed: need,

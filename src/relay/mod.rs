@@ -1,6 +1,7 @@
 //! Async glue on async-io: the buffer pool, TCP pumps, UDP associations and outbound
 //! connections. Everything runs on one thread; shared state is `Rc`/`Cell`.
 
+pub mod assoc;
 pub mod connect;
 pub mod limit;
 pub mod pool;
@@ -11,14 +12,15 @@ use crate::proto::Invalid;
 use core::fmt;
 use std::io;
 
-/// Why a relayed connection ended early; each becomes one log line.
+/// Why a relayed connection ended early; each becomes one log line. "Plain" is the side
+/// that speaks plaintext (the SOCKS5 client, or ss-server's target), "sealed" the AEAD side.
 #[derive(Debug)]
 pub enum RelayError {
-    ClientIo(io::Error),
-    ServerIo(io::Error),
-    /// The server's stream failed to decrypt or broke the framing rules.
-    Server(Invalid),
-    /// The server closed in the middle of a chunk.
+    PlainIo(io::Error),
+    SealedIo(io::Error),
+    /// The sealed stream failed to decrypt or broke the framing rules.
+    Sealed(Invalid),
+    /// The sealed side closed in the middle of a chunk.
     Truncated,
     /// No traffic in either direction for the idle timeout.
     Idle,
@@ -27,17 +29,10 @@ pub enum RelayError {
 impl fmt::Display for RelayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RelayError::ClientIo(e) => write!(f, "client: {e}"),
-            RelayError::ServerIo(e) => write!(f, "server: {e}"),
-            RelayError::Server(why) => write!(f, "server stream: {why}"),
-            RelayError::Truncated => f.write_str("server closed mid-chunk (truncated stream)"),
+            RelayError::PlainIo(e) | RelayError::SealedIo(e) => e.fmt(f),
+            RelayError::Sealed(why) => why.fmt(f),
+            RelayError::Truncated => f.write_str("stream closed mid-chunk (truncated)"),
             RelayError::Idle => f.write_str("idle timeout"),
         }
-    }
-}
-
-impl From<io::Error> for RelayError {
-    fn from(e: io::Error) -> Self {
-        RelayError::ClientIo(e)
     }
 }

@@ -93,56 +93,72 @@ fn read_into_slots(src: &TcpStream, block: &mut [u8], skip: usize) -> io::Result
 // `seal_block` applies, so plaintext never has to move.
 const _: () = assert!(BLOCK_SIZE >= chunk_at(2));
 
-/// plaintext `src` → sealed `dst`. The first write carries the salt, `prefix` and whatever the
-/// client sent within `first_wait` (so salt, address and first payload leave in one segment).
+/// What the sealed side's first write carries besides the salt: `prefix` (a client's target
+/// address) and whatever the plain side sends within `wait`, so salt, address and first payload
+/// leave in one segment.
+pub struct FirstWrite<'a> {
+    pub prefix: &'a [u8],
+    pub wait: Duration,
+}
+
+/// Ciphertext already received on the sealed side but not yet decoded (the server reads the
+/// first chunk itself to learn the target).
+pub struct Pending {
+    pub block: Block,
+    pub filled: usize,
+}
+
+/// plaintext `src` → sealed `dst`.
 pub async fn encrypt_pump(
     src: &Async<TcpStream>,
     dst: &Async<TcpStream>,
     enc: &mut Encryptor,
-    prefix: &[u8],
-    first_wait: Duration,
+    first: Option<FirstWrite<'_>>,
     pool: &Rc<Pool>,
     activity: &Activity,
 ) -> Result<(), RelayError> {
-    // First write: salt ‖ chunk(prefix ‖ early payload).
-    let ready = future::or(async { src.readable().await.map(|_| true) }, async {
-        Timer::after(first_wait).await;
-        Ok(false)
-    })
-    .await?;
-    let mut block = pool.take().await;
-    let skip = prefix.len().min(MAX_PAYLOAD);
-    block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip]
-        .copy_from_slice(&prefix[..skip]);
-    let mut eof = false;
-    let n = if ready {
-        match read_into_slots(src.get_ref(), &mut block, skip) {
-            Ok(0) => {
-                eof = true;
-                0
+    let mut salt_sent = false;
+    if let Some(first) = first {
+        let ready = future::or(async { src.readable().await.map(|_| true) }, async {
+            Timer::after(first.wait).await;
+            Ok(false)
+        })
+        .await
+        .map_err(RelayError::PlainIo)?;
+        let mut block = pool.take().await;
+        let skip = first.prefix.len().min(MAX_PAYLOAD);
+        block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip]
+            .copy_from_slice(&first.prefix[..skip]);
+        let mut eof = false;
+        let n = if ready {
+            match read_into_slots(src.get_ref(), &mut block, skip) {
+                Ok(0) => {
+                    eof = true;
+                    0
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(RelayError::PlainIo(e)),
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(RelayError::ClientIo(e)),
+        } else {
+            0
+        };
+        if skip + n > 0 {
+            let (start, end) = seal_block(enc, &mut block, skip + n, true);
+            write_all(dst, &block[start..end])
+                .await
+                .map_err(RelayError::SealedIo)?;
+            salt_sent = true;
         }
-    } else {
-        0
-    };
-    if skip + n > 0 {
-        let (start, end) = seal_block(enc, &mut block, skip + n, true);
-        write_all(dst, &block[start..end])
-            .await
-            .map_err(RelayError::ServerIo)?;
+        drop(block);
+        activity.touch();
+        if eof {
+            let _ = dst.get_ref().shutdown(Shutdown::Write);
+            return Ok(());
+        }
     }
-    drop(block);
-    activity.touch();
-    if eof {
-        let _ = dst.get_ref().shutdown(Shutdown::Write);
-        return Ok(());
-    }
-    let mut salt_sent = skip + n > 0;
     loop {
-        src.readable().await.map_err(RelayError::ClientIo)?;
+        src.readable().await.map_err(RelayError::PlainIo)?;
         let mut block = pool.take().await;
         let n = match read_into_slots(src.get_ref(), &mut block, 0) {
             Ok(0) => {
@@ -152,13 +168,13 @@ pub async fn encrypt_pump(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(RelayError::ClientIo(e)),
+            Err(e) => return Err(RelayError::PlainIo(e)),
         };
         let (start, end) = seal_block(enc, &mut block, n, !salt_sent);
         salt_sent = true;
         write_all(dst, &block[start..end])
             .await
-            .map_err(RelayError::ServerIo)?;
+            .map_err(RelayError::SealedIo)?;
         activity.touch();
     }
 }
@@ -169,41 +185,54 @@ pub async fn decrypt_pump(
     src: &Async<TcpStream>,
     dst: &Async<TcpStream>,
     dec: &mut Decryptor,
+    pending: Option<Pending>,
     pool: &Rc<Pool>,
     activity: &Activity,
 ) -> Result<(), RelayError> {
-    let mut held: Option<Block> = None;
-    let mut filled = 0;
+    let (mut held, mut filled) = match pending {
+        Some(p) if p.filled > 0 => (Some(p.block), p.filled),
+        _ => (None, 0),
+    };
+    // Pending bytes may already hold whole chunks: decode them before waiting for more.
+    let mut fresh = held.is_some();
     loop {
-        src.readable().await.map_err(RelayError::ServerIo)?;
         let mut block = match held.take() {
             Some(b) => b,
-            None => pool.take().await,
+            None => {
+                src.readable().await.map_err(RelayError::SealedIo)?;
+                pool.take().await
+            }
         };
-        let mut reader = src.get_ref();
-        let n = match reader.read(&mut block[filled..]) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                if filled > 0 {
-                    held = Some(block);
+        if !fresh {
+            if filled > 0 {
+                src.readable().await.map_err(RelayError::SealedIo)?;
+            }
+            let mut reader = src.get_ref();
+            let n = match reader.read(&mut block[filled..]) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    if filled > 0 {
+                        held = Some(block);
+                    }
+                    continue;
                 }
-                continue;
+                Err(e) => return Err(RelayError::SealedIo(e)),
+            };
+            if n == 0 {
+                if filled > 0 || !dec.at_boundary() {
+                    return Err(RelayError::Truncated);
+                }
+                let _ = dst.get_ref().shutdown(Shutdown::Write);
+                return Ok(());
             }
-            Err(e) => return Err(RelayError::ServerIo(e)),
-        };
-        if n == 0 {
-            if filled > 0 || !dec.at_boundary() {
-                return Err(RelayError::Truncated);
-            }
-            let _ = dst.get_ref().shutdown(Shutdown::Write);
-            return Ok(());
+            filled += n;
         }
-        filled += n;
+        fresh = false;
         let (mut start, mut out) = (0, 0);
         loop {
             match dec.decode(&mut block[start..filled]) {
@@ -214,13 +243,13 @@ pub async fn decrypt_pump(
                     start += step.consumed;
                 }
                 Err(ParseError::NeedMore(_)) => break,
-                Err(ParseError::Invalid(why)) => return Err(RelayError::Server(why)),
+                Err(ParseError::Invalid(why)) => return Err(RelayError::Sealed(why)),
             }
         }
         if out > 0 {
             write_all(dst, &block[..out])
                 .await
-                .map_err(RelayError::ClientIo)?;
+                .map_err(RelayError::PlainIo)?;
         }
         activity.touch();
         block.copy_within(start..filled, 0);
@@ -243,28 +272,23 @@ pub struct Ciphers {
     pub dec: Decryptor,
 }
 
-/// Relays between a client (plaintext) and the server (AEAD) until both directions end, an
-/// error occurs, or the pair is idle for `timeout`.
-pub async fn relay_to_server(
-    client: &Async<TcpStream>,
-    server: &Async<TcpStream>,
+/// Relays between a plaintext socket and a sealed (AEAD) socket until both directions end, an
+/// error occurs, or the pair is idle for `timeout`. A client mode passes `first` (the target
+/// address goes out with the salt); ss-server passes the ciphertext it read past the first
+/// chunk as `pending`.
+#[allow(clippy::too_many_arguments)]
+pub async fn relay(
+    plain: &Async<TcpStream>,
+    sealed: &Async<TcpStream>,
     ciphers: &mut Ciphers,
-    prefix: &[u8],
-    first_wait: Duration,
+    first: Option<FirstWrite<'_>>,
+    pending: Option<Pending>,
     pool: &Rc<Pool>,
     timeout: Duration,
 ) -> Result<(), RelayError> {
     let activity = Activity::new();
-    let up = encrypt_pump(
-        client,
-        server,
-        &mut ciphers.enc,
-        prefix,
-        first_wait,
-        pool,
-        &activity,
-    );
-    let down = decrypt_pump(server, client, &mut ciphers.dec, pool, &activity);
+    let up = encrypt_pump(plain, sealed, &mut ciphers.enc, first, pool, &activity);
+    let down = decrypt_pump(sealed, plain, &mut ciphers.dec, pending, pool, &activity);
     future::or(future::try_zip(up, down), async {
         activity.idle(timeout).await;
         Err(RelayError::Idle)

@@ -6,6 +6,7 @@
 //! plaintext *is* the SOCKS5 datagram minus `00 00 FRAG`, so it is received 3 bytes before the
 //! end of the salt and the salt then overwrites those 3 bytes. No payload is copied.
 
+use super::assoc::AssocTable;
 use super::connect::Upstream;
 use super::pool::Pool;
 use crate::proto::address::Address;
@@ -14,12 +15,10 @@ use crate::proto::{socks5, udp};
 use crate::sys;
 use async_executor::{LocalExecutor, Task};
 use async_io::{Async, Timer};
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How client datagrams name their destination.
 pub enum Framing {
@@ -31,7 +30,6 @@ pub enum Framing {
 
 struct Assoc {
     socket: Rc<Async<UdpSocket>>,
-    last: Rc<Cell<Instant>>,
     _replies: Task<()>,
 }
 
@@ -42,9 +40,7 @@ pub struct UdpRelay {
     key: MasterKey,
     pool: Rc<Pool>,
     upstream: Rc<Upstream>,
-    timeout: Duration,
-    capacity: usize,
-    table: RefCell<HashMap<SocketAddr, Assoc>>,
+    table: AssocTable<Assoc>,
     ex: Rc<LocalExecutor<'static>>,
 }
 
@@ -68,9 +64,7 @@ impl UdpRelay {
             key,
             pool,
             upstream,
-            timeout,
-            capacity: capacity.max(1),
-            table: RefCell::new(HashMap::with_capacity(capacity.max(1))),
+            table: AssocTable::new(capacity, timeout),
             ex,
         }))
     }
@@ -81,7 +75,7 @@ impl UdpRelay {
 
     /// Associations currently held.
     pub fn associations(&self) -> usize {
-        self.table.borrow().len()
+        self.table.len()
     }
 
     /// Receives client datagrams forever, forwarding each through its association.
@@ -147,10 +141,8 @@ impl UdpRelay {
 
     /// The association for `client`, created (evicting the stalest if full) when missing.
     fn association(self: &Rc<Self>, client: SocketAddr) -> io::Result<Rc<Async<UdpSocket>>> {
-        let now = Instant::now();
-        if let Some(a) = self.table.borrow().get(&client) {
-            a.last.set(now);
-            return Ok(Rc::clone(&a.socket));
+        if let Some(socket) = self.table.with(&client, |a| Rc::clone(&a.socket)) {
+            return Ok(socket);
         }
         let server = self
             .upstream
@@ -159,26 +151,13 @@ impl UdpRelay {
         let socket = sys::outbound_udp_socket(server, &self.upstream.opts)?;
         socket.connect(server)?;
         let socket = Rc::new(Async::new(socket)?);
-        let mut table = self.table.borrow_mut();
-        if table.len() >= self.capacity {
-            let stalest = table
-                .iter()
-                .min_by_key(|(_, a)| a.last.get())
-                .map(|(k, _)| *k);
-            if let Some(k) = stalest {
-                log::debug!("udp: table full, evicting {k}");
-                table.remove(&k);
-            }
-        }
         let replies = self
             .ex
             .spawn(Rc::clone(self).replies(client, Rc::clone(&socket)));
-        let last = Rc::new(Cell::new(now));
-        table.insert(
+        self.table.insert(
             client,
             Assoc {
                 socket: Rc::clone(&socket),
-                last,
                 _replies: replies,
             },
         );
@@ -212,9 +191,7 @@ impl UdpRelay {
                     continue;
                 }
             };
-            if let Some(a) = self.table.borrow().get(&client) {
-                a.last.set(Instant::now());
-            }
+            self.table.touch(&client);
             let out = match &self.framing {
                 Framing::Socks5 => {
                     // The plaintext is ADDRESS DATA; the salt before it leaves room for 00 00 00.
@@ -238,13 +215,9 @@ impl UdpRelay {
 
     /// Drops associations idle for longer than the timeout.
     async fn sweep(self: Rc<Self>) {
-        let period = (self.timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(15));
         loop {
-            Timer::after(period).await;
-            let now = Instant::now();
-            self.table
-                .borrow_mut()
-                .retain(|_, a| now.duration_since(a.last.get()) < self.timeout);
+            Timer::after(self.table.sweep_period()).await;
+            self.table.sweep();
         }
     }
 }
