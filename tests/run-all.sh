@@ -57,7 +57,10 @@ cargo test --all-targets --no-fail-fast "$@" 2>&1 | tee "$test_log"
 test_status=${PIPESTATUS[0]}
 set -e
 
-# fuzz: added by the fuzz work
+# --- Fuzz: build every cargo-fuzz target and run each briefly (fails on any crash). ----------
+fuzz_status=0
+log "fuzz/run.sh (FUZZ_SECONDS=${FUZZ_SECONDS:=10})"
+FUZZ_SECONDS=$FUZZ_SECONDS bash fuzz/run.sh || fuzz_status=$?
 
 # --- Summary over every test binary. --------------------------------------------------------------
 summary=$(awk '/^test result:/ {
@@ -74,6 +77,6 @@ echo
 log "cargo test: ${binaries} test binaries, exit status ${test_status}"
 grep -E '^test .* FAILED$' "$test_log" | sed 's/^/    /' || true
 echo "tests: ${passed} passed, ${failed} failed, ${ignored} skipped"
-if ((test_status != 0 || failed != 0 || binaries == 0)); then
+if ((test_status != 0 || failed != 0 || binaries == 0 || fuzz_status != 0)); then
     exit 1
 fi
