@@ -3,6 +3,7 @@
 //! line and a non-zero exit.
 
 mod local;
+mod server;
 mod tunnel;
 
 use crate::config::{Config, Mode};
@@ -17,8 +18,11 @@ use crate::sys::{self, OutboundOpts};
 use async_executor::LocalExecutor;
 use async_io::Async;
 use futures_lite::{future, StreamExt};
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 /// How long a client mode waits for the first payload so that it leaves with the address.
@@ -117,23 +121,27 @@ pub fn run(cfg: Config) -> Result<(), String> {
              remove \"plugin\" to connect to the server directly"
         ));
     }
-    let listen_host = cfg.local_addr.clone();
-    let listen = sys::resolve_blocking(&listen_host, cfg.local_port, cfg.ipv6_first)
-        .ok()
-        .and_then(|v| v.into_iter().next())
-        .ok_or_else(|| {
-            format!("cannot use local address '{listen_host}': not an address of this host")
-        })?;
-    let servers = match cfg.mode {
-        Mode::Local | Mode::Tunnel => resolve_servers(&cfg)?,
-        Mode::Redir | Mode::Server => {
+    let (binds, servers) = match cfg.mode {
+        Mode::Local | Mode::Tunnel => (
+            vec![listen_address(
+                &cfg.local_addr,
+                cfg.local_port,
+                cfg.ipv6_first,
+            )?],
+            resolve_servers(&cfg)?,
+        ),
+        Mode::Server => (server_listen_addresses(&cfg)?, Vec::new()),
+        Mode::Redir => {
             return Err(format!(
                 "{} is not available in this build yet",
                 cfg.mode.program()
             ))
         }
     };
-    let listeners = bind(&cfg, listen)?;
+    let listeners = binds
+        .iter()
+        .map(|addr| bind(&cfg, *addr))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(path) = &cfg.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
@@ -159,20 +167,38 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let mut signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    log::info!(
-        "{} listening on {listen} ({}), method {}",
-        ctx.cfg.mode.program(),
-        match (listeners.tcp.is_some(), listeners.udp.is_some()) {
-            (true, true) => "TCP and UDP",
-            (false, true) => "UDP",
-            _ => "TCP",
-        },
-        ctx.cfg.method.name()
-    );
-    let serving = match ctx.cfg.mode {
-        Mode::Local => ex.spawn(local::serve(Rc::clone(&ctx), listeners)),
-        _ => ex.spawn(tunnel::serve(Rc::clone(&ctx), listeners)),
+    let what = match (ctx.cfg.transport.tcp(), ctx.cfg.transport.udp()) {
+        (true, true) => "TCP and UDP",
+        (false, true) => "UDP",
+        _ => "TCP",
     };
+    // One replay filter, ban list and resolver for every listener.
+    let srv = match ctx.cfg.mode {
+        Mode::Server => Some(server::state(&ctx.cfg)?),
+        _ => None,
+    };
+    let mut serving = Vec::new();
+    for (addr, l) in binds.iter().zip(listeners) {
+        log::info!(
+            "{} listening on {addr} ({what}), method {}",
+            ctx.cfg.mode.program(),
+            ctx.cfg.method.name()
+        );
+        serving.push(match (&srv, ctx.cfg.mode) {
+            (Some(srv), _) => ex.spawn(server::serve(Rc::clone(&ctx), Rc::clone(srv), l)),
+            (None, Mode::Tunnel) => ex.spawn(tunnel::serve(Rc::clone(&ctx), l)),
+            (None, _) => ex.spawn(local::serve(Rc::clone(&ctx), l)),
+        });
+    }
+    // Listeners serve until a fatal error; the first one ends the process.
+    let serving = future::poll_fn(|cx| {
+        for task in serving.iter_mut() {
+            if let Poll::Ready(r) = Pin::new(task).poll(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    });
     let outcome = future::block_on(ex.run(future::or(
         async {
             let name = match signals.next().await {
@@ -188,6 +214,34 @@ pub fn run(cfg: Config) -> Result<(), String> {
         let _ = std::fs::remove_file(path);
     }
     outcome
+}
+
+/// A client mode's listen address: `local_address` (an IP, or a name of this host).
+fn listen_address(host: &str, port: u16, prefer_v6: bool) -> Result<SocketAddr, String> {
+    sys::resolve_blocking(host, port, prefer_v6)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| format!("cannot use local address '{host}': not an address of this host"))
+}
+
+/// ss-server's listen addresses (`-s`, several allowed). A dual-stack `::` already covers
+/// `0.0.0.0` on the same port, so that pair binds once.
+fn server_listen_addresses(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::new();
+    for s in &cfg.servers {
+        addrs.push(listen_address(&s.host, s.port, cfg.ipv6_first)?);
+    }
+    let dual: Vec<u16> = addrs
+        .iter()
+        .filter(|a| a.ip() == std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED))
+        .map(|a| a.port())
+        .collect();
+    addrs.retain(|a| {
+        !(a.ip() == std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+            && dual.contains(&a.port()))
+    });
+    addrs.dedup();
+    Ok(addrs)
 }
 
 /// Wraps a std listener for the event loop.

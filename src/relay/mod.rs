@@ -2,11 +2,15 @@
 //! connections. Everything runs on one thread; shared state is `Rc`/`Cell`.
 
 pub mod assoc;
+pub mod ban;
 pub mod connect;
 pub mod limit;
+pub mod policy;
 pub mod pool;
+pub mod server;
 pub mod tcp;
 pub mod udp;
+pub mod udp_server;
 
 use crate::proto::Invalid;
 use core::fmt;

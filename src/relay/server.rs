@@ -1,0 +1,175 @@
+//! Server-side pieces of ss-server shared by TCP and UDP: the replay filter, the ban list, the
+//! target policy and resolver, and the probe-resistant reading of a connection's first chunk.
+
+use super::ban::Ban;
+use super::policy::target_allowed;
+use super::pool::{Block, Pool};
+use crate::dns::Resolver;
+use crate::proto::address::Address;
+use crate::proto::replay::ReplayFilter;
+use crate::proto::tcp::Decryptor;
+use crate::proto::{Invalid, ParseError};
+use crate::sys::OutboundOpts;
+use async_io::{Async, Timer};
+use futures_lite::{future, AsyncReadExt};
+use std::cell::RefCell;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// State only the server has, shared by its TCP and UDP sides.
+pub struct ServerState {
+    pub resolver: Rc<Resolver>,
+    pub replay: RefCell<ReplayFilter>,
+    pub ban: RefCell<Ban>,
+    pub allow_private: bool,
+    /// Outbound options per target family (the source address differs).
+    pub out_v4: OutboundOpts,
+    pub out_v6: OutboundOpts,
+}
+
+impl ServerState {
+    pub fn outbound(&self, target: &SocketAddr) -> &OutboundOpts {
+        if target.is_ipv4() {
+            &self.out_v4
+        } else {
+            &self.out_v6
+        }
+    }
+
+    pub fn banned(&self, ip: IpAddr) -> bool {
+        self.ban.borrow_mut().is_banned(ip, Instant::now())
+    }
+
+    /// Counts an authentication failure; logs once when it starts a ban.
+    pub fn failed(&self, ip: IpAddr) {
+        if self.ban.borrow_mut().record_failure(ip, Instant::now()) {
+            log::warn!("{ip}: too many failed authentications, refusing it for a while");
+        }
+    }
+
+    /// Resolves `target` to the first address policy allows.
+    pub async fn resolve(&self, target: &Address) -> Result<SocketAddr, String> {
+        let candidates = match target {
+            Address::Ip(sa) => vec![*sa],
+            Address::Domain(name, port) => self
+                .resolver
+                .resolve(name, *port)
+                .await
+                .map_err(|e| format!("cannot resolve: {e}"))?,
+        };
+        candidates
+            .into_iter()
+            .find(|sa| target_allowed(sa.ip(), self.allow_private))
+            .ok_or_else(|| {
+                "target is a loopback/private/link-local address (allow with --allow-private-targets)"
+                    .to_string()
+            })
+    }
+}
+
+/// Why the first chunk did not yield a target.
+pub enum FirstError {
+    /// Wrong key, garbage or a replayed salt: the probe path.
+    Auth(&'static str),
+    /// An authenticated client sent something unusable.
+    Request(ParseError),
+    Io(io::Error),
+    Closed,
+    TimedOut,
+}
+
+/// The decrypted first chunk, still in the block it arrived in.
+pub struct First {
+    pub target: Address,
+    pub block: Block,
+    /// Plaintext after the address: the client's first payload.
+    pub early: Range<usize>,
+    /// Ciphertext received past the first chunk.
+    pub rest: Range<usize>,
+}
+
+/// Reads until the first chunk decrypts, checks its salt against the replay filter and parses
+/// the target address at its start.
+pub async fn read_first(
+    pool: &Rc<Pool>,
+    srv: &ServerState,
+    client: &Async<TcpStream>,
+    dec: &mut Decryptor,
+) -> Result<First, FirstError> {
+    client.readable().await.map_err(FirstError::Io)?;
+    let mut block = pool.take().await;
+    let mut filled = 0;
+    let mut start = 0;
+    loop {
+        let n = match client.get_ref().read(&mut block[filled..]) {
+            Ok(0) => return Err(FirstError::Closed),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                client.readable().await.map_err(FirstError::Io)?;
+                continue;
+            }
+            Err(e) => return Err(FirstError::Io(e)),
+        };
+        filled += n;
+        loop {
+            match dec.decode(&mut block[start..filled]) {
+                Ok(step) if step.plain.is_empty() => start += step.consumed,
+                Ok(step) => {
+                    let plain = start + step.plain.start..start + step.plain.end;
+                    start += step.consumed;
+                    let replayed = dec
+                        .salt()
+                        .is_some_and(|salt| srv.replay.borrow_mut().check_and_insert(salt));
+                    if replayed {
+                        return Err(FirstError::Auth(
+                            "replayed salt (a recorded connection sent again)",
+                        ));
+                    }
+                    let (target, used) =
+                        Address::parse(&block[plain.clone()]).map_err(FirstError::Request)?;
+                    return Ok(First {
+                        target,
+                        block,
+                        early: plain.start + used..plain.end,
+                        rest: start..filled,
+                    });
+                }
+                Err(ParseError::NeedMore(_)) => break,
+                Err(ParseError::Invalid(Invalid::BadTag)) => {
+                    return Err(FirstError::Auth(
+                        "authentication failed (wrong password or a probe)",
+                    ))
+                }
+                Err(ParseError::Invalid(_)) => {
+                    return Err(FirstError::Auth("authentication failed (invalid chunk)"))
+                }
+            }
+        }
+        client.readable().await.map_err(FirstError::Io)?;
+    }
+}
+
+/// Reads and drops whatever arrives until nothing has for `timeout`, so a prober learns
+/// neither where authentication failed nor how many bytes it took.
+pub async fn discard_until_idle(client: &Async<TcpStream>, timeout: Duration) {
+    let mut sink = [0u8; 512];
+    loop {
+        let read = future::or(async { Some((&*client).read(&mut sink).await) }, async {
+            Timer::after(timeout).await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => continue,
+            _ => return,
+        }
+    }
+}
