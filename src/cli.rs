@@ -138,6 +138,29 @@ pub struct Cli {
     /// log to syslog (/dev/log) instead of stderr
     #[argh(switch)]
     pub use_syslog: bool,
+
+    /// ss-server: recent salts remembered to refuse replayed connections (per half of the
+    /// filter; RAM is about 7.2 bytes per salt, default 65536)
+    #[argh(option, arg_name = "num", from_str_fn(replay_capacity))]
+    pub replay_capacity: Option<usize>,
+
+    /// ss-server: failed authentications from one address (IPv6: one /64) within --ban-window
+    /// that get it refused; 0 disables banning (default 20)
+    #[argh(option, arg_name = "num", from_str_fn(ban_failures))]
+    pub ban_failures: Option<u32>,
+
+    /// ss-server: seconds over which failed authentications are counted (default 60)
+    #[argh(option, arg_name = "secs", from_str_fn(ban_seconds))]
+    pub ban_window: Option<u64>,
+
+    /// ss-server: seconds a banned address is refused (default 120)
+    #[argh(option, arg_name = "secs", from_str_fn(ban_seconds))]
+    pub ban_time: Option<u64>,
+
+    /// ss-server: let clients reach loopback, private (RFC 1918, fc00::/7), link-local and
+    /// similar addresses, which are refused by default
+    #[argh(switch)]
+    pub allow_private_targets: bool,
 }
 
 fn host_port(s: &str) -> Result<HostPort, String> {
@@ -178,6 +201,15 @@ fn pool_blocks(s: &str) -> Result<usize, String> {
 }
 fn udp_assocs(s: &str) -> Result<usize, String> {
     value::parse_usize(&value::UDP_ASSOCS, s)
+}
+fn replay_capacity(s: &str) -> Result<usize, String> {
+    value::parse_usize(&value::REPLAY_CAPACITY, s)
+}
+fn ban_failures(s: &str) -> Result<u32, String> {
+    value::parse_u32(&value::BAN_FAILURES, s)
+}
+fn ban_seconds(s: &str) -> Result<u64, String> {
+    value::BAN_SECONDS.parse(s)
 }
 
 #[cfg(test)]
@@ -317,6 +349,43 @@ mod tests {
             (Some(10), Some(20), Some(30))
         );
         assert_eq!(cli.key.as_ref().map(Secret::expose), Some("AAAA"));
+    }
+
+    #[test]
+    fn server_defence_flags() {
+        let cli = parse(&[
+            "--replay-capacity",
+            "1024",
+            "--ban-failures",
+            "0",
+            "--ban-window",
+            "30",
+            "--ban-time",
+            "0x258",
+            "--allow-private-targets",
+        ]);
+        assert_eq!(cli.replay_capacity, Some(1024));
+        assert_eq!(cli.ban_failures, Some(0));
+        assert_eq!((cli.ban_window, cli.ban_time), (Some(30), Some(600)));
+        assert!(cli.allow_private_targets);
+        let cli = parse(&[]);
+        assert_eq!(
+            (
+                cli.replay_capacity,
+                cli.ban_failures,
+                cli.ban_window,
+                cli.ban_time
+            ),
+            (None, None, None, None)
+        );
+        assert!(!cli.allow_private_targets);
+
+        assert!(fails(&["--replay-capacity", "0"]).contains("a salt count (1-4194304)"));
+        assert!(fails(&["--replay-capacity", "99999999"]).contains("a salt count"));
+        assert!(fails(&["--ban-failures", "-1"]).contains("a failure count"));
+        assert!(fails(&["--ban-window", "0"]).contains("a number of seconds"));
+        assert!(fails(&["--ban-time", "forever"]).contains("a number of seconds"));
+        assert!(fails(&["--allow-private-targets", "true"]).contains("Unrecognized argument"));
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub use merge::{build, load, LoadError};
 
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
+use crate::proto::replay;
+use crate::relay::ban::BanConfig;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -93,6 +95,31 @@ impl Default for Limits {
     }
 }
 
+/// ss-server's defences against probing and abuse. These are new keys: libev ignores them, and
+/// client modes do too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerOpts {
+    /// Salts per half of the replay filter (`--replay-capacity`/`replay_capacity`); at least
+    /// this many recent sessions' salts are remembered.
+    pub replay_capacity: usize,
+    /// Per-source bans after failed authentications (`--ban-failures`/`ban_failures`,
+    /// `--ban-window`/`ban_window`, `--ban-time`/`ban_time`); `failures == 0` disables them.
+    pub ban: BanConfig,
+    /// `--allow-private-targets`/`allow_private_targets`: let clients reach loopback, private
+    /// and link-local targets (see `relay::policy`).
+    pub allow_private_targets: bool,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        ServerOpts {
+            replay_capacity: replay::DEFAULT_CAPACITY,
+            ban: BanConfig::default(),
+            allow_private_targets: false,
+        }
+    }
+}
+
 /// One run's configuration, complete and checked.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -143,4 +170,6 @@ pub struct Config {
     /// means the system's.
     pub nameservers: Vec<SocketAddr>,
     pub limits: Limits,
+    /// ss-server only: replay filter, bans and target policy.
+    pub server: ServerOpts,
 }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod logger;
 pub mod mode;
 pub mod proto;

@@ -45,6 +45,11 @@ pub struct FileConfig {
     pub max_conns: Option<usize>,
     pub pool_blocks: Option<usize>,
     pub udp_assocs: Option<usize>,
+    pub replay_capacity: Option<usize>,
+    pub ban_failures: Option<u32>,
+    pub ban_window: Option<u64>,
+    pub ban_time: Option<u64>,
+    pub allow_private_targets: Option<bool>,
     /// One message per key we did not use that changes behaviour; logged at warn level.
     pub warnings: Vec<String>,
     /// Keys of other Shadowsocks programs (ss-manager, Python) that make no difference here;
@@ -83,6 +88,11 @@ const KNOWN_KEYS: &[&str] = &[
     "max_conns",
     "pool_blocks",
     "udp_assocs",
+    "replay_capacity",
+    "ban_failures",
+    "ban_window",
+    "ban_time",
+    "allow_private_targets",
 ];
 
 /// Keys other Shadowsocks programs write whose absence here changes nothing users rely on:
@@ -194,6 +204,12 @@ fn apply_key(fc: &mut FileConfig, key: &str, v: &Value) -> Result<(), String> {
         "max_conns" => fc.max_conns = Some(int_usize(key, v, &value::MAX_CONNS)?),
         "pool_blocks" => fc.pool_blocks = Some(int_usize(key, v, &value::POOL_BLOCKS)?),
         "udp_assocs" => fc.udp_assocs = Some(int_usize(key, v, &value::UDP_ASSOCS)?),
+        // ss-server defences: keys libev does not know (and so ignores).
+        "replay_capacity" => fc.replay_capacity = Some(int_usize(key, v, &value::REPLAY_CAPACITY)?),
+        "ban_failures" => fc.ban_failures = Some(int_u32(key, v, &value::BAN_FAILURES)?),
+        "ban_window" => fc.ban_window = Some(int(key, v, &value::BAN_SECONDS)?),
+        "ban_time" => fc.ban_time = Some(int(key, v, &value::BAN_SECONDS)?),
+        "allow_private_targets" => fc.allow_private_targets = Some(boolean(key, v)?),
         _ => note_unused(fc, key),
     }
     Ok(())
@@ -602,6 +618,40 @@ mod tests {
         assert!(err(r#"{"method": ["x"]}"#).starts_with("\"method\" must be a string"));
         assert!(err(r#"{"pool_blocks": 0}"#).starts_with("\"pool_blocks\""));
         assert!(err(r#"{"local_address": "1.2.3.4:5"}"#).starts_with("\"local_address\""));
+    }
+
+    #[test]
+    fn server_defence_keys() {
+        let fc = parse(
+            r#"{"replay_capacity": 131072, "ban_failures": 0, "ban_window": "30",
+                "ban_time": 600, "allow_private_targets": true}"#,
+        );
+        assert_eq!(fc.replay_capacity, Some(131_072));
+        assert_eq!(fc.ban_failures, Some(0));
+        assert_eq!((fc.ban_window, fc.ban_time), (Some(30), Some(600)));
+        assert_eq!(fc.allow_private_targets, Some(true));
+        assert!(fc.warnings.is_empty());
+        let fc = parse(r#"{"ban_failures": null, "allow_private_targets": null}"#);
+        assert_eq!((fc.ban_failures, fc.allow_private_targets), (None, None));
+
+        assert_eq!(
+            err(r#"{"replay_capacity": 0}"#),
+            "\"replay_capacity\" must be a salt count (1-4194304), got 0"
+        );
+        assert!(err(r#"{"replay_capacity": 5000000}"#).starts_with("\"replay_capacity\""));
+        assert!(err(r#"{"replay_capacity": [1]}"#).starts_with("\"replay_capacity\""));
+        assert!(err(r#"{"ban_failures": -1}"#).starts_with("\"ban_failures\" must be a failure"));
+        assert!(err(r#"{"ban_failures": 2.5}"#).starts_with("\"ban_failures\""));
+        assert!(err(r#"{"ban_window": 0}"#).starts_with("\"ban_window\" must be a number of"));
+        assert!(err(r#"{"ban_time": true}"#).starts_with("\"ban_time\" must be a number of"));
+        assert_eq!(
+            err(r#"{"allow_private_targets": "yes"}"#),
+            "\"allow_private_targets\" must be true or false, got \"yes\""
+        );
+        assert_eq!(
+            parse(r#"{"ban-time": 1}"#).warnings,
+            vec!["unknown key \"ban-time\" ignored (did you mean \"ban_time\"?)".to_string()]
+        );
     }
 
     #[test]

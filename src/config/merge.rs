@@ -6,10 +6,11 @@
 
 use super::file::{self, FileConfig};
 use super::value::{self, HostPort, Secret};
-use super::{Config, Limits, Mode, ServerAddr, Transport};
+use super::{Config, Limits, Mode, ServerAddr, ServerOpts, Transport};
 use crate::cli::Cli;
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
+use crate::relay::ban::BanConfig;
 use argh::FromArgs;
 use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -219,6 +220,28 @@ pub fn build(mode: Mode, cli: &Cli, fc: Option<&FileConfig>) -> Result<Config, S
     };
 
     let flag = |c: bool, f: Option<bool>| c || f.unwrap_or(false);
+    let server = {
+        let d = ServerOpts::default();
+        let secs = |c: Option<u64>, f: Option<u64>, default: Duration| {
+            c.or(f).map_or(default, Duration::from_secs)
+        };
+        ServerOpts {
+            replay_capacity: cli
+                .replay_capacity
+                .or(fc.replay_capacity)
+                .unwrap_or(d.replay_capacity),
+            ban: BanConfig {
+                failures: cli
+                    .ban_failures
+                    .or(fc.ban_failures)
+                    .unwrap_or(d.ban.failures),
+                window: secs(cli.ban_window, fc.ban_window, d.ban.window),
+                duration: secs(cli.ban_time, fc.ban_time, d.ban.duration),
+                capacity: d.ban.capacity,
+            },
+            allow_private_targets: flag(cli.allow_private_targets, fc.allow_private_targets),
+        }
+    };
     Ok(Config {
         mode,
         servers,
@@ -258,6 +281,7 @@ pub fn build(mode: Mode, cli: &Cli, fc: Option<&FileConfig>) -> Result<Config, S
         outbound_bind_v6,
         nameservers,
         limits,
+        server,
     })
 }
 
@@ -666,6 +690,60 @@ mod tests {
             None,
         );
         assert!(e.starts_with("-d \"dns.example\""), "{e}");
+    }
+
+    #[test]
+    fn server_defences() {
+        let c = ok(Mode::Server, &["-p", "8388", "-k", "x"], None);
+        assert_eq!(c.server, ServerOpts::default());
+        assert_eq!(c.server.replay_capacity, 65_536);
+        assert_eq!(
+            c.server.ban,
+            BanConfig {
+                failures: 20,
+                window: Duration::from_secs(60),
+                duration: Duration::from_secs(120),
+                capacity: 4096
+            }
+        );
+        assert!(!c.server.allow_private_targets);
+
+        let json = r#"{"replay_capacity": 1000, "ban_failures": 5, "ban_window": 10,
+            "ban_time": 3600, "allow_private_targets": true}"#;
+        let c = ok(Mode::Server, &["-p", "1", "-k", "x"], Some(json));
+        assert_eq!(c.server.replay_capacity, 1000);
+        assert_eq!(c.server.ban.failures, 5);
+        assert_eq!(c.server.ban.window, Duration::from_secs(10));
+        assert_eq!(c.server.ban.duration, Duration::from_secs(3600));
+        assert!(c.server.allow_private_targets);
+
+        // Flags override the file one by one; a file's `false` cannot undo a flag.
+        let c = ok(
+            Mode::Server,
+            &[
+                "-p",
+                "1",
+                "-k",
+                "x",
+                "--ban-failures",
+                "0",
+                "--ban-time",
+                "7",
+                "--replay-capacity",
+                "2000",
+            ],
+            Some(json),
+        );
+        assert_eq!(c.server.replay_capacity, 2000);
+        assert_eq!(c.server.ban.failures, 0);
+        assert_eq!(c.server.ban.window, Duration::from_secs(10));
+        assert_eq!(c.server.ban.duration, Duration::from_secs(7));
+        let c = ok(
+            Mode::Server,
+            &["-p", "1", "-k", "x", "--allow-private-targets"],
+            Some(r#"{"allow_private_targets": false}"#),
+        );
+        assert!(c.server.allow_private_targets);
     }
 
     #[test]

@@ -71,6 +71,27 @@ pub const UDP_ASSOCS: IntRule = IntRule {
     max: 1 << 20,
     zero_ok: false,
 };
+/// ss-server's replay filter is allocated up front, about 7.2 bytes per salt of capacity; the
+/// cap (about 30 MiB) keeps a typo from exhausting a router's RAM.
+pub const REPLAY_CAPACITY: IntRule = IntRule {
+    what: "a salt count (1-4194304)",
+    min: 1,
+    max: crate::proto::replay::MAX_CAPACITY as u64,
+    zero_ok: false,
+};
+pub const BAN_FAILURES: IntRule = IntRule {
+    what: "a failure count (1-1000000, or 0 to disable banning)",
+    min: 1,
+    max: 1_000_000,
+    zero_ok: true,
+};
+/// Like `TIMEOUT`: a year at most, since the ban list adds these to `Instant`s.
+pub const BAN_SECONDS: IntRule = IntRule {
+    what: "a number of seconds (1-31536000)",
+    min: 1,
+    max: 31_536_000,
+    zero_ok: false,
+};
 
 impl IntRule {
     /// Range check of an already parsed number.
@@ -297,6 +318,12 @@ mod tests {
         assert!(TIMEOUT.parse("0").is_err());
         assert!(TIMEOUT.parse("99999999999999999999999").is_err());
         assert!(parse_usize(&POOL_BLOCKS, "0").is_err());
+        assert!(parse_usize(&REPLAY_CAPACITY, "0").is_err());
+        assert_eq!(parse_usize(&REPLAY_CAPACITY, "4194304"), Ok(1 << 22));
+        assert!(parse_usize(&REPLAY_CAPACITY, "4194305").is_err());
+        assert_eq!(parse_u32(&BAN_FAILURES, "0"), Ok(0));
+        assert!(parse_u32(&BAN_FAILURES, "1000001").is_err());
+        assert!(BAN_SECONDS.parse("0").is_err());
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub fn state(cfg: &Config) -> Result<Rc<ServerState>, String> {
     Ok(Rc::new(ServerState {
         resolver,
         replay: RefCell::new(ReplayFilter::new(cfg.server.replay_capacity)),
+        replay_udp: RefCell::new(ReplayFilter::new(cfg.server.replay_capacity / 4)),
         ban: RefCell::new(Ban::new(cfg.server.ban)),
         allow_private: cfg.server.allow_private_targets,
         out_v4: out(cfg.outbound_bind_v4.map(IpAddr::V4)),

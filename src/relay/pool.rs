@@ -9,7 +9,7 @@
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::tcp::MAX_CHUNK;
 use event_listener::Event;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
@@ -20,6 +20,8 @@ pub struct Pool {
     free: RefCell<Vec<&'static mut [u8]>>,
     returned: Event,
     blocks: usize,
+    /// Bytes that may sit in spills (see `spill`); as many as the blocks hold.
+    spill_left: Cell<usize>,
 }
 
 impl Pool {
@@ -33,6 +35,7 @@ impl Pool {
             free: RefCell::new(free),
             returned: Event::new(),
             blocks,
+            spill_left: Cell::new(blocks * BLOCK_SIZE),
         })
     }
 
@@ -65,6 +68,43 @@ impl Pool {
 
     pub fn capacity(&self) -> usize {
         self.blocks
+    }
+
+    /// Copies `bytes` a peer would not take yet out of a block, so the block can go back to the
+    /// pool while the write waits: a stalled reader must not hold a block that others need.
+    /// Spills come from a budget as large as the pool, so the memory bound stays computable
+    /// (twice the pool); `None` when the budget is spent and the caller keeps its block.
+    pub fn spill(self: &Rc<Self>, bytes: &[u8]) -> Option<Spill> {
+        let left = self.spill_left.get();
+        if bytes.len() > left {
+            return None;
+        }
+        self.spill_left.set(left - bytes.len());
+        Some(Spill {
+            bytes: bytes.to_vec().into_boxed_slice(),
+            pool: Rc::clone(self),
+        })
+    }
+}
+
+/// Unsent bytes copied out of a block; gives its budget back when dropped.
+pub struct Spill {
+    bytes: Box<[u8]>,
+    pool: Rc<Pool>,
+}
+
+impl Deref for Spill {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        self.pool
+            .spill_left
+            .set(self.pool.spill_left.get() + self.bytes.len());
     }
 }
 

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 pub struct ServerState {
     pub resolver: Rc<Resolver>,
     pub replay: RefCell<ReplayFilter>,
+    /// UDP has a filter of its own: every datagram brings a salt, and at a high packet rate a
+    /// shared filter would forget TCP salts within minutes.
+    pub replay_udp: RefCell<ReplayFilter>,
     pub ban: RefCell<Ban>,
     pub allow_private: bool,
     /// Outbound options per target family (the source address differs).

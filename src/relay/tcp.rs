@@ -5,7 +5,7 @@
 //! block back. End of stream is passed on as a FIN (half-close); the pair ends when both
 //! directions have ended, on the first error, or after `timeout` without traffic.
 
-use super::pool::{Block, Pool, BLOCK_SIZE};
+use super::pool::{Block, Pool, Spill, BLOCK_SIZE};
 use super::RelayError;
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::tcp::{Decryptor, Encryptor, HEADER_LEN, MAX_CHUNK, MAX_PAYLOAD, OVERHEAD};
@@ -13,8 +13,9 @@ use crate::proto::ParseError;
 use async_io::{Async, Timer};
 use futures_lite::{future, AsyncWriteExt};
 use std::cell::Cell;
-use std::io::{self, IoSliceMut, Read};
+use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -145,12 +146,11 @@ pub async fn encrypt_pump(
         };
         if skip + n > 0 {
             let (start, end) = seal_block(enc, &mut block, skip + n, true);
-            write_all(dst, &block[start..end])
+            salt_sent = true;
+            send(dst, block, start..end, pool)
                 .await
                 .map_err(RelayError::SealedIo)?;
-            salt_sent = true;
         }
-        drop(block);
         activity.touch();
         if eof {
             let _ = dst.get_ref().shutdown(Shutdown::Write);
@@ -172,15 +172,17 @@ pub async fn encrypt_pump(
         };
         let (start, end) = seal_block(enc, &mut block, n, !salt_sent);
         salt_sent = true;
-        write_all(dst, &block[start..end])
+        send(dst, block, start..end, pool)
             .await
             .map_err(RelayError::SealedIo)?;
         activity.touch();
     }
 }
 
-/// sealed `src` → plaintext `dst`. A block is held across reads only while a chunk is
-/// partially received.
+/// sealed `src` → plaintext `dst`. Between reads, the ciphertext of a partly received chunk
+/// stays in its block, unless the plaintext before it could not be written at once: then both
+/// are spilled, the block goes back to the pool, and the partial chunk is restored into a
+/// block when more ciphertext arrives.
 pub async fn decrypt_pump(
     src: &Async<TcpStream>,
     dst: &Async<TcpStream>,
@@ -189,26 +191,36 @@ pub async fn decrypt_pump(
     pool: &Rc<Pool>,
     activity: &Activity,
 ) -> Result<(), RelayError> {
-    let (mut held, mut filled) = match pending {
-        Some(p) if p.filled > 0 => (Some(p.block), p.filled),
-        _ => (None, 0),
-    };
-    // Pending bytes may already hold whole chunks: decode them before waiting for more.
-    let mut fresh = held.is_some();
+    let mut held: Option<Block> = None;
+    let mut carried: Option<(Spill, usize)> = None;
+    let mut filled = 0;
+    // Pending bytes may already hold whole chunks: decode them before reading more.
+    let mut fresh = false;
+    if let Some(p) = pending.filter(|p| p.filled > 0) {
+        filled = p.filled;
+        held = Some(p.block);
+        fresh = true;
+    }
     loop {
         let mut block = match held.take() {
-            Some(b) => b,
+            Some(b) => {
+                if !fresh {
+                    src.readable().await.map_err(RelayError::SealedIo)?;
+                }
+                b
+            }
             None => {
                 src.readable().await.map_err(RelayError::SealedIo)?;
-                pool.take().await
+                let mut b = pool.take().await;
+                if let Some((spill, at)) = carried.take() {
+                    filled = spill.len() - at;
+                    b[..filled].copy_from_slice(&spill[at..]);
+                }
+                b
             }
         };
         if !fresh {
-            if filled > 0 {
-                src.readable().await.map_err(RelayError::SealedIo)?;
-            }
-            let mut reader = src.get_ref();
-            let n = match reader.read(&mut block[filled..]) {
+            let n = match src.get_ref().read(&mut block[filled..]) {
                 Ok(n) => n,
                 Err(e)
                     if matches!(
@@ -216,9 +228,7 @@ pub async fn decrypt_pump(
                         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                     ) =>
                 {
-                    if filled > 0 {
-                        held = Some(block);
-                    }
+                    held = Some(block);
                     continue;
                 }
                 Err(e) => return Err(RelayError::SealedIo(e)),
@@ -246,17 +256,71 @@ pub async fn decrypt_pump(
                 Err(ParseError::Invalid(why)) => return Err(RelayError::Sealed(why)),
             }
         }
-        if out > 0 {
-            write_all(dst, &block[..out])
-                .await
-                .map_err(RelayError::PlainIo)?;
+        // Plaintext at [0, out), then the partial chunk's ciphertext right after it.
+        block.copy_within(start..filled, out);
+        filled -= start;
+        let written = write_now(dst, &block[..out]).map_err(RelayError::PlainIo)?;
+        if written < out {
+            match pool.spill(&block[written..out + filled]) {
+                Some(spill) => {
+                    drop(block);
+                    let unsent = out - written;
+                    write_all(dst, &spill[..unsent])
+                        .await
+                        .map_err(RelayError::PlainIo)?;
+                    if filled > 0 {
+                        carried = Some((spill, unsent));
+                    }
+                    filled = 0;
+                    activity.touch();
+                    continue;
+                }
+                None => write_all(dst, &block[written..out])
+                    .await
+                    .map_err(RelayError::PlainIo)?,
+            }
         }
         activity.touch();
-        block.copy_within(start..filled, 0);
-        filled -= start;
         if filled > 0 {
+            block.copy_within(out..out + filled, 0);
             held = Some(block);
         }
+    }
+}
+
+/// Writes what the socket takes without waiting; returns how much that was.
+fn write_now(dst: &Async<TcpStream>, buf: &[u8]) -> io::Result<usize> {
+    let mut at = 0;
+    while at < buf.len() {
+        match dst.get_ref().write(&buf[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}
+
+/// Writes `block[range]` and gives the block back as early as possible: what the socket takes
+/// at once is written straight from the block; the rest, if any, is spilled out of it so the
+/// block returns to the pool while the peer is slow (or has stopped reading).
+async fn send(
+    dst: &Async<TcpStream>,
+    block: Block,
+    range: Range<usize>,
+    pool: &Rc<Pool>,
+) -> io::Result<()> {
+    let at = range.start + write_now(dst, &block[range.clone()])?;
+    if at == range.end {
+        return Ok(());
+    }
+    match pool.spill(&block[at..range.end]) {
+        Some(spill) => {
+            drop(block);
+            write_all(dst, &spill).await
+        }
+        None => write_all(dst, &block[at..range.end]).await,
     }
 }
 

@@ -84,15 +84,14 @@ impl UdpServer {
             }
             let plain = match udp::open(self.method, &self.key, &mut block[..n]) {
                 Ok(r) => r,
+                // Not counted towards a ban: UDP sources can be forged to get a victim banned.
                 Err(why) => {
-                    self.srv.failed(client.ip());
                     log::debug!("udp: {client}: {why}");
                     continue;
                 }
             };
             let salt = &block[..self.method.salt_len()];
-            if self.srv.replay.borrow_mut().check_and_insert(salt) {
-                self.srv.failed(client.ip());
+            if self.srv.replay_udp.borrow_mut().check_and_insert(salt) {
                 log::debug!("udp: {client}: replayed salt");
                 continue;
             }
