@@ -104,14 +104,18 @@ impl UdpServer {
             };
             let data = plain.start + used..plain.end;
             match target {
-                Address::Ip(addr) => self.forward(client, &target, addr, &block[data]).await,
+                // An IP target resolves at once (only the policy check runs).
+                Address::Ip(_) => match self.srv.resolve(&target).await {
+                    Ok(addr) => self.forward(client, addr, &block[data]).await,
+                    Err(e) => log::debug!("udp: {client} -> {target}: {e}"),
+                },
                 // Resolving may take a while: do it beside the receive loop, holding the block.
                 Address::Domain(..) => {
                     let this = Rc::clone(&self);
                     self.ex
                         .spawn(async move {
                             match this.srv.resolve(&target).await {
-                                Ok(addr) => this.forward(client, &target, addr, &block[data]).await,
+                                Ok(addr) => this.forward(client, addr, &block[data]).await,
                                 Err(e) => log::debug!("udp: {client} -> {target}: {e}"),
                             }
                         })
@@ -122,19 +126,7 @@ impl UdpServer {
     }
 
     /// Sends one payload to `addr` from `client`'s association.
-    async fn forward(
-        self: &Rc<Self>,
-        client: SocketAddr,
-        target: &Address,
-        addr: SocketAddr,
-        data: &[u8],
-    ) {
-        if let Address::Ip(_) = target {
-            if !crate::relay::policy::target_allowed(addr.ip(), self.srv.allow_private) {
-                log::debug!("udp: {client} -> {addr}: refused (private target)");
-                return;
-            }
-        }
+    async fn forward(self: &Rc<Self>, client: SocketAddr, addr: SocketAddr, data: &[u8]) {
         let socket = match self.socket_for(client, addr) {
             Ok(s) => s,
             Err(e) => return log::warn!("udp: {client} -> {addr}: {e}"),
