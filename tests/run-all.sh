@@ -20,6 +20,7 @@ TOOLS=(
     python3:python3
     socat:socat
     iperf3:iperf3
+    dnsmasq:dnsmasq-base
 )
 missing=()
 for entry in "${TOOLS[@]}"; do

@@ -242,12 +242,12 @@ impl Resolver {
             )
         })?;
         let key = name.to_ascii_lowercase();
-        if let Some(ips) = self.from_hosts(&key) {
+        if let Some(ips) = self.hosts_lookup(&key) {
             return Ok(ips);
         }
         loop {
             if let Some(hit) = self.cache.borrow_mut().get(&key, Instant::now()) {
-                return hit.ok_or_else(|| not_found(name, "no such host (cached)"));
+                return hit.map_err(|why| not_found(name, why));
             }
             let waiting = self.pending.borrow().get(key.as_str()).cloned();
             let Some(pending) = waiting else { break };
@@ -284,7 +284,7 @@ impl Resolver {
         result
     }
 
-    fn from_hosts(&self, key: &str) -> Option<Rc<[IpAddr]>> {
+    fn hosts_lookup(&self, key: &str) -> Option<Rc<[IpAddr]>> {
         let ips = match self.hosts.get(key) {
             Some(ips) => ips.clone(),
             // RFC 6761 §6.3: localhost names are loopback, whatever the servers say.
@@ -309,33 +309,41 @@ impl Resolver {
             self.query(name, wire::TYPE_AAAA),
         )
         .await;
+        // Addresses of either family win; then NXDOMAIN; then a failure (not cached: the
+        // next lookup asks again); then "exists, but has neither A nor AAAA".
+        let (mut v4, mut v6, mut ttl) = (Vec::new(), Vec::new(), u32::MAX);
+        let (mut nxdomain, mut failure) = (false, None);
+        for (outcome, family) in [(a, &mut v4), (aaaa, &mut v6)] {
+            match outcome {
+                Ok(Outcome::Addrs(ips, t)) => {
+                    *family = ips;
+                    ttl = ttl.min(t);
+                }
+                Ok(Outcome::NoData) => {}
+                Ok(Outcome::NxDomain) => nxdomain = true,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
         let now = Instant::now();
-        let addrs = |o: &Result<Outcome, io::Error>| match o {
-            Ok(Outcome::Addrs(ips, ttl)) => Some((ips.clone(), *ttl)),
-            _ => None,
-        };
-        let (got_a, got_aaaa) = (addrs(&a), addrs(&aaaa));
-        if got_a.is_some() || got_aaaa.is_some() {
-            let ttl = got_a.iter().chain(&got_aaaa).map(|g| g.1).min();
-            let ips = self.ordered(
-                got_a.map(|g| g.0).unwrap_or_default(),
-                got_aaaa.map(|g| g.0).unwrap_or_default(),
-            );
-            let ttl = Duration::from_secs(ttl.unwrap_or(0).into()).clamp(MIN_TTL, MAX_TTL);
+        if !v4.is_empty() || !v6.is_empty() {
+            let ips = self.ordered(v4, v6);
+            let ttl = Duration::from_secs(ttl.into()).clamp(MIN_TTL, MAX_TTL);
             self.cache
                 .borrow_mut()
-                .insert(key, Some(Rc::clone(&ips)), ttl, now);
+                .insert(key, Ok(Rc::clone(&ips)), ttl, now);
             log::debug!("dns: {name} -> {ips:?}");
             return Ok(ips);
         }
-        let negative = match (&a, &aaaa) {
-            (Ok(Outcome::NxDomain), _) | (_, Ok(Outcome::NxDomain)) => "no such host (NXDOMAIN)",
-            (Ok(Outcome::NoData), Ok(Outcome::NoData)) => "no A or AAAA records",
-            // A failure and no answer: report the failure, cache nothing.
-            (Err(_), _) => return Err(a.err().unwrap_or_else(|| io::Error::other(""))),
-            (_, _) => return Err(aaaa.err().unwrap_or_else(|| io::Error::other(""))),
+        let negative = match failure {
+            _ if nxdomain => "no such host (NXDOMAIN)",
+            Some(e) => return Err(e),
+            None => "no A or AAAA records",
         };
-        self.cache.borrow_mut().insert(key, None, NEGATIVE_TTL, now);
+        self.cache
+            .borrow_mut()
+            .insert(key, Err(negative), NEGATIVE_TTL, now);
         log::debug!("dns: {name}: {negative}");
         Err(not_found(name, negative))
     }
@@ -510,14 +518,17 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Name → addresses (`None`: known not to exist) until a deadline, at most `capacity` names.
+/// Name → addresses, or why there are none, until a deadline; at most `capacity` names.
 struct Cache {
     capacity: usize,
     map: HashMap<Box<str>, CacheEntry>,
 }
 
+/// Addresses, or the reason a name has none (NXDOMAIN, no records).
+type Answer = Result<Rc<[IpAddr]>, &'static str>;
+
 struct CacheEntry {
-    ips: Option<Rc<[IpAddr]>>,
+    answer: Answer,
     expires: Instant,
 }
 
@@ -529,17 +540,17 @@ impl Cache {
         }
     }
 
-    /// `Some(Some(ips))` hit, `Some(None)` negative hit, `None` miss (expired entries go).
-    fn get(&mut self, key: &str, now: Instant) -> Option<Option<Rc<[IpAddr]>>> {
+    /// `Some(answer)` on a hit, positive or negative; `None` on a miss (expired entries go).
+    fn get(&mut self, key: &str, now: Instant) -> Option<Answer> {
         let entry = self.map.get(key)?;
         if entry.expires <= now {
             self.map.remove(key);
             return None;
         }
-        Some(entry.ips.clone())
+        Some(entry.answer.clone())
     }
 
-    fn insert(&mut self, key: &str, ips: Option<Rc<[IpAddr]>>, ttl: Duration, now: Instant) {
+    fn insert(&mut self, key: &str, answer: Answer, ttl: Duration, now: Instant) {
         if self.capacity == 0 {
             return;
         }
@@ -557,7 +568,7 @@ impl Cache {
             }
         }
         let expires = now + ttl;
-        self.map.insert(key.into(), CacheEntry { ips, expires });
+        self.map.insert(key.into(), CacheEntry { answer, expires });
     }
 }
 
@@ -669,28 +680,28 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut c = Cache::new(2);
-        c.insert("a", Some(ips(&["192.0.2.1"])), s(30), t0);
-        c.insert("b", None, s(10), t0);
-        assert_eq!(c.get("a", t0), Some(Some(ips(&["192.0.2.1"]))));
-        assert_eq!(c.get("b", t0), Some(None));
+        c.insert("a", Ok(ips(&["192.0.2.1"])), s(30), t0);
+        c.insert("b", Err("nx"), s(10), t0);
+        assert_eq!(c.get("a", t0), Some(Ok(ips(&["192.0.2.1"]))));
+        assert_eq!(c.get("b", t0), Some(Err("nx")));
         assert_eq!(c.get("b", t0 + s(10)), None, "expired");
         assert_eq!(c.map.len(), 1, "expired entries are dropped on lookup");
-        c.insert("b", None, s(10), t0);
+        c.insert("b", Err("nx"), s(10), t0);
         // Full: the entry expiring soonest ("b") goes.
-        c.insert("c", Some(ips(&["192.0.2.3"])), s(60), t0);
+        c.insert("c", Ok(ips(&["192.0.2.3"])), s(60), t0);
         assert_eq!(c.map.len(), 2);
         assert_eq!(c.get("b", t0), None);
         assert!(c.get("a", t0).is_some() && c.get("c", t0).is_some());
         // Full, but something has expired: that goes first.
-        c.insert("d", None, s(10), t0 + s(40));
+        c.insert("d", Err("nx"), s(10), t0 + s(40));
         assert_eq!(c.get("a", t0 + s(40)), None);
         assert!(c.get("c", t0 + s(40)).is_some());
         // Replacing a name never evicts another.
-        c.insert("c", None, s(10), t0 + s(40));
+        c.insert("c", Err("nx"), s(10), t0 + s(40));
         assert_eq!(c.map.len(), 2);
         // Capacity 0: nothing is kept.
         let mut none = Cache::new(0);
-        none.insert("a", None, s(10), t0);
+        none.insert("a", Err("nx"), s(10), t0);
         assert!(none.get("a", t0).is_none());
     }
 

@@ -61,7 +61,7 @@ impl ServerState {
                 .resolver
                 .resolve(name, *port)
                 .await
-                .map_err(|e| format!("cannot resolve: {e}"))?,
+                .map_err(|e| e.to_string())?,
         };
         candidates
             .into_iter()
