@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*"; }
 
+# dnsmasq, nft, ip live in sbin; a non-login shell may not have it on PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
 # --- System packages: "command it provides:Debian package", installed only when missing. -------
 TOOLS=(
     ss-server:shadowsocks-libev
