@@ -56,7 +56,7 @@
 pub mod wire;
 
 use async_io::{Async, Timer};
-use event_listener::Event;
+use event_listener::{Event, IntoNotification};
 use futures_lite::future;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -514,7 +514,8 @@ impl Slots {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.0.left.set(self.0.left.get() + 1);
-        self.0.freed.notify(1);
+        // `additional`: several slots freed in a row must wake as many waiters.
+        self.0.freed.notify(1.additional());
     }
 }
 

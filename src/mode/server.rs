@@ -16,8 +16,8 @@ use crate::proto::tcp::{Decryptor, Encryptor};
 use crate::relay::ban::Ban;
 use crate::relay::connect::connect_tcp;
 use crate::relay::limit::Permit;
-use crate::relay::server::{discard_until_idle, read_first, First, FirstError, ServerState};
-use crate::relay::tcp::{relay, Ciphers, Pending};
+use crate::relay::server::{discard_until_idle, read_first, FirstError, ServerState};
+use crate::relay::tcp::{relay, Ciphers};
 use crate::relay::udp_server::UdpServer;
 use crate::sys::OutboundOpts;
 use async_io::{Async, Timer};
@@ -112,33 +112,27 @@ async fn handle(
         Err(FirstError::Closed) => return log::debug!("{peer}: closed before a request"),
         Err(FirstError::TimedOut) => return log::debug!("{peer}: no request before the timeout"),
     };
-    let who = format!("{peer} -> {}", first.target);
-    let target = match Box::pin(connect_target(&ctx, &srv, &first.target)).await {
+    let (dest, parked) = first.park(&ctx.pool);
+    let who = format!("{peer} -> {dest}");
+    let target = match Box::pin(connect_target(&ctx, &srv, &dest)).await {
         Ok(t) => t,
         Err(e) => return log::warn!("{who}: {e}"),
     };
+    drop(dest);
     log::debug!("{who}: connected");
-    let First {
-        mut block,
-        early,
-        rest,
-        ..
-    } = first;
-    if !early.is_empty() {
+    if !parked.early().is_empty() {
         let mut w = &target;
-        if let Err(e) = w.write_all(&block[early]).await {
+        if let Err(e) = w.write_all(parked.early()).await {
             return log::debug!("{who}: target: {e}");
         }
     }
-    let filled = rest.len();
-    block.copy_within(rest, 0);
-    let pending = Pending { block, filled };
+    let pending = parked.into_pending(&ctx.pool).await;
     let result = relay(
         &target,
         &client,
         &mut ciphers,
         None,
-        Some(pending),
+        pending,
         &ctx.pool,
         ctx.cfg.timeout,
     )

@@ -1,6 +1,6 @@
 //! A connection cap: accept loops take a permit per connection and wait when none is left.
 
-use event_listener::Event;
+use event_listener::{Event, IntoNotification};
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -46,6 +46,7 @@ impl Limit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.0.left.set(self.0.left.get() + 1);
-        self.0.freed.notify(1);
+        // `additional`: several permits freed in a row must wake as many waiters.
+        self.0.freed.notify(1.additional());
     }
 }

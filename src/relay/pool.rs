@@ -8,7 +8,7 @@
 
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::tcp::MAX_CHUNK;
-use event_listener::Event;
+use event_listener::{Event, IntoNotification};
 use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
@@ -75,13 +75,19 @@ impl Pool {
     /// Spills come from a budget as large as the pool, so the memory bound stays computable
     /// (twice the pool); `None` when the budget is spent and the caller keeps its block.
     pub fn spill(self: &Rc<Self>, bytes: &[u8]) -> Option<Spill> {
+        self.spill_parts(&[bytes])
+    }
+
+    /// `spill` of several slices, stored one after the other.
+    pub fn spill_parts(self: &Rc<Self>, parts: &[&[u8]]) -> Option<Spill> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         let left = self.spill_left.get();
-        if bytes.len() > left {
+        if len > left {
             return None;
         }
-        self.spill_left.set(left - bytes.len());
+        self.spill_left.set(left - len);
         Some(Spill {
-            bytes: bytes.to_vec().into_boxed_slice(),
+            bytes: parts.concat().into_boxed_slice(),
             pool: Rc::clone(self),
         })
     }
@@ -131,9 +137,10 @@ impl Drop for Block {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
             self.pool.free.borrow_mut().push(buf);
-            // One waiter per returned block; event-listener passes the notice on if that
-            // waiter was dropped meanwhile.
-            self.pool.returned.notify(1);
+            // One more waiter per returned block: plain `notify(1)` only ensures *some*
+            // listener is notified, so blocks returned before the woken one runs would strand
+            // the other waiters.
+            self.pool.returned.notify(1.additional());
         }
     }
 }

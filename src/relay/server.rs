@@ -3,13 +3,15 @@
 
 use super::ban::Ban;
 use super::policy::target_allowed;
-use super::pool::{Block, Pool};
+use super::pool::{Block, Pool, Spill};
+use super::tcp::Pending;
 use crate::dns::Resolver;
 use crate::proto::address::Address;
+use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::replay::ReplayFilter;
-use crate::proto::tcp::Decryptor;
+use crate::proto::tcp::{Decryptor, HEADER_LEN};
 use crate::proto::{Invalid, ParseError};
-use crate::sys::OutboundOpts;
+use crate::sys::{self, OutboundOpts};
 use async_io::{Async, Timer};
 use futures_lite::{future, AsyncReadExt};
 use std::cell::RefCell;
@@ -102,7 +104,31 @@ pub async fn read_first(
     client: &Async<TcpStream>,
     dec: &mut Decryptor,
 ) -> Result<First, FirstError> {
+    // Until the first chunk's length authenticates, read only the salt and the sealed length,
+    // into a small buffer: a prober without the key must not be able to hold a pool block.
+    let mut head = [0u8; MAX_SALT_LEN + HEADER_LEN];
+    let head = &mut head[..dec.element_len() + HEADER_LEN];
+    (&*client)
+        .read_exact(head)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => FirstError::Closed,
+            _ => FirstError::Io(e),
+        })?;
+    let mut at = 0;
+    while at < head.len() {
+        match dec.decode(&mut head[at..]) {
+            Ok(step) => at += step.consumed,
+            Err(e) => return Err(auth_error(e)),
+        }
+    }
+    // Only a key holder gets here. Even so, take a block only once the whole first chunk is
+    // queued, so slow or stalled clients cannot pin the pool while it trickles in.
+    let lowat = sys::set_recv_lowat(client.get_ref(), dec.element_len()).is_ok();
     client.readable().await.map_err(FirstError::Io)?;
+    if lowat {
+        let _ = sys::set_recv_lowat(client.get_ref(), 1);
+    }
     let mut block = pool.take().await;
     let mut filled = 0;
     let mut start = 0;
@@ -146,17 +172,86 @@ pub async fn read_first(
                     });
                 }
                 Err(ParseError::NeedMore(_)) => break,
-                Err(ParseError::Invalid(Invalid::BadTag)) => {
-                    return Err(FirstError::Auth(
-                        "authentication failed (wrong password or a probe)",
-                    ))
-                }
-                Err(ParseError::Invalid(_)) => {
-                    return Err(FirstError::Auth("authentication failed (invalid chunk)"))
-                }
+                Err(e) => return Err(auth_error(e)),
             }
         }
         client.readable().await.map_err(FirstError::Io)?;
+    }
+}
+
+/// A first chunk's leftovers while the target is resolved and connected, which can take
+/// seconds: copied out of the pool when the spill budget allows, so the pool keeps serving
+/// established connections.
+pub enum Parked {
+    Spilled {
+        bytes: Spill,
+        early: usize,
+    },
+    InBlock {
+        block: Block,
+        early: Range<usize>,
+        rest: Range<usize>,
+    },
+}
+
+impl First {
+    pub fn park(self, pool: &Rc<Pool>) -> (Address, Parked) {
+        let First {
+            target,
+            block,
+            early,
+            rest,
+        } = self;
+        let parked = match pool.spill_parts(&[&block[early.clone()], &block[rest.clone()]]) {
+            Some(bytes) => Parked::Spilled {
+                bytes,
+                early: early.len(),
+            },
+            None => Parked::InBlock { block, early, rest },
+        };
+        (target, parked)
+    }
+}
+
+impl Parked {
+    /// The client's first payload, to write to the target.
+    pub fn early(&self) -> &[u8] {
+        match self {
+            Parked::Spilled { bytes, early } => &bytes[..*early],
+            Parked::InBlock { block, early, .. } => &block[early.clone()],
+        }
+    }
+
+    /// Ciphertext past the first chunk, back in a block for the relay.
+    pub async fn into_pending(self, pool: &Rc<Pool>) -> Option<Pending> {
+        match self {
+            Parked::Spilled { bytes, early } if bytes.len() > early => {
+                let mut block = pool.take().await;
+                let filled = bytes.len() - early;
+                block[..filled].copy_from_slice(&bytes[early..]);
+                Some(Pending { block, filled })
+            }
+            Parked::Spilled { .. } => None,
+            Parked::InBlock {
+                mut block, rest, ..
+            } => {
+                let filled = rest.len();
+                block.copy_within(rest, 0);
+                Some(Pending { block, filled })
+            }
+        }
+    }
+}
+
+/// How a failure to decode the first chunk is reported: every cause looks the same to the
+/// peer, the log says which.
+fn auth_error(e: ParseError) -> FirstError {
+    match e {
+        ParseError::NeedMore(_) => FirstError::Auth("authentication failed (short first chunk)"),
+        ParseError::Invalid(Invalid::BadTag) => {
+            FirstError::Auth("authentication failed (wrong password or a probe)")
+        }
+        ParseError::Invalid(_) => FirstError::Auth("authentication failed (invalid chunk)"),
     }
 }
 

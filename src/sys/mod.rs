@@ -15,8 +15,8 @@ mod process;
 mod redir;
 
 pub use net::{
-    outbound_udp_socket, resolve_blocking, start_tcp_connect, tcp_listener, udp_listener,
-    OutboundOpts,
+    outbound_udp_socket, resolve_blocking, set_recv_lowat, start_tcp_connect, tcp_listener,
+    udp_listener, OutboundOpts,
 };
 pub use process::{nofile, raise_nofile_to_hard, run_as, set_nofile};
 pub use redir::{

@@ -269,7 +269,15 @@ fn listen(fd: &impl AsFd, backlog: libc::c_int) -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
-/// `setsockopt` with an int value, for options nix 0.29 does not wrap (TCP_FASTOPEN).
+/// SO_RCVLOWAT: readiness (and a blocking read) waits until `bytes` are queued. The server
+/// uses it so a connection takes a pool block only once a whole first chunk has arrived.
+pub fn set_recv_lowat(sock: &impl AsFd, bytes: usize) -> io::Result<()> {
+    let bytes = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
+    set_int(sock, libc::SOL_SOCKET, libc::SO_RCVLOWAT, bytes).map_err(io::Error::from)
+}
+
+/// `setsockopt` with an int value, for options nix 0.29 does not wrap (TCP_FASTOPEN,
+/// SO_RCVLOWAT).
 pub(super) fn set_int(
     fd: &impl AsFd,
     level: libc::c_int,
