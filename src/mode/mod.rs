@@ -199,7 +199,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         }
         Poll::Pending
     });
-    let outcome = future::block_on(ex.run(future::or(
+    // async_io::block_on drives the reactor on this thread; futures_lite's would leave it to
+    // async-io's helper thread and pay a futex wake-up for every readiness event.
+    let outcome = async_io::block_on(ex.run(future::or(
         async {
             let name = match signals.next().await {
                 Some(Ok(async_signal::Signal::Int)) => "SIGINT",
