@@ -24,6 +24,10 @@ TOOLS=(
     socat:socat
     iperf3:iperf3
     dnsmasq:dnsmasq-base
+    qemu-mipsel-static:qemu-user-static
+    qemu-mips-static:qemu-user-static
+    qemu-aarch64-static:qemu-user-static
+    file:file
 )
 missing=()
 for entry in "${TOOLS[@]}"; do
@@ -46,6 +50,11 @@ fi
 # --- Rust components used by .ci/run. -------------------------------------------------------------
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+
+# --- Static router binaries (cross/): tests/cross_qemu.rs runs them under qemu-user. ----------
+log "cross/build.sh (installs nightly rust-src, zig, cargo-zigbuild when missing)"
+cross_status=0
+bash cross/build.sh || cross_status=1   # on failure the cross_qemu tests fail too (REQUIRE_ALL)
 
 # --- Tests. ---------------------------------------------------------------------------------------
 # Every skip ("tool not found") becomes a failure.
@@ -81,6 +90,9 @@ echo
 log "cargo test: ${binaries} test binaries, exit status ${test_status}"
 grep -E '^test .* FAILED$' "$test_log" | sed 's/^/    /' || true
 echo "tests: ${passed} passed, ${failed} failed, ${ignored} skipped"
-if ((test_status != 0 || failed != 0 || binaries == 0 || fuzz_status != 0)); then
+log "cross/size.sh (mipsel budget 512 KiB)"
+size_status=0
+bash cross/size.sh || size_status=1
+if ((test_status != 0 || failed != 0 || binaries == 0 || fuzz_status != 0 || cross_status != 0 || size_status != 0)); then
     exit 1
 fi
