@@ -1,12 +1,11 @@
 //! ss-local: a SOCKS5 proxy (no authentication) whose CONNECTs and UDP datagrams travel
 //! through the server. Domain targets are passed to the server unresolved.
 
-use super::{accept_loop, log_end, Context, Listeners, FIRST_PAYLOAD_WAIT};
+use super::{accept_loop, relay_client, Context, Listeners};
 use crate::proto::address::Address;
 use crate::proto::socks5::{self, Command};
 use crate::proto::{Invalid, ParseError};
 use crate::relay::limit::Permit;
-use crate::relay::tcp::{relay, FirstWrite};
 use crate::relay::udp::{Framing, UdpRelay};
 use async_io::{Async, Timer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -215,25 +214,7 @@ async fn connect(ctx: &Context, client: &Async<TcpStream>, who: String, prefix: 
         log::debug!("{who}: {e}");
         return;
     }
-    let result = match ctx.session() {
-        Ok(mut ciphers) => {
-            relay(
-                client,
-                &server,
-                &mut ciphers,
-                Some(FirstWrite {
-                    prefix: &prefix,
-                    wait: FIRST_PAYLOAD_WAIT,
-                }),
-                None,
-                &ctx.pool,
-                ctx.cfg.timeout,
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    log_end(&who, "server", result);
+    relay_client(ctx, client, &server, &prefix, &who).await;
 }
 
 /// UDP ASSOCIATE: point the client at the UDP relay (same address, same port) and keep the TCP

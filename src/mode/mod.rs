@@ -12,7 +12,7 @@ use crate::proto::tcp::{Decryptor, Encryptor};
 use crate::relay::connect::Upstream;
 use crate::relay::limit::{Limit, Permit};
 use crate::relay::pool::Pool;
-use crate::relay::tcp::Ciphers;
+use crate::relay::tcp::{relay, Ciphers, FirstWrite};
 use crate::relay::RelayError;
 use crate::sys::{self, OutboundOpts};
 use async_executor::LocalExecutor;
@@ -61,6 +61,38 @@ fn log_end(who: &str, sealed: &str, result: Result<(), RelayError>) {
         Err(e @ RelayError::SealedIo(_)) => log::debug!("{who}: {sealed}: {e}"),
         Err(e) => log::debug!("{who}: {e}"),
     }
+}
+
+/// The established part of a client-mode connection: the target address (`prefix`) leaves
+/// with the salt and the client's first data, then both directions are relayed until done.
+async fn relay_client(
+    ctx: &Context,
+    client: &Async<std::net::TcpStream>,
+    server: &Async<std::net::TcpStream>,
+    prefix: &[u8],
+    who: &str,
+) {
+    let result = match ctx.session() {
+        Ok(mut ciphers) => {
+            let first = FirstWrite {
+                prefix,
+                wait: FIRST_PAYLOAD_WAIT,
+            };
+            let (pool, timeout) = (&ctx.pool, ctx.cfg.timeout);
+            relay(
+                client,
+                server,
+                &mut ciphers,
+                Some(first),
+                None,
+                pool,
+                timeout,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    log_end(who, "server", result);
 }
 
 /// Sockets bound at start-up.

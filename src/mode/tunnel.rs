@@ -1,10 +1,9 @@
 //! ss-tunnel: every connection or datagram on the local port goes to one fixed destination
 //! (`-L host:port`) through the server.
 
-use super::{accept_loop, log_end, Context, Listeners, FIRST_PAYLOAD_WAIT};
+use super::{accept_loop, relay_client, Context, Listeners};
 use crate::proto::address::Address;
 use crate::relay::limit::Permit;
-use crate::relay::tcp::{relay, FirstWrite};
 use crate::relay::udp::{Framing, UdpRelay};
 use async_io::Async;
 use futures_lite::future;
@@ -76,24 +75,5 @@ async fn forward(
         }
     };
     log::debug!("{who}: via {via}");
-    let result = match ctx.session() {
-        Ok(mut ciphers) => {
-            let prefix = target.to_wire();
-            relay(
-                &client,
-                &server,
-                &mut ciphers,
-                Some(FirstWrite {
-                    prefix: &prefix,
-                    wait: FIRST_PAYLOAD_WAIT,
-                }),
-                None,
-                &ctx.pool,
-                ctx.cfg.timeout,
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    log_end(&who, "server", result);
+    relay_client(&ctx, &client, &server, &target.to_wire(), &who).await;
 }
