@@ -7,6 +7,7 @@ mod server;
 mod tunnel;
 
 use crate::config::{Config, Mode};
+use crate::dns::Resolver;
 use crate::proto::cipher::{random_salt, MAX_SALT_LEN};
 use crate::proto::tcp::{Decryptor, Encryptor};
 use crate::relay::connect::Upstream;
@@ -24,6 +25,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
+
+/// Host names the server's resolver caches; a few hundred bytes each.
+const DNS_CACHE_ENTRIES: usize = 512;
 
 /// How long a client mode waits for the first payload so that it leaves with the address.
 const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(500);
@@ -122,10 +126,10 @@ fn bind(cfg: &Config, addr: SocketAddr) -> Result<Listeners, String> {
     Ok(Listeners { tcp, udp })
 }
 
-fn resolve_servers(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
+fn resolve_servers(cfg: &Config, resolver: &Rc<Resolver>) -> Result<Vec<SocketAddr>, String> {
     let mut all = Vec::new();
     for s in &cfg.servers {
-        let addrs = sys::resolve_blocking(&s.host, s.port, cfg.ipv6_first).map_err(|e| {
+        let addrs = resolve_now(resolver, &s.host, s.port).map_err(|e| {
             format!(
                 "cannot resolve server '{}': {e}; check the server address and DNS",
                 s.host
@@ -153,16 +157,16 @@ pub fn run(cfg: Config) -> Result<(), String> {
              remove \"plugin\" to connect to the server directly"
         ));
     }
+    // The server's resolver for its targets; every mode's start-up names (listen and server
+    // addresses) go through it too, so the binary needs no getaddrinfo.
+    let resolver = Resolver::new(cfg.nameservers.clone(), cfg.ipv6_first, DNS_CACHE_ENTRIES)
+        .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?;
     let (binds, servers) = match cfg.mode {
         Mode::Local | Mode::Tunnel => (
-            vec![listen_address(
-                &cfg.local_addr,
-                cfg.local_port,
-                cfg.ipv6_first,
-            )?],
-            resolve_servers(&cfg)?,
+            vec![listen_address(&resolver, &cfg.local_addr, cfg.local_port)?],
+            resolve_servers(&cfg, &resolver)?,
         ),
-        Mode::Server => (server_listen_addresses(&cfg)?, Vec::new()),
+        Mode::Server => (server_listen_addresses(&cfg, &resolver)?, Vec::new()),
         Mode::Redir => {
             return Err(format!(
                 "{} is not available in this build yet",
@@ -206,7 +210,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     };
     // One replay filter, ban list and resolver for every listener.
     let srv = match ctx.cfg.mode {
-        Mode::Server => Some(server::state(&ctx.cfg)?),
+        Mode::Server => Some(server::state(&ctx.cfg, resolver)),
         _ => None,
     };
     let mut serving = Vec::new();
@@ -250,9 +254,14 @@ pub fn run(cfg: Config) -> Result<(), String> {
     outcome
 }
 
-/// A client mode's listen address: `local_address` (an IP, or a name of this host).
-fn listen_address(host: &str, port: u16, prefer_v6: bool) -> Result<SocketAddr, String> {
-    sys::resolve_blocking(host, port, prefer_v6)
+/// Resolves a start-up name to completion before the event loop starts.
+fn resolve_now(resolver: &Rc<Resolver>, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    async_io::block_on(resolver.resolve(host, port))
+}
+
+/// A listen address: an IP, or a name of this host.
+fn listen_address(resolver: &Rc<Resolver>, host: &str, port: u16) -> Result<SocketAddr, String> {
+    resolve_now(resolver, host, port)
         .ok()
         .and_then(|v| v.into_iter().next())
         .ok_or_else(|| format!("cannot use local address '{host}': not an address of this host"))
@@ -260,10 +269,13 @@ fn listen_address(host: &str, port: u16, prefer_v6: bool) -> Result<SocketAddr, 
 
 /// ss-server's listen addresses (`-s`, several allowed). A dual-stack `::` already covers
 /// `0.0.0.0` on the same port, so that pair binds once.
-fn server_listen_addresses(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
+fn server_listen_addresses(
+    cfg: &Config,
+    resolver: &Rc<Resolver>,
+) -> Result<Vec<SocketAddr>, String> {
     let mut addrs = Vec::new();
     for s in &cfg.servers {
-        addrs.push(listen_address(&s.host, s.port, cfg.ipv6_first)?);
+        addrs.push(listen_address(resolver, &s.host, s.port)?);
     }
     let dual: Vec<u16> = addrs
         .iter()

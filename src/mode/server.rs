@@ -26,9 +26,6 @@ use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::rc::Rc;
 
-/// Host names cached by the resolver; a few hundred bytes each.
-const DNS_CACHE_ENTRIES: usize = 512;
-
 pub async fn serve(
     ctx: Rc<Context>,
     srv: Rc<ServerState>,
@@ -163,11 +160,9 @@ async fn connect_target(
         .map_err(|e| format!("cannot connect to {addr}: {e}"))
 }
 
-/// Builds the server's shared state from the config: resolver, replay filter, ban list,
-/// policy and per-family outbound options.
-pub fn state(cfg: &Config) -> Result<Rc<ServerState>, String> {
-    let resolver = Resolver::new(cfg.nameservers.clone(), cfg.ipv6_first, DNS_CACHE_ENTRIES)
-        .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?;
+/// Builds the server's shared state from the config and its resolver: replay filter, ban
+/// list, policy and per-family outbound options.
+pub fn state(cfg: &Config, resolver: Rc<Resolver>) -> Rc<ServerState> {
     let out = |bind_addr: Option<IpAddr>| OutboundOpts {
         fwmark: cfg.fwmark,
         interface: cfg.interface.clone(),
@@ -175,7 +170,7 @@ pub fn state(cfg: &Config) -> Result<Rc<ServerState>, String> {
         no_delay: cfg.no_delay,
         fast_open: cfg.fast_open,
     };
-    Ok(Rc::new(ServerState {
+    Rc::new(ServerState {
         resolver,
         replay: RefCell::new(ReplayFilter::new(cfg.server.replay_capacity)),
         replay_udp: RefCell::new(ReplayFilter::new(cfg.server.replay_capacity / 4)),
@@ -183,5 +178,5 @@ pub fn state(cfg: &Config) -> Result<Rc<ServerState>, String> {
         allow_private: cfg.server.allow_private_targets,
         out_v4: out(cfg.outbound_bind_v4.map(IpAddr::V4)),
         out_v6: out(cfg.outbound_bind_v6.map(IpAddr::V6)),
-    }))
+    })
 }

@@ -15,8 +15,8 @@ mod process;
 mod redir;
 
 pub use net::{
-    outbound_udp_socket, resolve_blocking, set_recv_lowat, start_tcp_connect, tcp_listener,
-    udp_listener, OutboundOpts,
+    outbound_udp_socket, set_recv_lowat, start_tcp_connect, tcp_listener, udp_listener,
+    OutboundOpts,
 };
 pub use process::{nofile, raise_nofile_to_hard, run_as, set_nofile};
 pub use redir::{
@@ -30,18 +30,52 @@ use std::io;
 
 /// An `io::Error` of the same kind as `e`, with `what` in front of the OS message.
 fn ctx(e: Errno, what: impl Display) -> io::Error {
-    io::Error::new(io::Error::from(e).kind(), format!("{what}: {}", e.desc()))
+    io::Error::new(
+        io::Error::from(e).kind(),
+        format!("{what}: {}", os_message(e)),
+    )
 }
 
 /// Like [`ctx`], with the likely cause or fix after the OS message.
 fn ctx_hint(e: Errno, what: impl Display, hint: &str) -> io::Error {
     io::Error::new(
         io::Error::from(e).kind(),
-        format!("{what}: {} ({hint})", e.desc()),
+        format!("{what}: {} ({hint})", os_message(e)),
     )
+}
+
+/// The C library's text for `e` ("Permission denied"). Not `Errno::desc`: that is nix's own copy
+/// of every message, kilobytes the binary already has in libc's `strerror`.
+fn os_message(e: Errno) -> String {
+    let mut text = io::Error::from(e).to_string();
+    // std appends " (os error N)"; the number adds nothing for a reader.
+    if let Some(at) = text.rfind(" (os error ") {
+        text.truncate(at);
+    }
+    text
 }
 
 #[cfg(test)]
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_the_libc_message_and_kind() {
+        let e = ctx_hint(
+            Errno::EACCES,
+            "cannot bind 1.2.3.4:80",
+            "try a port above 1023",
+        );
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            e.to_string(),
+            "cannot bind 1.2.3.4:80: Permission denied (try a port above 1023)"
+        );
+        assert_eq!(os_message(Errno::ENOENT), "No such file or directory");
+    }
 }

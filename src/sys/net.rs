@@ -12,9 +12,7 @@ use nix::sys::socket::{
 };
 use std::ffi::OsString;
 use std::io;
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -108,34 +106,6 @@ pub fn udp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket>
     prepare_listener(&fd, addr, false, reuse_port)?;
     bind_listener(&fd, addr, "UDP")?;
     Ok(UdpSocket::from(fd))
-}
-
-/// Resolve a host name (or IP literal, brackets allowed) with getaddrinfo; blocking, so for
-/// start-up only. IPv6 first when `prefer_v6`, else IPv4 first; resolver order is kept
-/// within a family and duplicates (a name listed twice in /etc/hosts) are dropped.
-pub fn resolve_blocking(host: &str, port: u16, prefer_v6: bool) -> io::Result<Vec<SocketAddr>> {
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let found = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}: {e}")))?;
-    let mut addrs: Vec<SocketAddr> = Vec::new();
-    for a in found {
-        if !addrs.contains(&a) {
-            addrs.push(a);
-        }
-    }
-    if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("cannot resolve {host}: no addresses"),
-        ));
-    }
-    // Stable sort: `false` (preferred family) first.
-    addrs.sort_by_key(|a| a.is_ipv4() == prefer_v6);
-    Ok(addrs)
 }
 
 pub(super) fn new_socket(addr: SocketAddr, ty: SockType) -> io::Result<OwnedFd> {
@@ -305,7 +275,7 @@ fn warn_once(flag: &AtomicBool, what: &str, e: Errno) {
     if !flag.swap(true, Ordering::Relaxed) {
         log::warn!(
             "{what} unavailable ({}): continuing without TCP fast open",
-            e.desc()
+            super::os_message(e)
         );
     }
 }
@@ -550,56 +520,5 @@ mod tests {
             let (n, from) = client.recv_from(&mut buf).unwrap();
             assert_eq!((&buf[..n], from), (&b"pong"[..], saddr));
         }
-    }
-
-    #[test]
-    fn resolve_literals_and_localhost() {
-        assert_eq!(
-            resolve_blocking("127.0.0.1", 80, false).unwrap(),
-            vec!["127.0.0.1:80".parse().unwrap()]
-        );
-        assert_eq!(
-            resolve_blocking("127.0.0.1", 80, true).unwrap(),
-            vec!["127.0.0.1:80".parse().unwrap()]
-        );
-        assert_eq!(
-            resolve_blocking("[::1]", 443, false).unwrap(),
-            vec!["[::1]:443".parse().unwrap()]
-        );
-        assert_eq!(
-            resolve_blocking("::1", 443, false).unwrap(),
-            vec!["[::1]:443".parse().unwrap()]
-        );
-
-        for prefer_v6 in [false, true] {
-            let addrs = resolve_blocking("localhost", 8388, prefer_v6).unwrap();
-            assert!(!addrs.is_empty());
-            assert!(
-                addrs
-                    .iter()
-                    .all(|a| a.port() == 8388 && a.ip().is_loopback()),
-                "{addrs:?}"
-            );
-            // Preferred family forms a prefix: once the other family starts, it never switches back.
-            let first_other = addrs
-                .iter()
-                .position(|a| a.is_ipv6() != prefer_v6)
-                .unwrap_or(addrs.len());
-            assert!(
-                addrs[first_other..]
-                    .iter()
-                    .all(|a| a.is_ipv6() != prefer_v6),
-                "{addrs:?}"
-            );
-            let mut dedup = addrs.clone();
-            dedup.dedup();
-            assert_eq!(dedup.len(), addrs.len());
-        }
-    }
-
-    #[test]
-    fn resolve_failure_names_the_host() {
-        let e = resolve_blocking("no-such-host.invalid", 80, false).unwrap_err();
-        assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
     }
 }
