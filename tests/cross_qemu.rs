@@ -1,23 +1,27 @@
 //! The cross-built router binaries (`cross/build.sh` → `target/cross/<target>/ss-smol`), run
-//! under qemu-user as `ss-local` and `ss-tunnel` (symlinks, so the argv[0] dispatch is exercised
-//! too) against the native shadowsocks-libev `ss-server`, all on loopback:
+//! under qemu-user against the native shadowsocks-libev programs, all on loopback, in both
+//! directions. The binary always runs through a symlink named after its mode (`ss-local`,
+//! `ss-tunnel`, `ss-server`), so the argv[0] dispatch is exercised too.
+//!
+//! As the client, in front of libev's `ss-server`:
 //!
 //! - `ss-local`: a SOCKS5 CONNECT to an IP with a hash-checked transfer both ways, a CONNECT to
 //!   the hostname `localhost` (resolved by the server), and UDP ASSOCIATE echoes;
 //! - `ss-tunnel -u`: a hash-checked TCP transfer and UDP echoes of several sizes.
 //!
+//! As the server (`ss-server --allow-private-targets`: every target here is loopback), behind
+//! libev's `ss-local` and `ss-tunnel`: the same two sets of checks, so the cross-built server
+//! opens both kinds of stream, relays UDP both ways, and resolves `localhost` itself.
+//!
 //! mipsel (little-endian) and mips (big-endian) are the router targets; aarch64 runs under qemu
-//! too, and x86_64 (the static musl build) runs natively. ChaCha20-Poly1305 is used for
-//! `ss-local` and AES-256-GCM for `ss-tunnel`, so both cipher families run on every target.
+//! too, and x86_64 (the static musl build) runs natively. ChaCha20-Poly1305 is used behind
+//! `ss-local` and AES-256-GCM behind `ss-tunnel`, so both cipher families run on every target in
+//! both roles.
 //!
 //! Where the binaries come from: `SS_SMOL_CROSS_DIR` (default `target/cross`; e.g.
 //! `target/cross-debug-panics` for `cross/build.sh --debug-panics`), or one binary per target
 //! with `SS_SMOL_CROSS_BIN_MIPSEL`, `…_MIPS`, `…_AARCH64`, `…_X86_64`. A missing binary or qemu
 //! is a skip, and a failure under `SS_SMOL_REQUIRE_ALL=1` (tests/run-all.sh), like any tool.
-//!
-//! TODO(server mode): once `ss-smol server` exists, add the reverse direction here: the
-//! cross-built binary run under qemu as `ss-server`, with the native libev `ss-local` /
-//! `ss-tunnel` (and the cross-built client) in front of it.
 
 mod support;
 
@@ -62,114 +66,225 @@ const X86_64: Arch = Arch {
     qemu: None,
 };
 
-/// The cross-built binary for `arch`, or `None` (skip) when it or a tool is missing; panics
-/// instead under `SS_SMOL_REQUIRE_ALL=1`.
-fn cross_binary(arch: &Arch) -> Option<PathBuf> {
-    let mut tools = vec!["ss-server"];
-    tools.extend(arch.qemu);
-    if !require_tools(&tools) {
-        return None;
-    }
-    let path = match std::env::var_os(format!("SS_SMOL_CROSS_BIN_{}", arch.name)) {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("SS_SMOL_CROSS_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cross"))
-            .join(arch.triple)
-            .join("ss-smol"),
-    };
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "cross-built binary {} not found: run `cross/build.sh {}`",
-        path.display(),
-        arch.triple
-    );
-    if std::env::var("SS_SMOL_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{msg} (SS_SMOL_REQUIRE_ALL=1)");
-    }
-    eprintln!("SKIPPED: {msg} (set SS_SMOL_REQUIRE_ALL=1 to fail instead)");
-    None
+/// Which end of the connection the cross-built binary plays; shadowsocks-libev's native
+/// programs play the other.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Client,
+    Server,
 }
 
-/// `program` (e.g. `ss-local`) as a symlink to `bin` in `dir`, run under the arch's emulator.
-fn command_as(arch: &Arch, bin: &Path, dir: &TempDir, program: &str) -> Command {
-    let link = dir.join(program);
-    if !link.exists() {
-        let bin = bin.canonicalize().expect("canonicalize the cross binary");
-        std::os::unix::fs::symlink(bin, &link).expect("symlink");
-    }
-    match arch.qemu {
-        Some(qemu) => {
-            let mut cmd = Command::new(qemu);
-            cmd.arg(&link);
-            cmd
+/// The cross-built binary of one arch in one role, and the directory of the symlinks it runs as.
+struct Cross {
+    arch: &'static Arch,
+    bin: PathBuf,
+    role: Role,
+    dir: TempDir,
+}
+
+impl Cross {
+    /// The binary for `arch`, to play `role` in a pair around the client program `client`
+    /// (`ss-local` / `ss-tunnel`); `None` (skip) when it, its emulator or the libev program of
+    /// the other end is missing; panics instead under `SS_SMOL_REQUIRE_ALL=1`.
+    fn find(arch: &'static Arch, role: Role, client: &str) -> Option<Cross> {
+        let mut tools = vec![match role {
+            Role::Client => "ss-server",
+            Role::Server => client,
+        }];
+        tools.extend(arch.qemu);
+        if !require_tools(&tools) {
+            return None;
         }
-        None => Command::new(&link),
+        let path = match std::env::var_os(format!("SS_SMOL_CROSS_BIN_{}", arch.name)) {
+            Some(p) => PathBuf::from(p),
+            None => std::env::var_os("SS_SMOL_CROSS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cross"))
+                .join(arch.triple)
+                .join("ss-smol"),
+        };
+        if !path.is_file() {
+            let msg = format!(
+                "cross-built binary {} not found: run `cross/build.sh {}`",
+                path.display(),
+                arch.triple
+            );
+            if std::env::var("SS_SMOL_REQUIRE_ALL").as_deref() == Ok("1") {
+                panic!("{msg} (SS_SMOL_REQUIRE_ALL=1)");
+            }
+            eprintln!("SKIPPED: {msg} (set SS_SMOL_REQUIRE_ALL=1 to fail instead)");
+            return None;
+        }
+        Some(Cross {
+            arch,
+            bin: path,
+            role,
+            dir: TempDir::new(&format!("{} {client}", arch.triple)),
+        })
+    }
+
+    /// The program the cross-built binary runs as in a pair around `client`.
+    fn program<'a>(&self, client: &'a str) -> &'a str {
+        match self.role {
+            Role::Client => client,
+            Role::Server => "ss-server",
+        }
+    }
+
+    /// `program` (e.g. `ss-local`) as a symlink to the binary, run under the arch's emulator.
+    fn command(&self, program: &str) -> Command {
+        let link = self.dir.join(program);
+        if !link.exists() {
+            let bin = self
+                .bin
+                .canonicalize()
+                .expect("canonicalize the cross binary");
+            std::os::unix::fs::symlink(bin, &link).expect("symlink");
+        }
+        match self.arch.qemu {
+            Some(qemu) => {
+                let mut cmd = Command::new(qemu);
+                cmd.arg(&link);
+                cmd
+            }
+            None => Command::new(&link),
+        }
+    }
+
+    /// The binary starts at all and names itself (argv[0] dispatch through the symlink).
+    fn check_version(&self, program: &str) {
+        let mut cmd = self.command(program);
+        cmd.arg("--version");
+        let out = run_to_end(&format!("{program}-version"), cmd, Duration::from_secs(30));
+        assert!(
+            out.status.success() && out.stdout.contains(program),
+            "{} {program} --version: {}; stdout {:?}; stderr {:?}",
+            self.arch.triple,
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+    }
+
+    /// A Shadowsocks server on 127.0.0.1, TCP and UDP: libev's, or the cross-built one.
+    fn start_server(&self, method: &str) -> SsServer {
+        if self.role == Role::Client {
+            return SsServer::start(method, PASSWORD);
+        }
+        let name = format!("ss-server-{}", self.arch.triple);
+        let (proc, port) = spawn_listening(&name, |port| {
+            let mut cmd = self.command("ss-server");
+            cmd.args(["-s", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-k", PASSWORD, "-m", method, "-u", "-t", "60"])
+                // Resolve names from /etc/hosts or not at all: no DNS traffic off the machine.
+                .args(["-d", "127.0.0.1"])
+                // Every target in these tests is on loopback, refused by default.
+                .arg("--allow-private-targets");
+            cmd
+        });
+        SsServer {
+            proc,
+            port,
+            method: method.to_owned(),
+            password: PASSWORD.to_owned(),
+        }
+    }
+
+    /// `client` (`ss-local` / `ss-tunnel`) in front of `server`, listening on 127.0.0.1: the
+    /// cross-built one, or libev's.
+    fn start_client(&self, client: &str, server: &SsServer, extra: &[&str]) -> (Proc, SocketAddr) {
+        let name = match self.role {
+            Role::Client => format!("{client}-{}", self.arch.triple),
+            Role::Server => format!("libev-{client}"),
+        };
+        let (proc, port) = spawn_listening(&name, |port| {
+            let mut cmd = match self.role {
+                Role::Client => self.command(client),
+                Role::Server => {
+                    let mut cmd = Command::new(client);
+                    // libev truncates UDP datagrams larger than 2 × 1397 bytes without it.
+                    cmd.args(["--mtu", "9000"]);
+                    cmd
+                }
+            };
+            cmd.args(["-s", "127.0.0.1", "-p", &server.port.to_string()])
+                .args(["-b", "127.0.0.1", "-l", &port.to_string()])
+                .args(["-k", &server.password, "-m", &server.method])
+                .args(["-u", "-t", "60"])
+                .args(extra);
+            cmd
+        });
+        (proc, v4(port))
     }
 }
 
-/// Starts `program` (`ss-local` / `ss-tunnel`) in front of `server`, listening on 127.0.0.1.
-fn start_client(
-    arch: &Arch,
-    bin: &Path,
-    dir: &TempDir,
-    program: &str,
-    server: &SsServer,
-    extra: &[&str],
-) -> (Proc, SocketAddr) {
-    let name = format!("{program}-{}", arch.triple);
-    let (proc, port) = spawn_listening(&name, |port| {
-        let mut cmd = command_as(arch, bin, dir, program);
-        cmd.args(["-s", "127.0.0.1", "-p", &server.port.to_string()])
-            .args(["-b", "127.0.0.1", "-l", &port.to_string()])
-            .args(["-k", &server.password, "-m", &server.method])
-            .args(["-u", "-t", "60"])
-            .args(extra);
-        cmd
-    });
-    (proc, v4(port))
+/// One client–server pair on loopback, one end cross-built and the other libev's, with an echo
+/// server behind it and a watchdog over the whole test. Processes are killed on drop.
+struct Relay {
+    what: String,
+    client: Proc,
+    /// Where the client listens (SOCKS5 or the tunnel's forward).
+    addr: SocketAddr,
+    server: SsServer,
+    echo: EchoServer,
+    _watchdog: Watchdog,
+    _cross: Cross,
 }
 
-/// The binary starts at all and names itself (argv[0] dispatch through the symlink).
-fn check_version(arch: &Arch, bin: &Path, dir: &TempDir, program: &str) {
-    let out = run_to_end(
-        &format!("{program}-version"),
-        {
-            let mut cmd = command_as(arch, bin, dir, program);
-            cmd.arg("--version");
-            cmd
-        },
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success() && out.stdout.contains(program),
-        "{} {program} --version: {}; stdout {:?}; stderr {:?}",
-        arch.triple,
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+impl Relay {
+    /// `client` (`ss-local`, or `ss-tunnel` to the echo server) and a server with `method`, with
+    /// the cross-built binary of `arch` in `role`; `None` = skip (see [`Cross::find`]).
+    fn start(arch: &'static Arch, role: Role, client: &str, method: &str) -> Option<Relay> {
+        let cross = Cross::find(arch, role, client)?;
+        let program = cross.program(client);
+        let what = match role {
+            Role::Client => format!("{} {client}", arch.triple),
+            Role::Server => format!("{} {program} behind libev {client}", arch.triple),
+        };
+        let watchdog = Watchdog::new(&what, LIMIT);
+        cross.check_version(program);
+
+        // TCP and UDP echo share the port number, so the tunnel's one `-L` reaches both.
+        let echo = EchoServer::start();
+        let target = echo.v4().to_string();
+        let extra: &[&str] = match client {
+            "ss-tunnel" => &["-L", &target],
+            _ => &[],
+        };
+        let server = cross.start_server(method);
+        let (client, addr) = cross.start_client(client, &server, extra);
+        Some(Relay {
+            what,
+            client,
+            addr,
+            server,
+            echo,
+            _watchdog: watchdog,
+            _cross: cross,
+        })
+    }
+
+    /// Both ends still run and neither panicked.
+    fn assert_healthy(&mut self) {
+        for proc in [&mut self.client, &mut self.server.proc] {
+            proc.assert_running();
+            proc.assert_no_panic();
+        }
+    }
 }
 
-fn local_suite(arch: &Arch) {
-    let Some(bin) = cross_binary(arch) else {
+/// Through `ss-local` (ChaCha20-Poly1305): CONNECT to an IP and to `localhost`, both
+/// hash-checked, and UDP ASSOCIATE echoes.
+fn local_suite(arch: &'static Arch, role: Role) {
+    let Some(mut relay) = Relay::start(arch, role, "ss-local", "chacha20-ietf-poly1305") else {
         return;
     };
-    let what = format!("{} ss-local", arch.triple);
-    let _watchdog = Watchdog::new(&what, LIMIT);
-    let dir = TempDir::new(&what);
-    check_version(arch, &bin, &dir, "ss-local");
+    let (proxy, echo, what) = (relay.addr, relay.echo.v4(), relay.what.as_str());
 
-    let echo = EchoServer::start();
-    let mut server = SsServer::start("chacha20-ietf-poly1305", PASSWORD);
-    let (mut local, proxy) = start_client(arch, &bin, &dir, "ss-local", &server, &[]);
-
-    let s = socks5_connect(proxy, &echo.v4().into()).expect("SOCKS5 CONNECT 127.0.0.1");
+    let s = socks5_connect(proxy, &echo.into()).expect("SOCKS5 CONNECT 127.0.0.1");
     assert_echo(s, 1, TRANSFER, &format!("{what}: CONNECT 127.0.0.1"));
 
-    let s = socks5_connect(proxy, &Target::Domain("localhost".into(), echo.port))
+    let s = socks5_connect(proxy, &Target::Domain("localhost".into(), echo.port()))
         .expect("SOCKS5 CONNECT localhost");
     assert_echo(s, 2, 256 * 1024, &format!("{what}: CONNECT localhost"));
 
@@ -177,30 +292,20 @@ fn local_suite(arch: &Arch) {
     for (i, size) in UDP_SIZES.into_iter().enumerate() {
         let payload = data(10 + i as u64, size);
         let from = udp
-            .echo(&echo.v4().into(), &payload, 5)
+            .echo(&echo.into(), &payload, 5)
             .unwrap_or_else(|e| panic!("{what}: UDP ASSOCIATE {size} bytes: {e}"));
-        assert_eq!(from, Target::Ip(echo.v4()), "{what}: reply names the echo");
+        assert_eq!(from, Target::Ip(echo), "{what}: reply names the echo");
     }
 
-    local.assert_running();
-    server.proc.assert_running();
-    local.assert_no_panic();
+    relay.assert_healthy();
 }
 
-fn tunnel_suite(arch: &Arch) {
-    let Some(bin) = cross_binary(arch) else {
+/// Through `ss-tunnel -u` to the echo server (AES-256-GCM): TCP hash-checked, UDP echoes.
+fn tunnel_suite(arch: &'static Arch, role: Role) {
+    let Some(mut relay) = Relay::start(arch, role, "ss-tunnel", "aes-256-gcm") else {
         return;
     };
-    let what = format!("{} ss-tunnel", arch.triple);
-    let _watchdog = Watchdog::new(&what, LIMIT);
-    let dir = TempDir::new(&what);
-    check_version(arch, &bin, &dir, "ss-tunnel");
-
-    // TCP and UDP echo share the port number, so one `-L` reaches both.
-    let echo = EchoServer::start();
-    let mut server = SsServer::start("aes-256-gcm", PASSWORD);
-    let target = echo.v4().to_string();
-    let (mut tunnel, fwd) = start_client(arch, &bin, &dir, "ss-tunnel", &server, &["-L", &target]);
+    let (fwd, what) = (relay.addr, relay.what.as_str());
 
     let s = connect(fwd).expect("connect to the tunnel");
     assert_echo(s, 3, TRANSFER, &format!("{what}: TCP"));
@@ -211,28 +316,41 @@ fn tunnel_suite(arch: &Arch) {
             .unwrap_or_else(|e| panic!("{what}: UDP {size} bytes: {e}"));
     }
 
-    tunnel.assert_running();
-    server.proc.assert_running();
-    tunnel.assert_no_panic();
+    relay.assert_healthy();
 }
 
+/// Per arch: the cross-built `ss-local` and `ss-tunnel` in front of libev's `ss-server`, and the
+/// cross-built `ss-server` behind libev's `ss-local` and `ss-tunnel`.
 macro_rules! suites {
-    ($($local:ident, $tunnel:ident => $arch:ident;)*) => {$(
+    ($(
+        $arch:ident => $local:ident, $tunnel:ident, $server_local:ident, $server_tunnel:ident;
+    )*) => {$(
         #[test]
         fn $local() {
-            local_suite(&$arch);
+            local_suite(&$arch, Role::Client);
         }
 
         #[test]
         fn $tunnel() {
-            tunnel_suite(&$arch);
+            tunnel_suite(&$arch, Role::Client);
+        }
+
+        #[test]
+        fn $server_local() {
+            local_suite(&$arch, Role::Server);
+        }
+
+        #[test]
+        fn $server_tunnel() {
+            tunnel_suite(&$arch, Role::Server);
         }
     )*};
 }
 
 suites! {
-    mipsel_local, mipsel_tunnel => MIPSEL;
-    mips_local, mips_tunnel => MIPS;
-    aarch64_local, aarch64_tunnel => AARCH64;
-    x86_64_musl_local, x86_64_musl_tunnel => X86_64;
+    MIPSEL => mipsel_local, mipsel_tunnel, mipsel_server_local, mipsel_server_tunnel;
+    MIPS => mips_local, mips_tunnel, mips_server_local, mips_server_tunnel;
+    AARCH64 => aarch64_local, aarch64_tunnel, aarch64_server_local, aarch64_server_tunnel;
+    X86_64 => x86_64_musl_local, x86_64_musl_tunnel,
+              x86_64_musl_server_local, x86_64_musl_server_tunnel;
 }
