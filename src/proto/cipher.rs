@@ -6,18 +6,12 @@
 //! or open.
 
 use super::Invalid;
-use aes_gcm::aead::consts::U12;
-use aes_gcm::aead::generic_array::GenericArray;
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
-use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
 use core::fmt;
 use md5::{Digest, Md5};
+use ss_aead::{Aead, Algorithm, Once};
 
-type Aes192Gcm = AesGcm<aes_gcm::aes::Aes192, U12>;
-
-pub const TAG_LEN: usize = 16;
-pub const MAX_KEY_LEN: usize = 32;
+pub const TAG_LEN: usize = ss_aead::TAG_LEN;
+pub const MAX_KEY_LEN: usize = ss_aead::MAX_KEY_LEN;
 pub const MAX_SALT_LEN: usize = 32;
 pub const MAX_NONCE_LEN: usize = 24;
 
@@ -121,12 +115,18 @@ impl Method {
         }
     }
 
-    pub fn key_len(self) -> usize {
+    fn algorithm(self) -> Algorithm {
         match self {
-            Method::Aes128Gcm => 16,
-            Method::Aes192Gcm => 24,
-            _ => 32,
+            Method::ChaCha20Poly1305 => Algorithm::ChaCha20Poly1305,
+            Method::XChaCha20Poly1305 => Algorithm::XChaCha20Poly1305,
+            Method::Aes128Gcm => Algorithm::Aes128Gcm,
+            Method::Aes192Gcm => Algorithm::Aes192Gcm,
+            Method::Aes256Gcm => Algorithm::Aes256Gcm,
         }
+    }
+
+    pub fn key_len(self) -> usize {
+        self.algorithm().key_len()
     }
 
     /// The salt is as long as the key for every AEAD method.
@@ -135,10 +135,7 @@ impl Method {
     }
 
     pub fn nonce_len(self) -> usize {
-        match self {
-            Method::XChaCha20Poly1305 => 24,
-            _ => 12,
-        }
+        self.algorithm().nonce_len()
     }
 }
 
@@ -185,17 +182,6 @@ impl MasterKey {
     }
 }
 
-/// Boxed per variant: an AES-256-GCM key schedule is ~1 KiB, ChaCha's 32 bytes, and async
-/// state machines keep several copies of whatever they hold by value; a pointer keeps every
-/// connection's future small and each session pays only for its own cipher.
-enum Aead {
-    ChaCha(Box<ChaCha20Poly1305>),
-    XChaCha(Box<XChaCha20Poly1305>),
-    Aes128(Box<Aes128Gcm>),
-    Aes192(Box<Aes192Gcm>),
-    Aes256(Box<Aes256Gcm>),
-}
-
 /// One direction of one session: the subkey's cipher and its nonce counter.
 pub struct Session {
     aead: Aead,
@@ -212,73 +198,23 @@ fn subkey(method: Method, key: &MasterKey, salt: &[u8]) -> [u8; MAX_KEY_LEN] {
     subkey
 }
 
-fn new_cipher<C: KeyInit>(method: Method, subkey: &[u8; MAX_KEY_LEN]) -> C {
-    C::new(GenericArray::from_slice(&subkey[..method.key_len()]))
-}
-
-fn seal_in<C: AeadInPlace>(c: &C, nonce: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-    // The AEADs only fail for inputs over 2^36 bytes; ours are <= 64 KiB.
-    c.encrypt_in_place_detached(GenericArray::from_slice(nonce), &[], buf)
-        .map(|t| {
-            let mut tag = [0u8; TAG_LEN];
-            tag.copy_from_slice(&t);
-            tag
-        })
-        .unwrap_or([0; TAG_LEN])
-}
-
-fn open_in<C: AeadInPlace>(c: &C, nonce: &[u8], buf: &mut [u8], tag: &[u8]) -> Result<(), Invalid> {
-    if tag.len() != TAG_LEN {
-        return Err(Invalid::BadTag);
-    }
-    c.decrypt_in_place_detached(
-        GenericArray::from_slice(nonce),
-        &[],
-        buf,
-        GenericArray::from_slice(tag),
-    )
-    .map_err(|_| Invalid::BadTag)
-}
-
-/// What to do with a one-shot cipher (UDP packets use a fresh subkey and nonce zero).
-enum OneShot<'a> {
-    Seal(&'a mut [u8]),
-    Open(&'a mut [u8], &'a [u8]),
-}
-
-/// Seals or opens one UDP packet body with the cipher built on the stack: no allocation.
+/// Seals or opens one UDP packet body: subkey from `salt`, nonce zero, cipher on the stack.
 fn one_shot(
     method: Method,
     key: &MasterKey,
     salt: &[u8],
-    op: OneShot,
+    op: Once,
 ) -> Result<[u8; TAG_LEN], Invalid> {
-    fn run<C: AeadInPlace + KeyInit>(
-        method: Method,
-        sub: &[u8; MAX_KEY_LEN],
-        op: OneShot,
-    ) -> Result<[u8; TAG_LEN], Invalid> {
-        let c: C = new_cipher(method, sub);
-        let zero = [0u8; MAX_NONCE_LEN];
-        let nonce = &zero[..method.nonce_len()];
-        match op {
-            OneShot::Seal(buf) => Ok(seal_in(&c, nonce, buf)),
-            OneShot::Open(buf, tag) => open_in(&c, nonce, buf, tag).map(|_| [0; TAG_LEN]),
-        }
-    }
     let sub = subkey(method, key, salt);
-    match method {
-        Method::ChaCha20Poly1305 => run::<ChaCha20Poly1305>(method, &sub, op),
-        Method::XChaCha20Poly1305 => run::<XChaCha20Poly1305>(method, &sub, op),
-        Method::Aes128Gcm => run::<Aes128Gcm>(method, &sub, op),
-        Method::Aes192Gcm => run::<Aes192Gcm>(method, &sub, op),
-        Method::Aes256Gcm => run::<Aes256Gcm>(method, &sub, op),
-    }
+    let zero = [0u8; MAX_NONCE_LEN];
+    ss_aead::once(method.algorithm(), &sub, &zero[..method.nonce_len()], op)
+        .map_err(|_| Invalid::BadTag)
 }
 
 /// Seals a UDP packet body in place (subkey from `salt`, nonce zero); returns the tag.
 pub fn seal_packet(method: Method, key: &MasterKey, salt: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
-    one_shot(method, key, salt, OneShot::Seal(body)).unwrap_or([0; TAG_LEN])
+    // Cannot fail: the key and nonce lengths come from `method`.
+    one_shot(method, key, salt, Once::Seal(body)).unwrap_or([0; TAG_LEN])
 }
 
 /// Opens a UDP packet body in place if `tag` authenticates it.
@@ -289,22 +225,15 @@ pub fn open_packet(
     body: &mut [u8],
     tag: &[u8],
 ) -> Result<(), Invalid> {
-    one_shot(method, key, salt, OneShot::Open(body, tag)).map(|_| ())
+    one_shot(method, key, salt, Once::Open(body, tag)).map(|_| ())
 }
 
 impl Session {
     /// Derives the subkey for `salt` (which must be `method.salt_len()` bytes).
     pub fn new(method: Method, key: &MasterKey, salt: &[u8]) -> Session {
         let sub = subkey(method, key, salt);
-        let aead = match method {
-            Method::ChaCha20Poly1305 => Aead::ChaCha(Box::new(new_cipher(method, &sub))),
-            Method::XChaCha20Poly1305 => Aead::XChaCha(Box::new(new_cipher(method, &sub))),
-            Method::Aes128Gcm => Aead::Aes128(Box::new(new_cipher(method, &sub))),
-            Method::Aes192Gcm => Aead::Aes192(Box::new(new_cipher(method, &sub))),
-            Method::Aes256Gcm => Aead::Aes256(Box::new(new_cipher(method, &sub))),
-        };
         Session {
-            aead,
+            aead: Aead::new(method.algorithm(), &sub),
             nonce: [0; MAX_NONCE_LEN],
             nonce_len: method.nonce_len(),
         }
@@ -312,28 +241,21 @@ impl Session {
 
     /// Encrypts `buf` in place and returns its tag; advances the nonce.
     pub fn seal(&mut self, buf: &mut [u8]) -> [u8; TAG_LEN] {
-        let n = &self.nonce[..self.nonce_len];
-        let tag = match &self.aead {
-            Aead::ChaCha(c) => seal_in(&**c, n, buf),
-            Aead::XChaCha(c) => seal_in(&**c, n, buf),
-            Aead::Aes128(c) => seal_in(&**c, n, buf),
-            Aead::Aes192(c) => seal_in(&**c, n, buf),
-            Aead::Aes256(c) => seal_in(&**c, n, buf),
-        };
+        // Cannot fail: the nonce length comes from the method and chunks are <= 64 KiB.
+        let tag = self
+            .aead
+            .seal(&self.nonce[..self.nonce_len], buf)
+            .unwrap_or([0; TAG_LEN]);
         self.bump();
         tag
     }
 
     /// Decrypts `buf` in place if `tag` authenticates it; advances the nonce either way.
     pub fn open(&mut self, buf: &mut [u8], tag: &[u8]) -> Result<(), Invalid> {
-        let n = &self.nonce[..self.nonce_len];
-        let ok = match &self.aead {
-            Aead::ChaCha(c) => open_in(&**c, n, buf, tag),
-            Aead::XChaCha(c) => open_in(&**c, n, buf, tag),
-            Aead::Aes128(c) => open_in(&**c, n, buf, tag),
-            Aead::Aes192(c) => open_in(&**c, n, buf, tag),
-            Aead::Aes256(c) => open_in(&**c, n, buf, tag),
-        };
+        let ok = self
+            .aead
+            .open(&self.nonce[..self.nonce_len], buf, tag)
+            .map_err(|_| Invalid::BadTag);
         self.bump();
         ok
     }
