@@ -8,7 +8,7 @@
 use super::Invalid;
 use core::fmt;
 use md5::{Digest, Md5};
-use ss_aead::{Aead, Algorithm, Once};
+use ss_aead::{Aead, Algorithm, Op};
 
 pub const TAG_LEN: usize = ss_aead::TAG_LEN;
 pub const MAX_KEY_LEN: usize = ss_aead::MAX_KEY_LEN;
@@ -203,7 +203,7 @@ fn one_shot(
     method: Method,
     key: &MasterKey,
     salt: &[u8],
-    op: Once,
+    op: Op,
 ) -> Result<[u8; TAG_LEN], Invalid> {
     let sub = subkey(method, key, salt);
     let zero = [0u8; MAX_NONCE_LEN];
@@ -214,7 +214,7 @@ fn one_shot(
 /// Seals a UDP packet body in place (subkey from `salt`, nonce zero); returns the tag.
 pub fn seal_packet(method: Method, key: &MasterKey, salt: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
     // Cannot fail: the key and nonce lengths come from `method`.
-    one_shot(method, key, salt, Once::Seal(body)).unwrap_or([0; TAG_LEN])
+    one_shot(method, key, salt, Op::Seal(body)).unwrap_or([0; TAG_LEN])
 }
 
 /// Opens a UDP packet body in place if `tag` authenticates it.
@@ -225,7 +225,7 @@ pub fn open_packet(
     body: &mut [u8],
     tag: &[u8],
 ) -> Result<(), Invalid> {
-    one_shot(method, key, salt, Once::Open(body, tag)).map(|_| ())
+    one_shot(method, key, salt, Op::Open(body, tag)).map(|_| ())
 }
 
 impl Session {

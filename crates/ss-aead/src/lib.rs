@@ -1,12 +1,16 @@
-//! The five Shadowsocks AEADs (RustCrypto) behind a small, non-generic API.
+//! The five Shadowsocks AEADs behind a small, non-generic API.
 //!
 //! Why a crate of its own: RustCrypto is generic, so its hot loops are compiled wherever they
 //! are instantiated, at that crate's opt-level. shadowsocks-smol is built for size
 //! (opt-level "z"), which made ChaCha20-Poly1305 2.3x and AES-GCM 1.8x slower on MIPS than
-//! at opt-level 3. Instantiating every AEAD here, behind `#[inline(never)]` functions, lets the
+//! at opt-level 3. Instantiating everything here, behind `#[inline(never)]` functions, lets the
 //! workspace build this crate (and the RustCrypto crates) at opt-level 3 while the rest of the
-//! binary stays at "z": about 22 KiB for nearly opt-level 3's speed (measurements in the root
-//! Cargo.toml).
+//! binary stays at "z" (measurements in the root Cargo.toml).
+//!
+//! The AEAD constructions themselves ([`chacha_poly`], [`gcm`]) are composed here from
+//! RustCrypto's primitives (ChaCha20, Poly1305, AES, CTR, GHASH) rather than taken from the
+//! `chacha20poly1305` and `aes-gcm` crates, only to do the keystream XOR ourselves; why is in
+//! [`keystream`]. The tests check them against those crates on random inputs.
 //!
 //! Only what Shadowsocks needs: a 16-byte detached tag, no associated data, nonces of the
 //! algorithm's length supplied by the caller.
@@ -15,14 +19,15 @@
 
 extern crate alloc;
 
-use aes_gcm::aead::consts::U12;
-use aes_gcm::aead::generic_array::GenericArray;
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
-use alloc::boxed::Box;
-use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
+mod chacha_poly;
+mod gcm;
+mod keystream;
 
-type Aes192Gcm = AesGcm<aes_gcm::aes::Aes192, U12>;
+use aes::{Aes128, Aes192, Aes256};
+use alloc::boxed::Box;
+use chacha20::{ChaCha20, XChaCha20};
+use chacha_poly::ChaChaPoly;
+use gcm::Gcm;
 
 /// Length of every algorithm's tag.
 pub const TAG_LEN: usize = 16;
@@ -71,44 +76,67 @@ pub enum Error {
 pub struct Aead(Keyed);
 
 enum Keyed {
-    ChaCha(Box<ChaCha20Poly1305>),
-    XChaCha(Box<XChaCha20Poly1305>),
-    Aes128(Box<Aes128Gcm>),
-    Aes192(Box<Aes192Gcm>),
-    Aes256(Box<Aes256Gcm>),
+    ChaCha(Box<ChaChaPoly<ChaCha20>>),
+    XChaCha(Box<ChaChaPoly<XChaCha20>>),
+    Aes128(Box<Gcm<Aes128>>),
+    Aes192(Box<Gcm<Aes192>>),
+    Aes256(Box<Gcm<Aes256>>),
 }
 
-fn keyed<C: KeyInit>(alg: Algorithm, key: &[u8; MAX_KEY_LEN]) -> C {
-    C::new(GenericArray::from_slice(&key[..alg.key_len()]))
+/// What both constructions offer; lets the dispatch below be written once.
+trait Construction {
+    fn new(key: &[u8; MAX_KEY_LEN]) -> Self;
+    fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error>;
+    fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error>;
 }
 
-fn seal_with<C: AeadInPlace>(c: &C, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
-    // Only fails for inputs beyond 2^36 bytes.
-    let t = c
-        .encrypt_in_place_detached(GenericArray::from_slice(nonce), &[], buf)
-        .map_err(|_| Error::BadLength)?;
-    let mut tag = [0u8; TAG_LEN];
-    tag.copy_from_slice(&t);
-    Ok(tag)
+impl<C: chacha_poly::Variant> Construction for ChaChaPoly<C> {
+    fn new(key: &[u8; MAX_KEY_LEN]) -> Self {
+        ChaChaPoly::new(key)
+    }
+    fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
+        ChaChaPoly::seal(self, nonce, buf)
+    }
+    fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error> {
+        ChaChaPoly::open(self, nonce, buf, tag)
+    }
 }
 
-fn open_with<C: AeadInPlace>(c: &C, nonce: &[u8], buf: &mut [u8], tag: &[u8]) -> Result<(), Error> {
-    c.decrypt_in_place_detached(
-        GenericArray::from_slice(nonce),
-        &[],
-        buf,
-        GenericArray::from_slice(tag),
-    )
-    .map_err(|_| Error::BadTag)
+impl<A: gcm::Aes> Construction for Gcm<A> {
+    fn new(key: &[u8; MAX_KEY_LEN]) -> Self {
+        Gcm::new(key)
+    }
+    fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
+        Gcm::seal(self, nonce, buf)
+    }
+    fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error> {
+        Gcm::open(self, nonce, buf, tag)
+    }
 }
 
-/// `GenericArray::from_slice` panics on a length mismatch; check first so that no input can.
-fn check(alg: Algorithm, nonce: &[u8], tag: Option<&[u8]>) -> Result<(), Error> {
-    let tag_ok = tag.is_none_or(|t| t.len() == TAG_LEN);
-    if tag_ok && nonce.len() == alg.nonce_len() {
-        Ok(())
-    } else {
-        Err(Error::BadLength)
+/// The operation, for code that is generic over the construction.
+pub enum Op<'a> {
+    Seal(&'a mut [u8]),
+    Open(&'a mut [u8], &'a [u8]),
+}
+
+/// Runs `op`: the tag for a seal, zeroes for an open that authenticated. Lengths are checked
+/// here so that no input reaches a primitive's length assertion.
+fn run<C: Construction>(
+    c: &C,
+    alg: Algorithm,
+    nonce: &[u8],
+    op: Op,
+) -> Result<[u8; TAG_LEN], Error> {
+    if nonce.len() != alg.nonce_len() {
+        return Err(Error::BadLength);
+    }
+    match op {
+        Op::Seal(buf) => c.seal(nonce, buf),
+        Op::Open(buf, tag) => {
+            let tag = tag.try_into().map_err(|_| Error::BadLength)?;
+            c.open(nonce, buf, tag).map(|()| [0; TAG_LEN])
+        }
     }
 }
 
@@ -117,11 +145,11 @@ impl Aead {
     #[inline(never)]
     pub fn new(alg: Algorithm, key: &[u8; MAX_KEY_LEN]) -> Aead {
         Aead(match alg {
-            Algorithm::ChaCha20Poly1305 => Keyed::ChaCha(Box::new(keyed(alg, key))),
-            Algorithm::XChaCha20Poly1305 => Keyed::XChaCha(Box::new(keyed(alg, key))),
-            Algorithm::Aes128Gcm => Keyed::Aes128(Box::new(keyed(alg, key))),
-            Algorithm::Aes192Gcm => Keyed::Aes192(Box::new(keyed(alg, key))),
-            Algorithm::Aes256Gcm => Keyed::Aes256(Box::new(keyed(alg, key))),
+            Algorithm::ChaCha20Poly1305 => Keyed::ChaCha(Box::new(Construction::new(key))),
+            Algorithm::XChaCha20Poly1305 => Keyed::XChaCha(Box::new(Construction::new(key))),
+            Algorithm::Aes128Gcm => Keyed::Aes128(Box::new(Construction::new(key))),
+            Algorithm::Aes192Gcm => Keyed::Aes192(Box::new(Construction::new(key))),
+            Algorithm::Aes256Gcm => Keyed::Aes256(Box::new(Construction::new(key))),
         })
     }
 
@@ -135,72 +163,54 @@ impl Aead {
         }
     }
 
-    /// Encrypts `buf` in place and returns its tag.
+    /// Seals or opens in place; see [`Op`].
     #[inline(never)]
-    pub fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
-        check(self.algorithm(), nonce, None)?;
+    pub fn apply(&self, nonce: &[u8], op: Op) -> Result<[u8; TAG_LEN], Error> {
+        let alg = self.algorithm();
         match &self.0 {
-            Keyed::ChaCha(c) => seal_with(&**c, nonce, buf),
-            Keyed::XChaCha(c) => seal_with(&**c, nonce, buf),
-            Keyed::Aes128(c) => seal_with(&**c, nonce, buf),
-            Keyed::Aes192(c) => seal_with(&**c, nonce, buf),
-            Keyed::Aes256(c) => seal_with(&**c, nonce, buf),
+            Keyed::ChaCha(c) => run(&**c, alg, nonce, op),
+            Keyed::XChaCha(c) => run(&**c, alg, nonce, op),
+            Keyed::Aes128(c) => run(&**c, alg, nonce, op),
+            Keyed::Aes192(c) => run(&**c, alg, nonce, op),
+            Keyed::Aes256(c) => run(&**c, alg, nonce, op),
         }
+    }
+
+    /// Encrypts `buf` in place and returns its tag.
+    pub fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
+        self.apply(nonce, Op::Seal(buf))
     }
 
     /// Decrypts `buf` in place if `tag` authenticates it.
-    #[inline(never)]
     pub fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8]) -> Result<(), Error> {
-        check(self.algorithm(), nonce, Some(tag))?;
-        match &self.0 {
-            Keyed::ChaCha(c) => open_with(&**c, nonce, buf, tag),
-            Keyed::XChaCha(c) => open_with(&**c, nonce, buf, tag),
-            Keyed::Aes128(c) => open_with(&**c, nonce, buf, tag),
-            Keyed::Aes192(c) => open_with(&**c, nonce, buf, tag),
-            Keyed::Aes256(c) => open_with(&**c, nonce, buf, tag),
-        }
+        self.apply(nonce, Op::Open(buf, tag)).map(drop)
     }
 }
 
-/// A single seal or open with a key used once (Shadowsocks UDP: a fresh subkey per packet),
-/// keyed on the stack: no allocation per packet.
-pub enum Once<'a> {
-    Seal(&'a mut [u8]),
-    Open(&'a mut [u8], &'a [u8]),
-}
-
-/// Runs `op` with `alg` keyed by (the first `alg.key_len()` bytes of) `key` and `nonce`.
-/// Returns the tag for a seal, zeroes for an open that authenticated.
+/// Runs `op` once with `alg` keyed by (the first `alg.key_len()` bytes of) `key`, the key
+/// schedule on the stack: Shadowsocks UDP uses a fresh subkey per packet, and this keeps that
+/// free of allocation.
 #[inline(never)]
 pub fn once(
     alg: Algorithm,
     key: &[u8; MAX_KEY_LEN],
     nonce: &[u8],
-    op: Once,
+    op: Op,
 ) -> Result<[u8; TAG_LEN], Error> {
-    fn run<C: AeadInPlace + KeyInit>(
-        alg: Algorithm,
+    fn keyed<C: Construction>(
         key: &[u8; MAX_KEY_LEN],
+        alg: Algorithm,
         nonce: &[u8],
-        op: Once,
+        op: Op,
     ) -> Result<[u8; TAG_LEN], Error> {
-        let c: C = keyed(alg, key);
-        match op {
-            Once::Seal(buf) => seal_with(&c, nonce, buf),
-            Once::Open(buf, tag) => open_with(&c, nonce, buf, tag).map(|()| [0; TAG_LEN]),
-        }
+        run(&C::new(key), alg, nonce, op)
     }
-    let tag = match &op {
-        Once::Seal(_) => None,
-        Once::Open(_, tag) => Some(*tag),
-    };
-    check(alg, nonce, tag)?;
     match alg {
-        Algorithm::ChaCha20Poly1305 => run::<ChaCha20Poly1305>(alg, key, nonce, op),
-        Algorithm::XChaCha20Poly1305 => run::<XChaCha20Poly1305>(alg, key, nonce, op),
-        Algorithm::Aes128Gcm => run::<Aes128Gcm>(alg, key, nonce, op),
-        Algorithm::Aes192Gcm => run::<Aes192Gcm>(alg, key, nonce, op),
-        Algorithm::Aes256Gcm => run::<Aes256Gcm>(alg, key, nonce, op),
+        Algorithm::ChaCha20Poly1305 => keyed::<ChaChaPoly<ChaCha20>>(key, alg, nonce, op),
+        Algorithm::XChaCha20Poly1305 => keyed::<ChaChaPoly<XChaCha20>>(key, alg, nonce, op),
+        Algorithm::Aes128Gcm => keyed::<Gcm<Aes128>>(key, alg, nonce, op),
+        Algorithm::Aes192Gcm => keyed::<Gcm<Aes192>>(key, alg, nonce, op),
+        Algorithm::Aes256Gcm => keyed::<Gcm<Aes256>>(key, alg, nonce, op),
     }
 }
 
@@ -227,12 +237,12 @@ mod tests {
             let mut a = *b"attack at dawn";
             let mut b = a;
             let tag = aead.seal(nonce, &mut a).unwrap();
-            assert_eq!(once(alg, key, nonce, Once::Seal(&mut b)).unwrap(), tag);
+            assert_eq!(once(alg, key, nonce, Op::Seal(&mut b)).unwrap(), tag);
             assert_eq!(a, b);
             assert_ne!(&a, b"attack at dawn");
             aead.open(nonce, &mut a, &tag).unwrap();
             assert_eq!(&a, b"attack at dawn");
-            once(alg, key, nonce, Once::Open(&mut b, &tag)).unwrap();
+            once(alg, key, nonce, Op::Open(&mut b, &tag)).unwrap();
             assert_eq!(&b, b"attack at dawn");
         }
     }
@@ -251,13 +261,93 @@ mod tests {
             assert_eq!(aead.open(n, &mut buf, &tag[..15]), Err(Error::BadLength));
             assert_eq!(aead.seal(&nonce[..5], &mut buf), Err(Error::BadLength));
             assert_eq!(
-                once(alg, &key, &nonce[..7], Once::Seal(&mut buf)),
+                once(alg, &key, &nonce[..7], Op::Seal(&mut buf)),
                 Err(Error::BadLength)
             );
             assert_eq!(
-                once(alg, &key, n, Once::Open(&mut buf, &tag[..1])),
+                once(alg, &key, n, Op::Open(&mut buf, &tag[..1])),
                 Err(Error::BadLength)
             );
+        }
+    }
+
+    /// What the RustCrypto AEAD crates make of the same input: (ciphertext, tag).
+    fn reference(
+        alg: Algorithm,
+        key: &[u8; MAX_KEY_LEN],
+        nonce: &[u8],
+        msg: &[u8],
+    ) -> ([u8; 20000], [u8; 16]) {
+        use aes_gcm::aead::{AeadInOut, KeyInit};
+        fn with<C: AeadInOut + KeyInit>(key: &[u8], nonce: &[u8], buf: &mut [u8]) -> [u8; 16] {
+            let c = C::new_from_slice(key).unwrap();
+            let tag = c
+                .encrypt_inout_detached(nonce.try_into().unwrap(), &[], buf.into())
+                .unwrap();
+            tag.as_slice().try_into().unwrap()
+        }
+        let mut out = [0u8; 20000];
+        let buf = &mut out[..msg.len()];
+        buf.copy_from_slice(msg);
+        let k = &key[..alg.key_len()];
+        let tag = match alg {
+            Algorithm::ChaCha20Poly1305 => {
+                with::<chacha20poly1305::ChaCha20Poly1305>(k, nonce, buf)
+            }
+            Algorithm::XChaCha20Poly1305 => {
+                with::<chacha20poly1305::XChaCha20Poly1305>(k, nonce, buf)
+            }
+            Algorithm::Aes128Gcm => with::<aes_gcm::Aes128Gcm>(k, nonce, buf),
+            Algorithm::Aes192Gcm => {
+                with::<aes_gcm::AesGcm<aes::Aes192, aes_gcm::aead::consts::U12>>(k, nonce, buf)
+            }
+            Algorithm::Aes256Gcm => with::<aes_gcm::Aes256Gcm>(k, nonce, buf),
+        };
+        (out, tag)
+    }
+
+    #[test]
+    fn same_bytes_as_the_rustcrypto_aead_crates() {
+        // xorshift64: deterministic, no dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut lens: alloc::vec::Vec<usize> = (0..=300).collect();
+        lens.extend([511, 512, 513, 1000, 4096, 16383, 16384, 16385, 16417, 19999]);
+        for alg in ALL {
+            for &len in &lens {
+                let key: [u8; MAX_KEY_LEN] = core::array::from_fn(|_| next() as u8);
+                let nonce: [u8; 24] = core::array::from_fn(|_| next() as u8);
+                let nonce = &nonce[..alg.nonce_len()];
+                let mut msg = [0u8; 20000];
+                msg[..len].iter_mut().for_each(|b| *b = next() as u8);
+                let (want, want_tag) = reference(alg, &key, nonce, &msg[..len]);
+
+                let aead = Aead::new(alg, &key);
+                let mut buf = msg;
+                let tag = aead.seal(nonce, &mut buf[..len]).unwrap();
+                assert_eq!(
+                    (&buf[..len], tag),
+                    (&want[..len], want_tag),
+                    "{alg:?} len {len}"
+                );
+                let mut once_buf = msg;
+                let tag = once(alg, &key, nonce, Op::Seal(&mut once_buf[..len])).unwrap();
+                assert_eq!((&once_buf[..len], tag), (&want[..len], want_tag));
+
+                aead.open(nonce, &mut buf[..len], &want_tag).unwrap();
+                assert_eq!(&buf[..len], &msg[..len]);
+                if len > 0 {
+                    let mut forged = want;
+                    forged[(next() as usize) % len] ^= 0x80;
+                    let got = aead.open(nonce, &mut forged[..len], &want_tag);
+                    assert_eq!(got, Err(Error::BadTag), "{alg:?} len {len}");
+                }
+            }
         }
     }
 }
