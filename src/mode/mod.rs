@@ -235,19 +235,19 @@ pub fn run(cfg: Config) -> Result<(), String> {
         }
         Poll::Pending
     });
+    // A task of its own: the future given to `ex.run` is polled every time any task wakes, and
+    // polling `signals` costs a read of its pipe; a task is polled only when a signal arrives.
+    let signalled = ex.spawn(async move {
+        let name = match signals.next().await {
+            Some(Ok(async_signal::Signal::Int)) => "SIGINT",
+            _ => "SIGTERM",
+        };
+        log::info!("received {name}, exiting");
+        Ok(())
+    });
     // async_io::block_on drives the reactor on this thread; futures_lite's would leave it to
     // async-io's helper thread and pay a futex wake-up for every readiness event.
-    let outcome = async_io::block_on(ex.run(future::or(
-        async {
-            let name = match signals.next().await {
-                Some(Ok(async_signal::Signal::Int)) => "SIGINT",
-                _ => "SIGTERM",
-            };
-            log::info!("received {name}, exiting");
-            Ok(())
-        },
-        serving,
-    )));
+    let outcome = async_io::block_on(ex.run(future::or(signalled, serving)));
     if let Some(path) = &ctx.cfg.pid_file {
         let _ = std::fs::remove_file(path);
     }
