@@ -47,23 +47,45 @@ impl<C: Variant> ChaChaPoly<C> {
     }
 
     pub fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
-        let (mut cipher, mut mac) = self.start(nonce)?;
-        keystream::apply(&mut cipher, buf).map_err(|_| Error::BadLength)?;
-        mac.update_padded(buf);
-        mac.update(&[lengths(buf.len())]);
-        Ok(mac.finalize().into())
+        let (mut cipher, mac) = self.start(nonce)?;
+        seal(&mut cipher, mac, buf)
     }
 
     /// Authenticates first and decrypts only a message that passed.
     pub fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error> {
-        let (mut cipher, mut mac) = self.start(nonce)?;
-        mac.update_padded(buf);
-        mac.update(&[lengths(buf.len())]);
-        // Constant-time comparison (universal-hash's `verify`).
-        mac.verify(&poly1305::Tag::from(*tag))
-            .map_err(|_| Error::BadTag)?;
-        keystream::apply(&mut cipher, buf).map_err(|_| Error::BadLength)
+        let (mut cipher, mac) = self.start(nonce)?;
+        open(&mut cipher, mac, buf, tag)
     }
+}
+
+// The construction proper, shared by ChaCha20 and XChaCha20 (only the keystream differs), so
+// it is compiled once.
+
+#[inline(never)]
+fn seal(
+    cipher: &mut dyn StreamCipher,
+    mut mac: Poly1305,
+    buf: &mut [u8],
+) -> Result<[u8; TAG_LEN], Error> {
+    keystream::apply(cipher, buf).map_err(|_| Error::BadLength)?;
+    mac.update_padded(buf);
+    mac.update(&[lengths(buf.len())]);
+    Ok(mac.finalize().into())
+}
+
+#[inline(never)]
+fn open(
+    cipher: &mut dyn StreamCipher,
+    mut mac: Poly1305,
+    buf: &mut [u8],
+    tag: &[u8; TAG_LEN],
+) -> Result<(), Error> {
+    mac.update_padded(buf);
+    mac.update(&[lengths(buf.len())]);
+    // Constant-time comparison (universal-hash's `verify`).
+    mac.verify(&poly1305::Tag::from(*tag))
+        .map_err(|_| Error::BadTag)?;
+    keystream::apply(cipher, buf).map_err(|_| Error::BadLength)
 }
 
 /// The last Poly1305 block: little-endian lengths of the (empty) associated data and of the

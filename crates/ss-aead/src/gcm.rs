@@ -44,6 +44,29 @@ impl<A: Aes> Gcm<A> {
         }
     }
 
+    pub fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
+        Mode::new(&|blocks| self.aes.encrypt_blocks(blocks), &self.ghash).seal(nonce, buf)
+    }
+
+    /// Authenticates first and decrypts only a message that passed.
+    pub fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error> {
+        Mode::new(&|blocks| self.aes.encrypt_blocks(blocks), &self.ghash).open(nonce, buf, tag)
+    }
+}
+
+/// GCM itself, shared by the three AES key sizes (only the block cipher differs): compiled
+/// once instead of three times, about 6 KiB less MIPS code.
+struct Mode<'a> {
+    /// AES with the key, over a batch of blocks in place.
+    encrypt: &'a dyn Fn(&mut [aes::Block]),
+    ghash: &'a GHash,
+}
+
+impl<'a> Mode<'a> {
+    fn new(encrypt: &'a dyn Fn(&mut [aes::Block]), ghash: &'a GHash) -> Self {
+        Mode { encrypt, ghash }
+    }
+
     /// Counter block J0 for `nonce`, and the tag mask AES_K(J0).
     fn start(&self, nonce: &[u8]) -> Result<(aes::Block, [u8; TAG_LEN]), Error> {
         if nonce.len() != 12 {
@@ -52,9 +75,9 @@ impl<A: Aes> Gcm<A> {
         let mut j0 = aes::Block::default();
         j0[..12].copy_from_slice(nonce);
         j0[15] = 1;
-        let mut mask = j0;
-        self.aes.encrypt_block(&mut mask);
-        Ok((j0, mask.into()))
+        let mut mask = [j0];
+        (self.encrypt)(&mut mask);
+        Ok((j0, mask[0].into()))
     }
 
     /// `buf ^= AES-CTR keystream` from counter block J0 + 1 (32-bit big-endian counter in the
@@ -69,7 +92,7 @@ impl<A: Aes> Gcm<A> {
                 block[..12].copy_from_slice(&j0[..12]);
                 block[12..].copy_from_slice(&counter.to_be_bytes());
             }
-            self.aes.encrypt_blocks(blocks);
+            (self.encrypt)(blocks);
             for (data, block) in piece.chunks_mut(16).zip(blocks.iter()) {
                 xor(data, block);
             }
@@ -86,7 +109,8 @@ impl<A: Aes> Gcm<A> {
         ghash
     }
 
-    pub fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
+    #[inline(never)]
+    fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
         let (j0, mask) = self.start(nonce)?;
         self.apply_ctr(&j0, buf);
         let mut tag: [u8; TAG_LEN] = self.hash(buf).finalize().into();
@@ -96,8 +120,8 @@ impl<A: Aes> Gcm<A> {
         Ok(tag)
     }
 
-    /// Authenticates first and decrypts only a message that passed.
-    pub fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error> {
+    #[inline(never)]
+    fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error> {
         let (j0, mask) = self.start(nonce)?;
         // T = mask ^ GHASH  <=>  GHASH = T ^ mask; `verify` compares in constant time.
         let mut expected = ghash::Block::from(*tag);

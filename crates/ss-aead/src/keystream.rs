@@ -15,7 +15,7 @@ const STEP: usize = 512;
 
 /// XORs `buf` with the next `buf.len()` bytes of `cipher`'s keystream. Fails (leaving `buf`
 /// partly processed) only if the keystream runs out, which our chunk sizes never reach.
-pub fn apply<S: StreamCipher>(cipher: &mut S, buf: &mut [u8]) -> Result<(), ()> {
+pub fn apply(cipher: &mut dyn StreamCipher, buf: &mut [u8]) -> Result<(), ()> {
     let mut ks = [0u8; STEP];
     for piece in buf.chunks_mut(STEP) {
         let ks = &mut ks[..piece.len()];
