@@ -6,8 +6,9 @@
 //! read is tried at once: while data streams, a pump costs a read and a write per block instead
 //! of also an epoll round trip (five more system calls in async-io and polling). Such a run
 //! yields to the executor every [`YIELD_EVERY`] blocks, so that one busy connection cannot keep
-//! the others, the listeners and the timers from running. End of stream is passed on as a FIN (half-close); the pair ends when both
-//! directions have ended, on the first error, or after `timeout` without traffic.
+//! the others, the listeners and the timers from running. End of stream is passed on as a FIN
+//! (half-close); the pair ends when both directions have ended, on the first error, or after
+//! `timeout` without traffic.
 
 use super::pool::{Block, Pool, Spill, BLOCK_SIZE};
 use super::RelayError;
