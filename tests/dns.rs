@@ -9,13 +9,12 @@ use async_executor::LocalExecutor;
 use ss_smol::dns::{Options, Resolver};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::process::Command;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
-use support::{require_tool, spawn_listening, v4, Proc, Watchdog};
+use support::{v4, Proc, Watchdog};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -33,33 +32,15 @@ const LIMIT: Duration = Duration::from_secs(90);
 /// txt.test    TXT   "hello"        (a name with neither A nor AAAA)
 /// ```
 fn start_dnsmasq() -> Option<(Proc, SocketAddr)> {
-    if !require_tool("dnsmasq") {
-        return None;
-    }
-    let (proc, port) = spawn_listening("dnsmasq", |port| {
-        let mut cmd = Command::new("dnsmasq");
-        cmd.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--pid-file=",
-            "--log-facility=-",
-            "--log-queries",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--local=/test/",
-            "--local-ttl=300",
-            "--host-record=a.test,198.51.100.7",
-            "--host-record=v6.test,2001:db8::7",
-            "--host-record=both.test,198.51.100.8,2001:db8::8",
-            "--cname=alias.test,both.test",
-            "--cname=chain.test,alias.test",
-            "--txt-record=txt.test,hello",
-        ])
-        .arg(format!("--port={port}"));
-        cmd
-    });
+    let (proc, port) = support::start_dnsmasq(&[
+        "--local-ttl=300",
+        "--host-record=a.test,198.51.100.7",
+        "--host-record=v6.test,2001:db8::7",
+        "--host-record=both.test,198.51.100.8,2001:db8::8",
+        "--cname=alias.test,both.test",
+        "--cname=chain.test,alias.test",
+        "--txt-record=txt.test,hello",
+    ])?;
     Some((proc, v4(port)))
 }
 

@@ -163,29 +163,11 @@ fn tunnel(imp: Client, server: &SmolServer, to: &str) -> ClientProc {
 /// zero.test    A     0.0.0.0            (connecting there reaches this host)
 /// ```
 fn start_dnsmasq() -> Option<(Proc, u16)> {
-    if !require_tool("dnsmasq") {
-        return None;
-    }
-    Some(spawn_listening("dnsmasq", |port| {
-        let mut cmd = Command::new("dnsmasq");
-        cmd.args([
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--pid-file=",
-            "--log-facility=-",
-            "--log-queries",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--local=/test/",
-            "--address=/echo.test/127.0.0.1",
-            "--address=/mapped.test/::ffff:127.0.0.1",
-            "--address=/zero.test/0.0.0.0",
-        ])
-        .arg(format!("--port={port}"));
-        cmd
-    }))
+    support::start_dnsmasq(&[
+        "--address=/echo.test/127.0.0.1",
+        "--address=/mapped.test/::ffff:127.0.0.1",
+        "--address=/zero.test/0.0.0.0",
+    ])
 }
 
 /// The lines of `log` at WARN level (`YYYY-MM-DD HH:MM:SS WARN: …`).
@@ -1368,17 +1350,13 @@ fn pause(server: &mut SmolServer, secs: f32) {
     server.proc.signal(SIGCONT);
 }
 
-/// Lookups that fail (a nameserver that never answers: 2 rounds of 2 s, each query holding one
-/// of the resolver's 64 query slots throughout) free their slots together; then every lookup
-/// waiting for a slot must get one, not one waiter after another.
-#[test]
-fn failed_lookups_beyond_the_query_limit_finish_together() {
-    let _watchdog = Watchdog::new("lookups beyond the limit", Duration::from_secs(90));
+/// ss-server with `pool_blocks` relay buffers whose nameserver is a UDP socket that never
+/// answers (returned: keep it alive for as long as the test needs lookups to hang).
+fn server_with_silent_nameserver(method: &str, pool_blocks: usize) -> (UdpSocket, SmolServer) {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let ns = silent.local_addr().unwrap().to_string();
-    let method = "chacha20-ietf-poly1305";
-    // A pool far larger than needed: relay buffers play no part here.
-    let mut server = SmolServer::start(
+    let blocks = pool_blocks.to_string();
+    let server = SmolServer::start(
         method,
         &[
             "-t",
@@ -1387,9 +1365,21 @@ fn failed_lookups_beyond_the_query_limit_finish_together() {
             "-d",
             &ns,
             "--pool-blocks",
-            "1000",
+            &blocks,
         ],
     );
+    (silent, server)
+}
+
+/// Lookups that fail (a nameserver that never answers: 2 rounds of 2 s, each query holding one
+/// of the resolver's 64 query slots throughout) free their slots together; then every lookup
+/// waiting for a slot must get one, not one waiter after another.
+#[test]
+fn failed_lookups_beyond_the_query_limit_finish_together() {
+    let _watchdog = Watchdog::new("lookups beyond the limit", Duration::from_secs(90));
+    let method = "chacha20-ietf-poly1305";
+    // A pool far larger than needed: relay buffers play no part here.
+    let (_silent, mut server) = server_with_silent_nameserver(method, 1000);
     // 40 lookups, 80 queries: 64 get slots, 16 wait.
     let conns = connect_to_slow_names(server.addr(), method, 0..40);
     thread::sleep(Duration::from_millis(500));
@@ -1415,21 +1405,8 @@ fn failed_lookups_beyond_the_query_limit_finish_together() {
 #[test]
 fn pool_waiters_all_wake_when_blocks_return() {
     let _watchdog = Watchdog::new("pool waiters", Duration::from_secs(90));
-    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let ns = silent.local_addr().unwrap().to_string();
     let method = "chacha20-ietf-poly1305";
-    let mut server = SmolServer::start(
-        method,
-        &[
-            "-t",
-            "60",
-            "--allow-private-targets",
-            "-d",
-            &ns,
-            "--pool-blocks",
-            "4",
-        ],
-    );
+    let (_silent, mut server) = server_with_silent_nameserver(method, 4);
     let addr = server.addr();
     // Four connections that each hold a block (an incomplete first chunk)…
     let mut holders = Vec::new();

@@ -406,6 +406,34 @@ impl Drop for Proc {
     }
 }
 
+/// dnsmasq in the foreground on 127.0.0.1, serving `records` (dnsmasq options such as
+/// `--host-record=…`) and NXDOMAIN for every other name under `.test`: no upstream, no hosts
+/// file, nothing forwarded anywhere. Queries are logged to its stderr. `None` (a skip) when
+/// dnsmasq is missing.
+pub fn start_dnsmasq(records: &[&str]) -> Option<(Proc, u16)> {
+    if !require_tool("dnsmasq") {
+        return None;
+    }
+    Some(spawn_listening("dnsmasq", |port| {
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+            "--log-facility=-",
+            "--log-queries",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--local=/test/",
+        ])
+        .args(records)
+        .arg(format!("--port={port}"));
+        cmd
+    }))
+}
+
 /// Starts a process that listens on a port chosen here, retrying with another port if the
 /// chosen one was taken in the meantime (a race inherent in picking ports in advance).
 pub fn spawn_listening(name: &str, make: impl Fn(u16) -> Command) -> (Proc, u16) {
