@@ -6,6 +6,10 @@ use ss_smol::config::{self, LoadError, Mode};
 use ss_smol::{logger, mode};
 use std::process::ExitCode;
 
+// Large zeroed blocks must cost no RSS until used, whichever C library is linked (sys/alloc.rs).
+#[global_allocator]
+static ALLOCATOR: ss_smol::sys::Allocator = ss_smol::sys::Allocator;
+
 const USAGE: &str = "\
 usage: ss-smol MODE [OPTIONS]    (or run as ss-local, ss-tunnel, ss-redir, ss-server)
 

@@ -354,3 +354,43 @@ suites! {
     X86_64 => x86_64_musl_local, x86_64_musl_tunnel,
               x86_64_musl_server_local, x86_64_musl_server_tunnel;
 }
+
+/// Resident memory of a running process in KiB (VmRSS).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// The router build links zig's C library, whose `calloc` writes every byte: the relay pool
+/// (2 MiB by default), the replay filter and the ban table must still cost no RSS until used
+/// (src/sys/alloc.rs). Measured natively on the x86_64 router build, after one relayed
+/// connection in each role: the client idles under the project's 1 MiB target, the server
+/// (which also holds the replay filter and DNS cache, untouched) under 1.5 MiB; with the pool
+/// zeroed by the C library they sat at about 2.6 and 3.1 MiB.
+#[test]
+fn x86_64_router_build_idle_rss() {
+    for role in [Role::Client, Role::Server] {
+        let Some(mut relay) = Relay::start(&X86_64, role, "ss-tunnel", "chacha20-ietf-poly1305")
+        else {
+            return;
+        };
+        let s = connect(relay.addr).expect("connect to the tunnel");
+        assert_echo(s, 4, 64 * 1024, &relay.what);
+        std::thread::sleep(Duration::from_millis(200));
+        let (pid, limit) = match role {
+            Role::Client => (relay.client.pid(), 1024),
+            Role::Server => (relay.server.proc.pid(), 1536),
+        };
+        let rss = rss_kib(pid);
+        assert!(
+            rss <= limit,
+            "{}: {rss} KiB resident when idle (limit {limit} KiB)",
+            relay.what
+        );
+        relay.assert_healthy();
+    }
+}

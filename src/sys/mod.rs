@@ -10,10 +10,12 @@
 //! All option numbers come from `libc`/`nix`: on MIPS (most OpenWrt routers) `SOL_SOCKET`,
 //! `SO_REUSEADDR`, `SOCK_STREAM` and friends have different values than on x86/ARM.
 
+mod alloc;
 mod net;
 mod process;
 mod redir;
 
+pub use alloc::Allocator;
 pub use net::{
     outbound_udp_socket, set_recv_lowat, start_tcp_connect, tcp_listener, udp_listener,
     OutboundOpts,
