@@ -70,8 +70,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 IMPLS = ["ss-smol", "libev", "ssrust"]
 LABEL = {"ss-smol": "ss-smol", "libev": "shadowsocks-libev", "ssrust": "shadowsocks-rust"}
 CIPHERS = {"chacha20": "chacha20-ietf-poly1305", "aes256": "aes-256-gcm"}
-# ss-smol's relay block (src/relay/pool.rs: MAX_SALT_LEN + 2 * MAX_CHUNK), default pool size.
-BLOCK_BYTES = 32 + 2 * (2 + 16 + 0x3FFF + 16)
+# ss-smol's relay block (src/relay/pool.rs: BLOCK_SIZE, 4 + MAX_SALT_LEN + 2 * MAX_CHUNK rounded up
+# to 16), default pool size.
+BLOCK_BYTES = -(-(4 + 32 + 2 * (2 + 16 + 0x3FFF + 16)) // 16) * 16
 DEFAULT_POOL_BLOCKS = 64
 
 # Metrics shown in the table and chart: key, label, unit, higher is better.

@@ -121,6 +121,16 @@ impl Decryptor {
         matches!(self.expect, Expect::Length | Expect::Salt)
     }
 
+    /// Bytes from the start of the element being waited for to the start of the next chunk's
+    /// payload, so that a receive buffer can be placed for that payload to start aligned.
+    pub fn payload_offset(&self) -> usize {
+        match self.expect {
+            Expect::Salt => self.method.salt_len() + HEADER_LEN,
+            Expect::Length | Expect::Failed => HEADER_LEN,
+            Expect::Payload(_) => 0,
+        }
+    }
+
     /// Bytes the element being waited for needs in total, to size receive buffers.
     pub fn element_len(&self) -> usize {
         match self.expect {

@@ -13,8 +13,10 @@ use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
-/// One block holds a salt and two full AEAD chunks: the most one read is sealed into.
-pub const BLOCK_SIZE: usize = MAX_SALT_LEN + 2 * MAX_CHUNK;
+/// One block holds a salt and two full AEAD chunks (the most one read is sealed into), with a
+/// few bytes to spare for relay/tcp.rs to align payloads, rounded so that every block in the
+/// arena starts 16-byte aligned.
+pub const BLOCK_SIZE: usize = (4 + MAX_SALT_LEN + 2 * MAX_CHUNK).next_multiple_of(16);
 
 pub struct Pool {
     free: RefCell<Vec<&'static mut [u8]>>,

@@ -1,97 +1,194 @@
 //! ChaCha20-Poly1305 (RFC 8439 §2.8) and XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha §2),
-//! composed from the `chacha20` and `poly1305` crates so that the keystream XOR is ours (see
-//! [`crate::keystream`]). No associated data: Shadowsocks uses none.
+//! composed here from a ChaCha20 keystream and the `poly1305` crate. No associated data:
+//! Shadowsocks uses none.
 //!
 //! ```text
+//! XChaCha20 only: key' = HChaCha20(key, nonce[0..16]), nonce' = 0^4 || nonce[16..24]
 //! block 0 of the keystream      → first 32 bytes: the one-time Poly1305 key
 //! blocks 1.. of the keystream   → XORed with the message
 //! Poly1305 over: ciphertext, zero-padded to 16 bytes | le64(0) | le64(ciphertext length)
 //! ```
+//!
+//! The keystream comes from the `chacha20` crate where it has SIMD backends (x86, x86_64,
+//! aarch64), with the XOR done by [`crate::keystream`], and from [`crate::chacha_words`]
+//! elsewhere (MIPS and other 32-bit router CPUs), which is about three times as fast there
+//! under qemu-mipsel (that module says why).
 
+use crate::chacha_words::{self, hchacha20};
 use crate::keystream;
 use crate::{Error, TAG_LEN};
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20::{ChaCha20, XChaCha20};
-use core::marker::PhantomData;
 use poly1305::universal_hash::{KeyInit, UniversalHash};
 use poly1305::Poly1305;
 
-/// ChaCha20 with a 12-byte nonce, or XChaCha20 with a 24-byte one.
-pub trait Variant: KeyIvInit + StreamCipher + StreamCipherSeek {}
-impl Variant for ChaCha20 {}
-impl Variant for XChaCha20 {}
+/// Whether this target takes the keystream from [`chacha_words`] rather than the `chacha20`
+/// crate, whose SIMD backends are faster where they exist.
+const WORDWISE: bool = !cfg!(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "aarch64"
+));
 
-/// The key; the cipher is set up per message, as in RFC 8439.
-pub struct ChaChaPoly<C> {
-    key: chacha20::Key,
-    cipher: PhantomData<C>,
+/// The key, and which of the two algorithms; the cipher is set up per message (RFC 8439).
+pub struct ChaChaPoly {
+    key: [u8; 32],
+    extended: bool,
 }
 
-impl<C: Variant> ChaChaPoly<C> {
-    pub fn new(key: &[u8; 32]) -> Self {
+/// A message's keystream from block 1 on.
+enum Stream {
+    Crate(chacha20::ChaCha20),
+    Words(chacha_words::ChaCha20),
+}
+
+impl Stream {
+    fn xor(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+        match self {
+            Stream::Crate(c) => keystream::apply(c, buf).map_err(|_| Error::BadLength),
+            Stream::Words(c) => {
+                c.xor(1, buf);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ChaChaPoly {
+    /// ChaCha20-Poly1305, or XChaCha20-Poly1305 when `extended`.
+    pub fn new(key: &[u8; 32], extended: bool) -> Self {
         ChaChaPoly {
-            key: chacha20::Key::from(*key),
-            cipher: PhantomData,
+            key: *key,
+            extended,
         }
     }
 
-    /// The cipher positioned at block 1, and the Poly1305 instance keyed from block 0.
-    fn start(&self, nonce: &[u8]) -> Result<(C, Poly1305), Error> {
-        let mut cipher = C::new_from_slices(&self.key, nonce).map_err(|_| Error::BadLength)?;
+    pub fn is_extended(&self) -> bool {
+        self.extended
+    }
+
+    /// The keystream positioned at block 1, and the Poly1305 instance keyed from block 0.
+    fn start(&self, nonce: &[u8], wordwise: bool) -> Result<(Stream, Poly1305), Error> {
+        let (key, nonce) = match (self.extended, nonce.len()) {
+            (false, 12) => {
+                let mut n = [0u8; 12];
+                n.copy_from_slice(nonce);
+                (self.key, n)
+            }
+            (true, 24) => {
+                let mut input = [0u8; 16];
+                input.copy_from_slice(&nonce[..16]);
+                let mut n = [0u8; 12];
+                n[4..].copy_from_slice(&nonce[16..]);
+                (hchacha20(&self.key, &input), n)
+            }
+            _ => return Err(Error::BadLength),
+        };
         let mut mac_key = poly1305::Key::default();
-        cipher
-            .try_write_keystream(&mut mac_key)
-            .map_err(|_| Error::BadLength)?;
-        cipher.seek(64u64);
-        Ok((cipher, Poly1305::new(&mac_key)))
+        let stream = if wordwise {
+            let c = chacha_words::ChaCha20::new(&key, &nonce);
+            c.block_bytes(0, &mut mac_key);
+            Stream::Words(c)
+        } else {
+            let mut c = chacha20::ChaCha20::new(&key.into(), &nonce.into());
+            c.try_write_keystream(&mut mac_key)
+                .map_err(|_| Error::BadLength)?;
+            c.seek(64u64);
+            Stream::Crate(c)
+        };
+        Ok((stream, Poly1305::new(&mac_key)))
     }
 
     pub fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
-        let (mut cipher, mac) = self.start(nonce)?;
-        seal(&mut cipher, mac, buf)
+        self.seal_with(nonce, buf, WORDWISE)
     }
 
     /// Authenticates first and decrypts only a message that passed.
     pub fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error> {
-        let (mut cipher, mac) = self.start(nonce)?;
-        open(&mut cipher, mac, buf, tag)
+        self.open_with(nonce, buf, tag, WORDWISE)
+    }
+
+    #[inline(never)]
+    fn seal_with(
+        &self,
+        nonce: &[u8],
+        buf: &mut [u8],
+        wordwise: bool,
+    ) -> Result<[u8; TAG_LEN], Error> {
+        let (mut stream, mac) = self.start(nonce, wordwise)?;
+        stream.xor(buf)?;
+        Ok(tag(mac, buf))
+    }
+
+    #[inline(never)]
+    fn open_with(
+        &self,
+        nonce: &[u8],
+        buf: &mut [u8],
+        expected: &[u8; TAG_LEN],
+        wordwise: bool,
+    ) -> Result<(), Error> {
+        let (mut stream, mac) = self.start(nonce, wordwise)?;
+        let mut mac = mac;
+        absorb(&mut mac, buf);
+        // Constant-time comparison (universal-hash's `verify`).
+        mac.verify(&poly1305::Tag::from(*expected))
+            .map_err(|_| Error::BadTag)?;
+        stream.xor(buf)
     }
 }
 
-// The construction proper, shared by ChaCha20 and XChaCha20 (only the keystream differs), so
-// it is compiled once.
-
-#[inline(never)]
-fn seal(
-    cipher: &mut dyn StreamCipher,
-    mut mac: Poly1305,
-    buf: &mut [u8],
-) -> Result<[u8; TAG_LEN], Error> {
-    keystream::apply(cipher, buf).map_err(|_| Error::BadLength)?;
-    mac.update_padded(buf);
-    mac.update(&[lengths(buf.len())]);
-    Ok(mac.finalize().into())
+/// Poly1305 over the ciphertext and the lengths block.
+fn absorb(mac: &mut Poly1305, ciphertext: &[u8]) {
+    mac.update_padded(ciphertext);
+    let mut lengths = poly1305::Block::default();
+    lengths[8..].copy_from_slice(&(ciphertext.len() as u64).to_le_bytes());
+    mac.update(&[lengths]);
 }
 
-#[inline(never)]
-fn open(
-    cipher: &mut dyn StreamCipher,
-    mut mac: Poly1305,
-    buf: &mut [u8],
-    tag: &[u8; TAG_LEN],
-) -> Result<(), Error> {
-    mac.update_padded(buf);
-    mac.update(&[lengths(buf.len())]);
-    // Constant-time comparison (universal-hash's `verify`).
-    mac.verify(&poly1305::Tag::from(*tag))
-        .map_err(|_| Error::BadTag)?;
-    keystream::apply(cipher, buf).map_err(|_| Error::BadLength)
+fn tag(mut mac: Poly1305, ciphertext: &[u8]) -> [u8; TAG_LEN] {
+    absorb(&mut mac, ciphertext);
+    mac.finalize().into()
 }
 
-/// The last Poly1305 block: little-endian lengths of the (empty) associated data and of the
-/// ciphertext.
-fn lengths(ciphertext_len: usize) -> poly1305::Block {
-    let mut block = poly1305::Block::default();
-    block[8..].copy_from_slice(&(ciphertext_len as u64).to_le_bytes());
-    block
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both keystream sources give the same sealed bytes and open each other's output, for
+    /// both algorithms and misaligned starts (the crate-level tests compare the target's own
+    /// choice with the `chacha20poly1305` crate).
+    #[test]
+    fn wordwise_and_crate_keystreams_agree() {
+        let mut backing = [0u32; 600];
+        for extended in [false, true] {
+            let c = ChaChaPoly::new(&[0x42; 32], extended);
+            let nonce: [u8; 24] = core::array::from_fn(|i| i as u8 * 5);
+            let nonce = &nonce[..if extended { 24 } else { 12 }];
+            for (offset, len) in [
+                (0, 0),
+                (0, 1),
+                (1, 63),
+                (2, 64),
+                (3, 65),
+                (0, 2047),
+                (2, 2049),
+            ] {
+                let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut backing);
+                let buf = &mut bytes[offset..offset + len];
+                buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+                let mut other = buf.to_vec();
+                let tag = c.seal_with(nonce, buf, true).unwrap();
+                assert_eq!(c.seal_with(nonce, &mut other, false).unwrap(), tag);
+                assert_eq!(
+                    buf,
+                    &other[..],
+                    "extended {extended} offset {offset} len {len}"
+                );
+                c.open_with(nonce, buf, &tag, false).unwrap();
+                c.open_with(nonce, &mut other, &tag, true).unwrap();
+                assert_eq!(buf, &other[..]);
+                assert!(buf.iter().enumerate().all(|(i, &b)| b == i as u8));
+            }
+        }
+    }
 }

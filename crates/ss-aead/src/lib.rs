@@ -20,12 +20,12 @@
 extern crate alloc;
 
 mod chacha_poly;
+mod chacha_words;
 mod gcm;
 mod keystream;
 
 use aes::{Aes128, Aes192, Aes256};
 use alloc::boxed::Box;
-use chacha20::{ChaCha20, XChaCha20};
 use chacha_poly::ChaChaPoly;
 use gcm::Gcm;
 
@@ -76,8 +76,8 @@ pub enum Error {
 pub struct Aead(Keyed);
 
 enum Keyed {
-    ChaCha(Box<ChaChaPoly<ChaCha20>>),
-    XChaCha(Box<ChaChaPoly<XChaCha20>>),
+    /// Both ChaCha variants: only the nonce handling differs.
+    ChaCha(Box<ChaChaPoly>),
     Aes128(Box<Gcm<Aes128>>),
     Aes192(Box<Gcm<Aes192>>),
     Aes256(Box<Gcm<Aes256>>),
@@ -85,14 +85,14 @@ enum Keyed {
 
 /// What both constructions offer; lets the dispatch below be written once.
 trait Construction {
-    fn new(key: &[u8; MAX_KEY_LEN]) -> Self;
+    fn new(alg: Algorithm, key: &[u8; MAX_KEY_LEN]) -> Self;
     fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error>;
     fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error>;
 }
 
-impl<C: chacha_poly::Variant> Construction for ChaChaPoly<C> {
-    fn new(key: &[u8; MAX_KEY_LEN]) -> Self {
-        ChaChaPoly::new(key)
+impl Construction for ChaChaPoly {
+    fn new(alg: Algorithm, key: &[u8; MAX_KEY_LEN]) -> Self {
+        ChaChaPoly::new(key, alg == Algorithm::XChaCha20Poly1305)
     }
     fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
         ChaChaPoly::seal(self, nonce, buf)
@@ -103,7 +103,7 @@ impl<C: chacha_poly::Variant> Construction for ChaChaPoly<C> {
 }
 
 impl<A: gcm::Aes> Construction for Gcm<A> {
-    fn new(key: &[u8; MAX_KEY_LEN]) -> Self {
+    fn new(_: Algorithm, key: &[u8; MAX_KEY_LEN]) -> Self {
         Gcm::new(key)
     }
     fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
@@ -145,18 +145,19 @@ impl Aead {
     #[inline(never)]
     pub fn new(alg: Algorithm, key: &[u8; MAX_KEY_LEN]) -> Aead {
         Aead(match alg {
-            Algorithm::ChaCha20Poly1305 => Keyed::ChaCha(Box::new(Construction::new(key))),
-            Algorithm::XChaCha20Poly1305 => Keyed::XChaCha(Box::new(Construction::new(key))),
-            Algorithm::Aes128Gcm => Keyed::Aes128(Box::new(Construction::new(key))),
-            Algorithm::Aes192Gcm => Keyed::Aes192(Box::new(Construction::new(key))),
-            Algorithm::Aes256Gcm => Keyed::Aes256(Box::new(Construction::new(key))),
+            Algorithm::ChaCha20Poly1305 | Algorithm::XChaCha20Poly1305 => {
+                Keyed::ChaCha(Box::new(Construction::new(alg, key)))
+            }
+            Algorithm::Aes128Gcm => Keyed::Aes128(Box::new(Construction::new(alg, key))),
+            Algorithm::Aes192Gcm => Keyed::Aes192(Box::new(Construction::new(alg, key))),
+            Algorithm::Aes256Gcm => Keyed::Aes256(Box::new(Construction::new(alg, key))),
         })
     }
 
     pub fn algorithm(&self) -> Algorithm {
-        match self.0 {
+        match &self.0 {
+            Keyed::ChaCha(c) if c.is_extended() => Algorithm::XChaCha20Poly1305,
             Keyed::ChaCha(_) => Algorithm::ChaCha20Poly1305,
-            Keyed::XChaCha(_) => Algorithm::XChaCha20Poly1305,
             Keyed::Aes128(_) => Algorithm::Aes128Gcm,
             Keyed::Aes192(_) => Algorithm::Aes192Gcm,
             Keyed::Aes256(_) => Algorithm::Aes256Gcm,
@@ -169,7 +170,6 @@ impl Aead {
         let alg = self.algorithm();
         match &self.0 {
             Keyed::ChaCha(c) => run(&**c, alg, nonce, op),
-            Keyed::XChaCha(c) => run(&**c, alg, nonce, op),
             Keyed::Aes128(c) => run(&**c, alg, nonce, op),
             Keyed::Aes192(c) => run(&**c, alg, nonce, op),
             Keyed::Aes256(c) => run(&**c, alg, nonce, op),
@@ -203,11 +203,12 @@ pub fn once(
         nonce: &[u8],
         op: Op,
     ) -> Result<[u8; TAG_LEN], Error> {
-        run(&C::new(key), alg, nonce, op)
+        run(&C::new(alg, key), alg, nonce, op)
     }
     match alg {
-        Algorithm::ChaCha20Poly1305 => keyed::<ChaChaPoly<ChaCha20>>(key, alg, nonce, op),
-        Algorithm::XChaCha20Poly1305 => keyed::<ChaChaPoly<XChaCha20>>(key, alg, nonce, op),
+        Algorithm::ChaCha20Poly1305 | Algorithm::XChaCha20Poly1305 => {
+            keyed::<ChaChaPoly>(key, alg, nonce, op)
+        }
         Algorithm::Aes128Gcm => keyed::<Gcm<Aes128>>(key, alg, nonce, op),
         Algorithm::Aes192Gcm => keyed::<Gcm<Aes192>>(key, alg, nonce, op),
         Algorithm::Aes256Gcm => keyed::<Gcm<Aes256>>(key, alg, nonce, op),
