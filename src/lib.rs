@@ -1,7 +1,8 @@
 //! shadowsocks-smol: a small, memory-bounded Shadowsocks client and server.
 //!
 //! Layers, dependencies pointing down only: `mode` (composition) → `relay` (async glue) →
-//! `proto` (sans-IO wire formats and ciphers); `sys` is the only place with OS specifics.
+//! `proto` (sans-IO wire formats and ciphers); `rt` is the event loop the async layers run on,
+//! and `sys` the only place with OS specifics.
 
 pub mod cli;
 pub mod config;
@@ -10,4 +11,5 @@ pub mod logger;
 pub mod mode;
 pub mod proto;
 pub mod relay;
+pub mod rt;
 pub mod sys;

@@ -62,7 +62,7 @@ fn resolver_with_timeout(
 }
 
 fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-    async_io::block_on(f)
+    ss_smol::rt::block_on(f).expect("event loop")
 }
 
 fn sa(s: &str) -> SocketAddr {
@@ -592,7 +592,7 @@ fn abandoned_lookup_does_not_strand_waiters() {
     let follower = ex.spawn(async move { r2.resolve("gone.test", 2).await });
     let got = run(ex.run(async {
         // Let both start, then cancel the one that sent the queries.
-        async_io::Timer::after(Duration::from_millis(50)).await;
+        ss_smol::rt::Timer::after(Duration::from_millis(50)).await;
         drop(leader.cancel());
         follower.await
     }));

@@ -55,7 +55,7 @@
 
 pub mod wire;
 
-use async_io::{Async, Timer};
+use crate::rt::{Async, Timer};
 use event_listener::{Event, IntoNotification};
 use futures_lite::future;
 use std::cell::{Cell, RefCell};
@@ -387,7 +387,9 @@ impl Resolver {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
-        let socket = Async::<UdpSocket>::bind(local).map_err(|e| fail(e.kind(), &e))?;
+        let socket = UdpSocket::bind(local)
+            .and_then(Async::new)
+            .map_err(|e| fail(e.kind(), &e))?;
         // Connected: the kernel drops datagrams from other sources and reports ICMP errors.
         socket
             .get_ref()

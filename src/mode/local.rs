@@ -7,7 +7,7 @@ use crate::proto::socks5::{self, Command};
 use crate::proto::{Invalid, ParseError};
 use crate::relay::limit::Permit;
 use crate::relay::udp::{Framing, UdpRelay};
-use async_io::{Async, Timer};
+use crate::rt::{Async, Timer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream};

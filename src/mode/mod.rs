@@ -15,10 +15,10 @@ use crate::relay::limit::{Limit, Permit};
 use crate::relay::pool::Pool;
 use crate::relay::tcp::{relay, Ciphers, FirstWrite};
 use crate::relay::RelayError;
+use crate::rt::{self, Async, Timer};
 use crate::sys::{self, OutboundOpts};
 use async_executor::LocalExecutor;
-use async_io::Async;
-use futures_lite::{future, StreamExt};
+use futures_lite::future;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::pin::Pin;
@@ -200,9 +200,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         ex: Rc::clone(&ex),
         cfg,
     });
-    let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signals = sys::term_signals()
+        .and_then(Async::new_nonblocking)
+        .map_err(|e| format!("cannot receive SIGTERM and SIGINT: {e}"))?;
     let what = match (ctx.cfg.transport.tcp(), ctx.cfg.transport.udp()) {
         (true, true) => "TCP and UDP",
         (false, true) => "UDP",
@@ -235,19 +235,19 @@ pub fn run(cfg: Config) -> Result<(), String> {
         }
         Poll::Pending
     });
-    // A task of its own: the future given to `ex.run` is polled every time any task wakes, and
-    // polling `signals` costs a read of its pipe; a task is polled only when a signal arrives.
+    // A task of its own: the future given to `ex.run` is polled every time any task wakes; a
+    // task is polled only when a signal arrives.
     let signalled = ex.spawn(async move {
-        let name = match signals.next().await {
-            Some(Ok(async_signal::Signal::Int)) => "SIGINT",
-            _ => "SIGTERM",
-        };
+        let name = signals
+            .read_with(sys::read_term_signal)
+            .await
+            .unwrap_or("SIGTERM");
         log::info!("received {name}, exiting");
         Ok(())
     });
-    // async_io::block_on drives the reactor on this thread; futures_lite's would leave it to
-    // async-io's helper thread and pay a futex wake-up for every readiness event.
-    let outcome = async_io::block_on(ex.run(future::or(signalled, serving)));
+    let outcome = rt::block_on(ex.run(future::or(signalled, serving)))
+        .map_err(|e| format!("event loop failed: {e}"))
+        .and_then(|r| r);
     if let Some(path) = &ctx.cfg.pid_file {
         let _ = std::fs::remove_file(path);
     }
@@ -256,7 +256,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
 
 /// Resolves a start-up name to completion before the event loop starts.
 fn resolve_now(resolver: &Rc<Resolver>, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    async_io::block_on(resolver.resolve(host, port))
+    rt::block_on(resolver.resolve(host, port))?
 }
 
 /// A listen address: an IP, or a name of this host.
@@ -313,7 +313,7 @@ where
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning on the error.
                 log::warn!("accept: {e}");
-                async_io::Timer::after(Duration::from_millis(200)).await;
+                Timer::after(Duration::from_millis(200)).await;
                 continue;
             }
         };

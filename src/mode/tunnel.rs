@@ -5,7 +5,7 @@ use super::{accept_loop, relay_client, Context, Listeners};
 use crate::proto::address::Address;
 use crate::relay::limit::Permit;
 use crate::relay::udp::{Framing, UdpRelay};
-use async_io::Async;
+use crate::rt::Async;
 use futures_lite::future;
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;

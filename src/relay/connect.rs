@@ -1,8 +1,8 @@
 //! Outbound connections to the Shadowsocks server(s), with the socket options routers need
 //! (SO_MARK, SO_BINDTODEVICE, TCP Fast Open) applied before connecting.
 
+use crate::rt::{Async, Timer};
 use crate::sys::{self, OutboundOpts};
-use async_io::{Async, Timer};
 use futures_lite::future;
 use std::cell::Cell;
 use std::io;
@@ -47,7 +47,7 @@ pub async fn connect_tcp(
     opts: &OutboundOpts,
     timeout: Duration,
 ) -> io::Result<Async<TcpStream>> {
-    let stream = Async::new(sys::start_tcp_connect(addr, opts)?)?;
+    let stream = Async::connecting(sys::start_tcp_connect(addr, opts)?)?;
     future::or(
         async {
             stream.writable().await?;

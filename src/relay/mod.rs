@@ -1,4 +1,4 @@
-//! Async glue on async-io: the buffer pool, TCP pumps, UDP associations and outbound
+//! Async glue on the event loop (`rt`): the buffer pool, TCP pumps, UDP associations and outbound
 //! connections. Everything runs on one thread; shared state is `Rc`/`Cell`.
 
 pub mod assoc;

@@ -11,8 +11,8 @@ use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::replay::ReplayFilter;
 use crate::proto::tcp::{Decryptor, HEADER_LEN};
 use crate::proto::{Invalid, ParseError};
+use crate::rt::{Async, Timer};
 use crate::sys::{self, OutboundOpts};
-use async_io::{Async, Timer};
 use futures_lite::{future, AsyncReadExt};
 use std::cell::RefCell;
 use std::io::{self, Read};
@@ -125,7 +125,10 @@ pub async fn read_first(
     // Only a key holder gets here. Even so, take a block only once the whole first chunk is
     // queued, so slow or stalled clients cannot pin the pool while it trickles in.
     let lowat = sys::set_recv_lowat(client.get_ref(), dec.element_len()).is_ok();
-    client.readable().await.map_err(FirstError::Io)?;
+    client
+        .queued(dec.element_len())
+        .await
+        .map_err(FirstError::Io)?;
     if lowat {
         let _ = sys::set_recv_lowat(client.get_ref(), 1);
     }
@@ -133,7 +136,7 @@ pub async fn read_first(
     let mut filled = 0;
     let mut start = 0;
     loop {
-        let n = match client.get_ref().read(&mut block[filled..]) {
+        let n = match client.try_read_with(|mut s| s.read(&mut block[filled..])) {
             Ok(0) => return Err(FirstError::Closed),
             Ok(n) => n,
             Err(e)

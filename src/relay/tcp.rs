@@ -2,11 +2,12 @@
 //!
 //! Each direction is a pump that waits for readability *before* borrowing a pool block, reads
 //! as much as one block holds, seals or opens it in place, writes it in one call and gives the
-//! block back. A read that filled the block means the socket likely holds more, so the next
-//! read is tried at once: while data streams, a pump costs a read and a write per block instead
-//! of also an epoll round trip (five more system calls in async-io and polling). Such a run
-//! yields to the executor every [`YIELD_EVERY`] blocks, so that one busy connection cannot keep
-//! the others, the listeners and the timers from running. End of stream is passed on as a FIN
+//! block back. While data streams, a pump costs a read and a write per block and nothing else:
+//! a read that filled the block means the socket likely holds more, so the next read goes
+//! ahead at once, and a short read marks the socket drained, so the next one waits for the
+//! kernel's edge ([`Streak`]). A run of full reads yields to the executor every
+//! [`YIELD_EVERY`] blocks, so that one busy connection cannot keep the others, the listeners
+//! and the timers from running. End of stream is passed on as a FIN
 //! (half-close); the pair ends when both directions have ended, on the first error, or after
 //! `timeout` without traffic.
 
@@ -15,7 +16,7 @@ use super::RelayError;
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::tcp::{Decryptor, Encryptor, HEADER_LEN, MAX_PAYLOAD, OVERHEAD};
 use crate::proto::ParseError;
-use async_io::{Async, Timer};
+use crate::rt::{self, Async, Timer};
 use futures_lite::{future, AsyncWriteExt};
 use std::cell::Cell;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -27,43 +28,41 @@ use std::time::{Duration, Instant};
 /// Blocks a pump moves without waiting before it yields to the executor (256 KiB).
 const YIELD_EVERY: u32 = 8;
 
-/// Decides whether a pump waits for readability before its next read: not after a read that
-/// filled its buffer (more is likely queued), but yielding now and then.
+/// Paces a pump's reads. A read that filled its buffer means more is likely queued: the next
+/// read goes ahead at once (the source is still ready), yielding to the executor every
+/// [`YIELD_EVERY`] blocks. A short read of a stream socket means its queue was emptied, so the
+/// source is marked drained and the next read waits for the kernel, without first making a
+/// read that would only report `WouldBlock`.
 struct Streak {
-    drained: bool,
     run: u32,
 }
 
 impl Streak {
     fn new() -> Streak {
-        Streak {
-            drained: true,
-            run: 0,
-        }
+        Streak { run: 0 }
     }
 
-    /// Waits for `src` to become readable if the last read emptied it; otherwise goes on at
-    /// once, or after a yield every `YIELD_EVERY` times.
+    /// Waits until `src` may be readable, yielding first after a long run of full reads.
     async fn ready(&mut self, src: &Async<TcpStream>) -> io::Result<()> {
-        if self.drained {
-            self.run = 0;
-            return src.readable().await;
-        }
-        self.run = self.run.wrapping_add(1);
-        if self.run % YIELD_EVERY == 0 {
+        if self.run != 0 && self.run % YIELD_EVERY == 0 {
             future::yield_now().await;
         }
-        Ok(())
+        src.readable().await
     }
 
     /// Records a read of `n` bytes into `room` bytes of space.
-    fn read(&mut self, n: usize, room: usize) {
-        self.drained = n < room;
+    fn read(&mut self, src: &Async<TcpStream>, n: usize, room: usize) {
+        if n < room {
+            src.drained();
+            self.run = 0;
+        } else {
+            self.run = self.run.wrapping_add(1);
+        }
     }
 
     /// Records a read that found nothing.
     fn empty(&mut self) {
-        self.drained = true;
+        self.run = 0;
     }
 }
 
@@ -94,16 +93,17 @@ pub struct Activity(Rc<Cell<Instant>>);
 
 impl Activity {
     pub fn new() -> Activity {
-        Activity(Rc::new(Cell::new(Instant::now())))
+        Activity(Rc::new(Cell::new(rt::now())))
     }
+    /// On the loop's clock: no system call per block.
     pub fn touch(&self) {
-        self.0.set(Instant::now());
+        self.0.set(rt::now());
     }
     /// Resolves once `timeout` has passed with no `touch`.
     pub async fn idle(&self, timeout: Duration) {
         loop {
             let deadline = self.0.get() + timeout;
-            if Instant::now() >= deadline {
+            if rt::now() >= deadline {
                 return;
             }
             Timer::at(deadline).await;
@@ -185,30 +185,31 @@ pub async fn encrypt_pump(
 ) -> Result<(), RelayError> {
     let mut salt_sent = false;
     if let Some(first) = first {
-        let ready = future::or(async { src.readable().await.map(|_| true) }, async {
-            Timer::after(first.wait).await;
-            Ok(false)
-        })
-        .await
-        .map_err(RelayError::PlainIo)?;
-        let mut block = pool.take().await;
+        // The wait ends with data, with EOF, or at the deadline.
+        let mut deadline = Timer::after(first.wait);
         let skip = first.prefix.len().min(SEAL_PAYLOAD);
-        block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip]
-            .copy_from_slice(&first.prefix[..skip]);
-        let mut eof = false;
-        let n = if ready {
-            match read_into_slots(src.get_ref(), &mut block, skip) {
-                Ok(0) => {
-                    eof = true;
-                    0
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        let (mut block, n, eof) = loop {
+            let ready = future::or(async { src.readable().await.map(|()| true) }, async {
+                (&mut deadline).await;
+                Ok(false)
+            })
+            .await
+            .map_err(RelayError::PlainIo)?;
+            let mut block = pool.take().await;
+            if !ready {
+                break (block, 0, false);
+            }
+            match src.try_read_with(|s| read_into_slots(s, &mut block, skip)) {
+                Ok(0) => break (block, 0, true),
+                Ok(n) => break (block, n, false),
+                // Not readable after all: wait for the kernel (the block goes back meanwhile).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(RelayError::PlainIo(e)),
             }
-        } else {
-            0
         };
+        block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip]
+            .copy_from_slice(&first.prefix[..skip]);
         if skip + n > 0 {
             let (start, end) = seal_block(enc, &mut block, skip + n, true);
             salt_sent = true;
@@ -226,7 +227,7 @@ pub async fn encrypt_pump(
     loop {
         streak.ready(src).await.map_err(RelayError::PlainIo)?;
         let mut block = pool.take().await;
-        let n = match read_into_slots(src.get_ref(), &mut block, 0) {
+        let n = match src.try_read_with(|s| read_into_slots(s, &mut block, 0)) {
             Ok(0) => {
                 let _ = dst.get_ref().shutdown(Shutdown::Write);
                 return Ok(());
@@ -239,7 +240,7 @@ pub async fn encrypt_pump(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(RelayError::PlainIo(e)),
         };
-        streak.read(n, 2 * SEAL_PAYLOAD);
+        streak.read(src, n, 2 * SEAL_PAYLOAD);
         let (start, end) = seal_block(enc, &mut block, n, !salt_sent);
         salt_sent = true;
         send(dst, block, start..end, pool)
@@ -294,7 +295,7 @@ pub async fn decrypt_pump(
             }
         };
         if !fresh {
-            let n = match src.get_ref().read(&mut block[filled..]) {
+            let n = match src.try_read_with(|mut s| s.read(&mut block[filled..])) {
                 Ok(n) => n,
                 Err(e)
                     if matches!(
@@ -312,7 +313,7 @@ pub async fn decrypt_pump(
                 }
                 Err(e) => return Err(RelayError::SealedIo(e)),
             };
-            streak.read(n, block.len() - filled);
+            streak.read(src, n, block.len() - filled);
             if n == 0 {
                 if filled > begin || !dec.at_boundary() {
                     return Err(RelayError::Truncated);
@@ -411,7 +412,7 @@ impl Runs {
         let mut bufs = &mut slices[..];
         let mut written = 0;
         while written < self.len {
-            match dst.get_ref().write_vectored(bufs) {
+            match dst.try_write_with(|mut s| s.write_vectored(bufs)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
@@ -450,7 +451,7 @@ impl Runs {
 fn write_now(dst: &Async<TcpStream>, buf: &[u8]) -> io::Result<usize> {
     let mut at = 0;
     while at < buf.len() {
-        match dst.get_ref().write(&buf[at..]) {
+        match dst.try_write_with(|mut s| s.write(&buf[at..])) {
             Ok(n) => at += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -530,28 +531,36 @@ mod tests {
         f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    /// While reads keep filling the buffer the pump goes on without waiting, but yields every
-    /// `YIELD_EVERY` blocks; a short or empty read makes it wait for readiness again.
+    /// While reads keep filling the buffer the source stays ready and the pump goes on, but
+    /// yields every `YIELD_EVERY` blocks; a short read marks the source drained, so the next
+    /// call waits for the kernel; so does a read that found nothing.
     #[test]
-    fn a_streaming_pump_skips_the_wait_but_yields() {
+    fn a_streaming_pump_reads_on_but_yields_and_waits_after_a_short_read() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let _peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (sock, _) = l.accept().unwrap();
         let src = Async::new(sock).unwrap();
 
         let mut streak = Streak::new();
-        // Nothing readable yet: the first call waits.
-        assert!(poll_once(streak.ready(&src)).is_pending());
+        // A fresh source counts as ready.
+        assert!(poll_once(streak.ready(&src)).is_ready());
         let mut pending_at = Vec::new();
         for i in 1..=2 * YIELD_EVERY {
-            streak.read(100, 100);
+            streak.read(&src, 100, 100);
             if poll_once(streak.ready(&src)).is_pending() {
                 pending_at.push(i);
             }
         }
         assert_eq!(pending_at, [YIELD_EVERY, 2 * YIELD_EVERY]);
-        streak.read(99, 100);
+        streak.read(&src, 99, 100);
         assert!(poll_once(streak.ready(&src)).is_pending());
+
+        let _peer2 = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let src = Async::new(l.accept().unwrap().0).unwrap();
+        let e = src
+            .try_read_with(|mut s| s.read(&mut [0u8; 8]))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         streak.empty();
         assert!(poll_once(streak.ready(&src)).is_pending());
     }

@@ -12,9 +12,9 @@ use super::pool::Pool;
 use crate::proto::address::Address;
 use crate::proto::cipher::{random_salt, MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::{socks5, udp};
+use crate::rt::{Async, Timer};
 use crate::sys;
 use async_executor::{LocalExecutor, Task};
-use async_io::{Async, Timer};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::rc::Rc;
@@ -95,7 +95,10 @@ impl UdpRelay {
             self.listener.readable().await?;
             let mut block = self.pool.take().await;
             let room = block.len() - TAG_LEN;
-            let (n, client) = match self.listener.get_ref().recv_from(&mut block[recv_at..room]) {
+            let (n, client) = match self
+                .listener
+                .try_read_with(|s| s.recv_from(&mut block[recv_at..room]))
+            {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
@@ -173,7 +176,7 @@ impl UdpRelay {
                 return;
             }
             let mut block = self.pool.take().await;
-            let n = match socket.get_ref().recv(&mut block) {
+            let n = match socket.try_read_with(|s| s.recv(&mut block)) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {

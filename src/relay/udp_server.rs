@@ -13,9 +13,9 @@ use super::server::ServerState;
 use crate::proto::address::Address;
 use crate::proto::cipher::{random_salt, MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::udp;
+use crate::rt::{Async, Timer};
 use crate::sys;
 use async_executor::{LocalExecutor, Task};
-use async_io::{Async, Timer};
 use std::cell::RefCell;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -71,7 +71,7 @@ impl UdpServer {
         loop {
             self.listener.readable().await?;
             let mut block = self.pool.take().await;
-            let (n, client) = match self.listener.get_ref().recv_from(&mut block) {
+            let (n, client) = match self.listener.try_read_with(|s| s.recv_from(&mut block)) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
@@ -178,7 +178,8 @@ impl UdpServer {
             }
             let mut block = self.pool.take().await;
             let room = block.len() - TAG_LEN;
-            let (n, remote) = match socket.get_ref().recv_from(&mut block[data_at..room]) {
+            let (n, remote) = match socket.try_read_with(|s| s.recv_from(&mut block[data_at..room]))
+            {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {

@@ -12,14 +12,16 @@
 
 mod alloc;
 mod net;
+mod poll;
 mod process;
 mod redir;
 
 pub use alloc::Allocator;
 pub use net::{
-    outbound_udp_socket, set_recv_lowat, start_tcp_connect, tcp_listener, udp_listener,
-    OutboundOpts,
+    bytes_queued, outbound_udp_socket, set_recv_lowat, start_tcp_connect, tcp_listener,
+    udp_listener, OutboundOpts,
 };
+pub use poll::{accept, read_term_signal, term_signals, Events, Poller, Readiness};
 pub use process::{nofile, raise_nofile_to_hard, run_as, set_nofile};
 pub use redir::{
     original_dst, recv_orig_dst, set_ip_transparent, udp_tproxy_listener, udp_tproxy_reply_socket,

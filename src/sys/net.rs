@@ -246,6 +246,17 @@ pub fn set_recv_lowat(sock: &impl AsFd, bytes: usize) -> io::Result<()> {
     set_int(sock, libc::SOL_SOCKET, libc::SO_RCVLOWAT, bytes).map_err(io::Error::from)
 }
 
+/// Bytes queued for reading on a socket (FIONREAD), without reading them.
+pub fn bytes_queued(sock: &impl AsFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD stores one int through the pointer, which points to `n`.
+    let rc = unsafe { libc::ioctl(sock.as_fd().as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// `setsockopt` with an int value, for options nix 0.29 does not wrap (TCP_FASTOPEN,
 /// SO_RCVLOWAT).
 pub(super) fn set_int(
@@ -296,13 +307,16 @@ mod tests {
         }
     }
 
+    /// Blocks until a non-blocking connect has finished (the socket is writable).
+    fn wait_writable(stream: &TcpStream) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(10_000u16)).unwrap(), 1);
+    }
+
     /// Waits for the non-blocking connect the way the relay does: writable, then SO_ERROR.
     fn finish_connect(stream: TcpStream) -> TcpStream {
-        let stream = futures_lite::future::block_on(async {
-            let a = async_io::Async::new(stream).unwrap();
-            a.writable().await.unwrap();
-            a.into_inner().unwrap()
-        });
+        wait_writable(&stream);
         assert!(stream.take_error().unwrap().is_none());
         stream.set_nonblocking(false).unwrap();
         stream
@@ -382,11 +396,7 @@ mod tests {
             .port();
         let target = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
         let stream = start_tcp_connect(target, &OutboundOpts::default()).unwrap();
-        let stream = futures_lite::future::block_on(async {
-            let a = async_io::Async::new(stream).unwrap();
-            a.writable().await.unwrap();
-            a.into_inner().unwrap()
-        });
+        wait_writable(&stream);
         let err = stream
             .take_error()
             .unwrap()
