@@ -12,8 +12,10 @@ What it does, in order:
      not found; build dir target/bench-peers/target); the x86_64 musl rustup target; Debian's
      mipsel shadowsocks-libev and its libraries unpacked into target/bench-peers/mipsel-root
      (only when a mipsel ss-smol exists). --no-install skips all of that.
-  2. builds ss-smol: `cargo build --release --target x86_64-unknown-linux-musl` (the static
-     build that routers run; --build glibc for plain `cargo build --release`), unless --bin.
+  2. builds ss-smol with cross/build.sh: the x86_64 router binary (what ships for x86_64
+     routers) and the mipsel one for the mipsel rows; --build musl for `cargo build --release
+     --target x86_64-unknown-linux-musl`, --build glibc for plain `cargo build --release`; or
+     --bin to measure a given binary.
      Builds benches/connrate.rs (std only) with rustc.
   3. measures, ALTERNATING implementations inside every run (the order rotates run by run).
      Each implementation is paired with its own server, started fresh for every measurement:
@@ -584,6 +586,14 @@ def setup(args):
     # ss-smol
     if args.bin:
         smol = os.path.abspath(args.bin)
+    elif args.build == "router":
+        # What an x86_64 router runs, built by the same script as the mipsel binary (which the
+        # mipsel rows measure, so it is brought up to date too).
+        targets = ["x86_64-unknown-linux-musl"]
+        if "mipsel" in args.only and not args.mipsel_bin_given:
+            targets.append("mipsel-unknown-linux-musl")
+        run_cmd(["bash", os.path.join(ROOT, "cross", "build.sh")] + targets, cwd=ROOT)
+        smol = os.path.join(TARGET, "cross", "x86_64-unknown-linux-musl", "ss-smol")
     elif args.build == "musl":
         tgt = "x86_64-unknown-linux-musl"
         if not args.no_install:
@@ -936,10 +946,11 @@ def main():
     ap.add_argument("--only", default="tput,connrate,memory,mipsel",
                     help="comma-separated subset of tput,connrate,memory,mipsel")
     ap.add_argument("--bin", help="ss-smol binary to measure (default: build it)")
-    ap.add_argument("--build", choices=["musl", "glibc"], default="musl",
-                    help="what to build when --bin is not given: the static x86_64 musl release "
-                         "build (default, as on routers) or plain `cargo build --release`")
-    ap.add_argument("--mipsel-bin", default=os.path.join(TARGET, "cross", "mipsel-unknown-linux-musl", "ss-smol"),
+    ap.add_argument("--build", choices=["router", "musl", "glibc"], default="router",
+                    help="what to build when --bin is not given: cross/build.sh's x86_64 router "
+                         "binary (default: what ships), `cargo build --release --target "
+                         "x86_64-unknown-linux-musl`, or plain `cargo build --release`")
+    ap.add_argument("--mipsel-bin", default=None,
                     help="mipsel ss-smol (default target/cross/mipsel-unknown-linux-musl/ss-smol)")
     ap.add_argument("--require-mipsel", action="store_true", help="fail instead of skipping mipsel")
     ap.add_argument("--pool-blocks", type=int, help="pass --pool-blocks N to ss-smol (default: its own)")
@@ -956,7 +967,9 @@ def main():
             ap.error(f"unknown implementation {i}")
     if "ss-smol" not in args.impls:
         ap.error("ss-smol must be among --impls")
-    args.mipsel_bin = os.path.abspath(args.mipsel_bin)
+    args.mipsel_bin_given = args.mipsel_bin is not None
+    args.mipsel_bin = os.path.abspath(
+        args.mipsel_bin or os.path.join(TARGET, "cross", "mipsel-unknown-linux-musl", "ss-smol"))
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -8,7 +8,7 @@ use crate::proto::{Invalid, ParseError};
 use crate::relay::limit::Permit;
 use crate::relay::udp::{Framing, UdpRelay};
 use crate::rt::{Async, Timer};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
@@ -136,11 +136,7 @@ async fn read_parsed<T>(
     }
 }
 
-async fn reply(
-    mut client: &Async<TcpStream>,
-    code: u8,
-    bound: Option<SocketAddr>,
-) -> io::Result<()> {
+async fn reply(client: &Async<TcpStream>, code: u8, bound: Option<SocketAddr>) -> io::Result<()> {
     let mut out = [0u8; socks5::MAX_REPLY_LEN];
     let n = socks5::write_reply(code, bound, &mut out);
     client.write_all(&out[..n]).await
@@ -152,13 +148,14 @@ async fn handshake(client: &Async<TcpStream>, udp: bool) -> Result<Asked, Handsh
     let mut filled = 0;
     let (no_auth, used) =
         read_parsed(client, &mut buf, &mut filled, socks5::parse_greeting).await?;
-    let mut w = client;
     if !no_auth {
-        w.write_all(&[socks5::VERSION, socks5::METHOD_NONE_ACCEPTABLE])
+        client
+            .write_all(&[socks5::VERSION, socks5::METHOD_NONE_ACCEPTABLE])
             .await?;
         return Err(HandshakeError::NoAcceptableMethod);
     }
-    w.write_all(&[socks5::VERSION, socks5::METHOD_NO_AUTH])
+    client
+        .write_all(&[socks5::VERSION, socks5::METHOD_NO_AUTH])
         .await?;
     buf.copy_within(used..filled, 0);
     filled -= used;

@@ -21,7 +21,7 @@ use crate::relay::tcp::{relay, Ciphers};
 use crate::relay::udp_server::UdpServer;
 use crate::rt::{Async, Timer};
 use crate::sys::OutboundOpts;
-use futures_lite::{future, AsyncWriteExt};
+use futures_lite::future;
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::rc::Rc;
@@ -118,8 +118,7 @@ async fn handle(
     drop(dest);
     log::debug!("{who}: connected");
     if !parked.early().is_empty() {
-        let mut w = &target;
-        if let Err(e) = w.write_all(parked.early()).await {
+        if let Err(e) = target.write_all(parked.early()).await {
             return log::debug!("{who}: target: {e}");
         }
     }

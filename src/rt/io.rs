@@ -7,7 +7,7 @@
 
 use super::{reactor, Reactor, Source, READ, WRITE};
 use futures_lite::{AsyncRead, AsyncWrite};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
@@ -172,6 +172,23 @@ impl Async<TcpStream> {
         if !self.source.closed.get() {
             self.source.attempted(READ, true);
         }
+    }
+
+    /// Writes all of `buf`, waiting while the socket would block. A small future (the
+    /// relay keeps one in every connection's state while a peer is slow).
+    pub fn write_all<'a>(&'a self, buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
+        let mut at = 0;
+        poll_fn(move |cx| {
+            while at < buf.len() {
+                match self.poll_write_with(cx, |mut s| s.write(&buf[at..])) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => at += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
     }
 
     /// Waits until at least `n` bytes are queued for reading, or the peer has closed its side

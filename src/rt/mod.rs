@@ -70,13 +70,50 @@ struct Source {
 #[derive(Default)]
 struct Direction {
     ready: bool,
-    /// Usually one: one task reads a socket and one writes it. A UDP listener may have several
-    /// tasks waiting to send.
-    waiters: Vec<Waker>,
+    waiters: Waiters,
     /// Waits that found the direction ready with no operation attempted since: a debug check
     /// that I/O goes through `Async`'s operations, which see and report `WouldBlock`.
     #[cfg(debug_assertions)]
     ready_in_a_row: u32,
+}
+
+/// Tasks waiting for a direction's next edge. Almost always one (one task reads a socket and
+/// one writes it), kept inline so that waiting allocates nothing; a UDP listener may have
+/// several tasks waiting to send.
+#[derive(Default)]
+enum Waiters {
+    #[default]
+    None,
+    One(Waker),
+    Many(Vec<Waker>),
+}
+
+impl Waiters {
+    fn add(&mut self, waker: &Waker) {
+        match self {
+            Waiters::None => *self = Waiters::One(waker.clone()),
+            Waiters::One(w) if w.will_wake(waker) => {}
+            Waiters::One(_) => {
+                if let Waiters::One(first) = std::mem::take(self) {
+                    *self = Waiters::Many(vec![first, waker.clone()]);
+                }
+            }
+            Waiters::Many(all) => {
+                if !all.iter().any(|w| w.will_wake(waker)) {
+                    all.push(waker.clone());
+                }
+            }
+        }
+    }
+
+    /// Moves every waiter to `out`.
+    fn drain_into(&mut self, out: &mut Vec<Waker>) {
+        match std::mem::take(self) {
+            Waiters::None => {}
+            Waiters::One(w) => out.push(w),
+            Waiters::Many(mut all) => out.append(&mut all),
+        }
+    }
 }
 
 thread_local! {
@@ -173,7 +210,7 @@ impl Reactor {
                 for (dir, now_ready) in [(READ, r.readable), (WRITE, r.writable)] {
                     if now_ready {
                         dirs[dir].ready = true;
-                        wake.append(&mut dirs[dir].waiters);
+                        dirs[dir].waiters.drain_into(wake);
                     }
                 }
             }
@@ -213,9 +250,7 @@ impl Source {
             }
             return Poll::Ready(());
         }
-        if !d.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            d.waiters.push(cx.waker().clone());
-        }
+        d.waiters.add(cx.waker());
         Poll::Pending
     }
 
@@ -355,6 +390,35 @@ mod tests {
             r.timers.borrow().is_empty(),
             "a dropped timer stayed registered"
         );
+    }
+
+    #[test]
+    fn every_waiter_is_woken_once() {
+        use std::task::Wake;
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let counts: Vec<Arc<Count>> = (0..3)
+            .map(|_| Arc::new(Count(Default::default())))
+            .collect();
+        let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(Arc::clone(c))).collect();
+        let mut w = Waiters::default();
+        for waker in wakers.iter().chain(&wakers) {
+            w.add(waker);
+        }
+        let mut out = Vec::new();
+        w.drain_into(&mut out);
+        assert_eq!(out.len(), 3, "a waker registered twice is kept once");
+        out.drain(..).for_each(Waker::wake);
+        assert!(counts.iter().all(|c| c.0.load(Ordering::Relaxed) == 1));
+        w.drain_into(&mut out);
+        assert!(out.is_empty());
+        w.add(&wakers[1]);
+        w.drain_into(&mut out);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
