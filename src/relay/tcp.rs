@@ -604,7 +604,7 @@ pub async fn relay(
     let pumps = pumps(
         plain, sealed, ciphers, first, pending, pool, &activity, timeout,
     );
-    Box::pin(pumps).await
+    Box::pin(pumps).await.map(|_| ())
 }
 
 /// Both directions, until both end, one fails, or `timeout` passes without traffic.
@@ -618,18 +618,15 @@ fn pumps<'a>(
     pool: &'a Rc<Pool>,
     activity: &'a Activity,
     timeout: Duration,
-) -> impl Future<Output = Result<(), RelayError>> + 'a {
+) -> impl Future<Output = Result<((), ()), RelayError>> + 'a {
     let up = encrypt_pump(plain, sealed, &mut ciphers.enc, first, pool, activity);
     let down = decrypt_pump(sealed, plain, &mut ciphers.dec, pending, pool, activity);
     let idle = async move {
         activity.idle(timeout).await;
         Err(RelayError::Idle)
     };
-    async move {
-        future::or(future::try_zip(up, down), idle)
-            .await
-            .map(|_| ())
-    }
+    // Returned as is: wrapping it in another async block would store the pumps twice.
+    future::or(future::try_zip(up, down), idle)
 }
 
 #[cfg(test)]
