@@ -17,7 +17,7 @@
 use crate::chacha_words::{self, hchacha20};
 use crate::keystream;
 use crate::{Error, TAG_LEN};
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use chacha20::cipher::{KeyIvInit, StreamCipher};
 use poly1305::universal_hash::{KeyInit, UniversalHash};
 use poly1305::Poly1305;
 
@@ -35,16 +35,35 @@ pub struct ChaChaPoly {
     extended: bool,
 }
 
-/// A message's keystream from block 1 on.
+/// A message's keystream from block 1 on. Lives on the stack for one seal or open only, so
+/// the 1 KiB variant costs nothing; boxing it would allocate per message.
+#[allow(clippy::large_enum_variant)]
 enum Stream {
-    Crate(chacha20::ChaCha20),
+    /// The crate's cipher, with the start of the message's keystream already in `head[at..]`:
+    /// block 0 (the MAC key) is generated together with the first blocks of the message,
+    /// since alone it would take the SIMD backends' slow single-block path.
+    Crate {
+        cipher: chacha20::ChaCha20,
+        head: [u8; keystream::STEP],
+        at: usize,
+        end: usize,
+    },
     Words(chacha_words::ChaCha20),
 }
 
 impl Stream {
     fn xor(&mut self, buf: &mut [u8]) -> Result<(), Error> {
         match self {
-            Stream::Crate(c) => keystream::apply(c, buf).map_err(|_| Error::BadLength),
+            Stream::Crate {
+                cipher,
+                head,
+                at,
+                end,
+            } => {
+                let (first, rest) = buf.split_at_mut((*end - *at).min(buf.len()));
+                keystream::xor(first, &head[*at..*end]);
+                keystream::apply(cipher, rest).map_err(|_| Error::BadLength)
+            }
             Stream::Words(c) => {
                 c.xor(1, buf);
                 Ok(())
@@ -66,8 +85,9 @@ impl ChaChaPoly {
         self.extended
     }
 
-    /// The keystream positioned at block 1, and the Poly1305 instance keyed from block 0.
-    fn start(&self, nonce: &[u8], wordwise: bool) -> Result<(Stream, Poly1305), Error> {
+    /// The keystream positioned at block 1, and the Poly1305 instance keyed from block 0, for
+    /// a message of `len` bytes.
+    fn start(&self, nonce: &[u8], len: usize, wordwise: bool) -> Result<(Stream, Poly1305), Error> {
         let (key, nonce) = match (self.extended, nonce.len()) {
             (false, 12) => {
                 let mut n = [0u8; 12];
@@ -89,11 +109,19 @@ impl ChaChaPoly {
             c.block_bytes(0, &mut mac_key);
             Stream::Words(c)
         } else {
-            let mut c = chacha20::ChaCha20::new(&key.into(), &nonce.into());
-            c.try_write_keystream(&mut mac_key)
+            let mut cipher = chacha20::ChaCha20::new(&key.into(), &nonce.into());
+            let mut head = [0u8; keystream::STEP];
+            let end = len.saturating_add(64).min(keystream::STEP);
+            cipher
+                .try_write_keystream(&mut head[..end])
                 .map_err(|_| Error::BadLength)?;
-            c.seek(64u64);
-            Stream::Crate(c)
+            mac_key.copy_from_slice(&head[..32]);
+            Stream::Crate {
+                cipher,
+                head,
+                at: 64,
+                end,
+            }
         };
         Ok((stream, Poly1305::new(&mac_key)))
     }
@@ -114,7 +142,7 @@ impl ChaChaPoly {
         buf: &mut [u8],
         wordwise: bool,
     ) -> Result<[u8; TAG_LEN], Error> {
-        let (mut stream, mac) = self.start(nonce, wordwise)?;
+        let (mut stream, mac) = self.start(nonce, buf.len(), wordwise)?;
         stream.xor(buf)?;
         Ok(tag(mac, buf))
     }
@@ -127,7 +155,7 @@ impl ChaChaPoly {
         expected: &[u8; TAG_LEN],
         wordwise: bool,
     ) -> Result<(), Error> {
-        let (mut stream, mac) = self.start(nonce, wordwise)?;
+        let (mut stream, mac) = self.start(nonce, buf.len(), wordwise)?;
         let mut mac = mac;
         absorb(&mut mac, buf);
         // Constant-time comparison (universal-hash's `verify`).

@@ -10,8 +10,9 @@
 use chacha20::cipher::StreamCipher;
 
 /// Keystream generated per step: a multiple of every block size (ChaCha 64, AES 16), small
-/// enough for the stack.
-const STEP: usize = 512;
+/// enough for the stack, and 16 ChaCha blocks, the widest batch of the AVX-512 backend (8
+/// went through its narrower path).
+pub const STEP: usize = 1024;
 
 /// XORs `buf` with the next `buf.len()` bytes of `cipher`'s keystream. Fails (leaving `buf`
 /// partly processed) only if the keystream runs out, which our chunk sizes never reach.

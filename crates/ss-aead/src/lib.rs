@@ -318,7 +318,10 @@ mod tests {
             state
         };
         let mut lens: alloc::vec::Vec<usize> = (0..=300).collect();
-        lens.extend([511, 512, 513, 1000, 4096, 16383, 16384, 16385, 16417, 19999]);
+        lens.extend([
+            511, 512, 513, 959, 960, 961, 1000, 1023, 1024, 1025, 4096, 16383, 16384,
+        ]);
+        lens.extend([16385, 16417, 19999]);
         for alg in ALL {
             for &len in &lens {
                 let key: [u8; MAX_KEY_LEN] = core::array::from_fn(|_| next() as u8);
