@@ -182,7 +182,8 @@ mod tests {
 
     fn days(y: u64, m: u32, d: u32) -> u64 {
         // Naive count for cross-checking, day by day from the epoch.
-        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let mut n = 0;
         for yy in 1970..y {
             n += if leap(yy) { 366 } else { 365 };

@@ -587,7 +587,7 @@ mod tests {
             x ^= x << 5;
             let ip = IpAddr::V4(Ipv4Addr::from(0xc633_6400 | (x % 200)));
             let now = t0 + Duration::from_millis(step * 50);
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 b.is_banned(ip, now);
             } else {
                 b.record_failure(ip, now);

@@ -49,7 +49,7 @@ impl Streak {
 
     /// Waits until `src` may be readable, yielding first after a long run of full reads.
     async fn ready(&mut self, src: &Async<TcpStream>) -> io::Result<()> {
-        if self.run != 0 && self.run % YIELD_EVERY == 0 {
+        if self.run != 0 && self.run.is_multiple_of(YIELD_EVERY) {
             future::yield_now().await;
         }
         src.readable().await
@@ -84,7 +84,8 @@ const SEALED_CHUNK: usize = OVERHEAD + SEAL_PAYLOAD;
 const fn chunk_at(i: usize) -> usize {
     2 + MAX_SALT_LEN + i * SEALED_CHUNK
 }
-const _: () = assert!(SEALED_CHUNK % 4 == 0 && (chunk_at(0) + HEADER_LEN) % 4 == 0);
+const _: () =
+    assert!(SEALED_CHUNK.is_multiple_of(4) && (chunk_at(0) + HEADER_LEN).is_multiple_of(4));
 
 /// Where received ciphertext is placed in a block: so that the next chunk's payload starts
 /// 4-byte aligned (see [`SEAL_PAYLOAD`]).
@@ -165,7 +166,7 @@ fn read_into_slots(src: &TcpStream, block: &mut [u8], skip: usize) -> io::Result
 
 // readv fills slot 0 completely before slot 1, which is exactly the SEAL_PAYLOAD chunking
 // `seal_block` applies, so plaintext never has to move. Blocks start aligned in the pool.
-const _: () = assert!(BLOCK_SIZE >= chunk_at(2) && BLOCK_SIZE % 4 == 0);
+const _: () = assert!(BLOCK_SIZE >= chunk_at(2) && BLOCK_SIZE.is_multiple_of(4));
 
 /// What the sealed side's first write carries besides the salt: `prefix` (a client's target
 /// address) and whatever the plain side sends within `wait`, so salt, address and first payload
