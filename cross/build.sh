@@ -6,6 +6,7 @@
 #   cross/build.sh                       # every target, router flavour (what ships)
 #   cross/build.sh mipsel-unknown-linux-musl aarch64-unknown-linux-musl
 #   cross/build.sh --debug-panics        # normal panic=abort std: panics print a message
+#   cross/build.sh --profile mipsel-unknown-linux-musl   # router build with its symbols
 #
 # Flavours:
 #   router (default)  nightly, std rebuilt for size (-Zbuild-std … optimize_for_size) and
@@ -15,6 +16,9 @@
 #   --debug-panics    panic=abort with the usual message and location (stable for aarch64 and
 #                     x86_64, nightly -Zbuild-std=std,panic_abort for the tier-3 mips targets).
 #                     → target/cross-debug-panics/<target>/ss-smol
+#   --profile         the router flavour, but not stripped: the symbols cross/qemu_profile.py
+#                     and perf need to name functions.
+#                     → target/cross-profile/<target>/ss-smol
 #
 # Each flavour builds in its own CARGO_TARGET_DIR (target/cross-build/<flavour>), so neither
 # clobbers the dev build in target/release nor rebuilds the other; the targets of one flavour
@@ -53,6 +57,7 @@ targets=()
 for arg in "$@"; do
     case $arg in
     --debug-panics) flavour=debug-panics ;;
+    --profile) flavour=profile ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
@@ -67,11 +72,14 @@ for arg in "$@"; do
 done
 ((${#targets[@]})) || targets=("${ALL_TARGETS[@]}")
 
-if [[ $flavour == router ]]; then
-    out_root=target/cross
-else
-    out_root=target/cross-debug-panics
-fi
+case $flavour in
+router) out_root=target/cross ;;
+profile)
+    out_root=target/cross-profile
+    export CARGO_PROFILE_RELEASE_STRIP=false
+    ;;
+*) out_root=target/cross-debug-panics ;;
+esac
 export CARGO_TARGET_DIR="$PWD/target/cross-build/$flavour"
 
 # --- Tools, installed only when missing. ---------------------------------------------------------
@@ -81,7 +89,7 @@ command -v file >/dev/null || die "\`file\` not found (apt-get install file)"
 needs_nightly=0
 needs_stable_std=()
 for t in "${targets[@]}"; do
-    if [[ $flavour == router || $TIER3 == *" $t "* ]]; then
+    if [[ $flavour != debug-panics || $TIER3 == *" $t "* ]]; then
         needs_nightly=1
     else
         needs_stable_std+=("$t")
@@ -143,7 +151,7 @@ MIPS_FLAGS="-Crelocation-model=static -Clink-arg=-Wl,-T,cross/mips-discard.ld"
 # rustflags_for FLAVOUR TARGET
 rustflags_for() {
     local flags=$STATIC_FLAGS
-    [[ $1 == router ]] && flags+=" $SMALL_FLAGS"
+    [[ $1 != debug-panics ]] && flags+=" $SMALL_FLAGS"
     [[ $TIER3 == *" $2 "* ]] && flags+=" $MIPS_FLAGS"
     printf '%s' "$flags"
 }
@@ -165,7 +173,7 @@ build() {
 }
 
 total_start=$SECONDS
-if [[ $flavour == router ]]; then
+if [[ $flavour != debug-panics ]]; then
     build "$NIGHTLY" \
         "-Zbuild-std=std,panic_abort,core,alloc -Zbuild-std-features=optimize_for_size" \
         "${targets[@]}"
@@ -194,7 +202,7 @@ for t in "${targets[@]}"; do
         status=1
         continue
     fi
-    if [[ $desc == *"not stripped"* ]]; then
+    if [[ $desc == *"not stripped"* && $flavour != profile ]]; then
         echo "cross/build.sh: $t: not stripped: $desc" >&2
         status=1
         continue

@@ -153,7 +153,7 @@ impl UdpRelay {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no server"))?;
         let socket = sys::outbound_udp_socket(server, &self.upstream.opts)?;
         socket.connect(server)?;
-        let socket = Rc::new(Async::new(socket)?);
+        let socket = Rc::new(Async::new_nonblocking(socket)?);
         let replies = self
             .ex
             .spawn(Rc::clone(self).replies(client, Rc::clone(&socket)));

@@ -150,7 +150,7 @@ impl UdpServer {
         if let Some(Some(socket)) = existing {
             return Ok(socket);
         }
-        let socket = Rc::new(Async::new(sys::outbound_udp_socket(
+        let socket = Rc::new(Async::new_nonblocking(sys::outbound_udp_socket(
             addr,
             self.srv.outbound(&addr),
         )?)?);

@@ -35,43 +35,6 @@ pub struct ChaChaPoly {
     extended: bool,
 }
 
-/// A message's keystream from block 1 on. Lives on the stack for one seal or open only, so
-/// the 1 KiB variant costs nothing; boxing it would allocate per message.
-#[allow(clippy::large_enum_variant)]
-enum Stream {
-    /// The crate's cipher, with the start of the message's keystream already in `head[at..]`:
-    /// block 0 (the MAC key) is generated together with the first blocks of the message,
-    /// since alone it would take the SIMD backends' slow single-block path.
-    Crate {
-        cipher: chacha20::ChaCha20,
-        head: [u8; keystream::STEP],
-        at: usize,
-        end: usize,
-    },
-    Words(chacha_words::ChaCha20),
-}
-
-impl Stream {
-    fn xor(&mut self, buf: &mut [u8]) -> Result<(), Error> {
-        match self {
-            Stream::Crate {
-                cipher,
-                head,
-                at,
-                end,
-            } => {
-                let (first, rest) = buf.split_at_mut((*end - *at).min(buf.len()));
-                keystream::xor(first, &head[*at..*end]);
-                keystream::apply(cipher, rest).map_err(|_| Error::BadLength)
-            }
-            Stream::Words(c) => {
-                c.xor(1, buf);
-                Ok(())
-            }
-        }
-    }
-}
-
 impl ChaChaPoly {
     /// ChaCha20-Poly1305, or XChaCha20-Poly1305 when `extended`.
     pub fn new(key: &[u8; 32], extended: bool) -> Self {
@@ -85,83 +48,95 @@ impl ChaChaPoly {
         self.extended
     }
 
-    /// The keystream positioned at block 1, and the Poly1305 instance keyed from block 0, for
-    /// a message of `len` bytes.
-    fn start(&self, nonce: &[u8], len: usize, wordwise: bool) -> Result<(Stream, Poly1305), Error> {
-        let (key, nonce) = match (self.extended, nonce.len()) {
+    /// The ChaCha20 key and 12-byte nonce for `nonce` (XChaCha20: derived by HChaCha20).
+    fn chacha_key(&self, nonce: &[u8]) -> Result<([u8; 32], [u8; 12]), Error> {
+        let mut n = [0u8; 12];
+        match (self.extended, nonce.len()) {
             (false, 12) => {
-                let mut n = [0u8; 12];
                 n.copy_from_slice(nonce);
-                (self.key, n)
+                Ok((self.key, n))
             }
             (true, 24) => {
                 let mut input = [0u8; 16];
                 input.copy_from_slice(&nonce[..16]);
-                let mut n = [0u8; 12];
                 n[4..].copy_from_slice(&nonce[16..]);
-                (hchacha20(&self.key, &input), n)
+                Ok((hchacha20(&self.key, &input), n))
             }
-            _ => return Err(Error::BadLength),
-        };
-        let mut mac_key = poly1305::Key::default();
-        let stream = if wordwise {
-            let c = chacha_words::ChaCha20::new(&key, &nonce);
-            c.block_bytes(0, &mut mac_key);
-            Stream::Words(c)
-        } else {
-            let mut cipher = chacha20::ChaCha20::new(&key.into(), &nonce.into());
-            let mut head = [0u8; keystream::STEP];
-            let end = len.saturating_add(64).min(keystream::STEP);
-            cipher
-                .try_write_keystream(&mut head[..end])
-                .map_err(|_| Error::BadLength)?;
-            mac_key.copy_from_slice(&head[..32]);
-            Stream::Crate {
-                cipher,
-                head,
-                at: 64,
-                end,
-            }
-        };
-        Ok((stream, Poly1305::new(&mac_key)))
+            _ => Err(Error::BadLength),
+        }
     }
 
     pub fn seal(&self, nonce: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], Error> {
-        self.seal_with(nonce, buf, WORDWISE)
+        self.run(nonce, buf, None, WORDWISE)
     }
 
     /// Authenticates first and decrypts only a message that passed.
     pub fn open(&self, nonce: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Error> {
-        self.open_with(nonce, buf, tag, WORDWISE)
+        self.run(nonce, buf, Some(tag), WORDWISE).map(drop)
     }
 
+    /// Seals `buf` (no `expected` tag) or opens it, with the keystream from [`chacha_words`]
+    /// or from the `chacha20` crate. The two paths share nothing on the stack, so that the
+    /// crate path's 1 KiB keystream buffer costs the word-wise targets nothing.
     #[inline(never)]
-    fn seal_with(
+    fn run(
         &self,
         nonce: &[u8],
         buf: &mut [u8],
+        expected: Option<&[u8; TAG_LEN]>,
         wordwise: bool,
     ) -> Result<[u8; TAG_LEN], Error> {
-        let (mut stream, mac) = self.start(nonce, buf.len(), wordwise)?;
-        stream.xor(buf)?;
-        Ok(tag(mac, buf))
+        let (key, nonce) = self.chacha_key(nonce)?;
+        if wordwise {
+            let c = chacha_words::ChaCha20::new(&key, &nonce);
+            let mut mac_key = poly1305::Key::default();
+            c.block_bytes(0, &mut mac_key);
+            let mac = Poly1305::new(&mac_key);
+            return seal_or_open(mac, buf, expected, |buf| {
+                c.xor(1, buf);
+                Ok(())
+            });
+        }
+        // Block 0 (the MAC key) is generated together with the message's first blocks: alone
+        // it would take the SIMD backends' slow single-block path.
+        let mut cipher = chacha20::ChaCha20::new(&key.into(), &nonce.into());
+        let mut head = [0u8; keystream::STEP];
+        let end = buf.len().saturating_add(64).min(keystream::STEP);
+        cipher
+            .try_write_keystream(&mut head[..end])
+            .map_err(|_| Error::BadLength)?;
+        let mut mac_key = poly1305::Key::default();
+        mac_key.copy_from_slice(&head[..32]);
+        let mac = Poly1305::new(&mac_key);
+        seal_or_open(mac, buf, expected, |buf| {
+            let (first, rest) = buf.split_at_mut(end - 64);
+            keystream::xor(first, &head[64..end]);
+            keystream::apply(&mut cipher, rest).map_err(|_| Error::BadLength)
+        })
     }
+}
 
-    #[inline(never)]
-    fn open_with(
-        &self,
-        nonce: &[u8],
-        buf: &mut [u8],
-        expected: &[u8; TAG_LEN],
-        wordwise: bool,
-    ) -> Result<(), Error> {
-        let (mut stream, mac) = self.start(nonce, buf.len(), wordwise)?;
-        let mut mac = mac;
-        absorb(&mut mac, buf);
-        // Constant-time comparison (universal-hash's `verify`).
-        mac.verify(&poly1305::Tag::from(*expected))
-            .map_err(|_| Error::BadTag)?;
-        stream.xor(buf)
+/// Encrypts then MACs (`expected` = None, returns the tag), or checks the MAC and only then
+/// decrypts.
+fn seal_or_open(
+    mut mac: Poly1305,
+    buf: &mut [u8],
+    expected: Option<&[u8; TAG_LEN]>,
+    xor: impl FnOnce(&mut [u8]) -> Result<(), Error>,
+) -> Result<[u8; TAG_LEN], Error> {
+    match expected {
+        None => {
+            xor(buf)?;
+            Ok(tag(mac, buf))
+        }
+        Some(expected) => {
+            absorb(&mut mac, buf);
+            // Constant-time comparison (universal-hash's `verify`).
+            mac.verify(&poly1305::Tag::from(*expected))
+                .map_err(|_| Error::BadTag)?;
+            xor(buf)?;
+            Ok([0; TAG_LEN])
+        }
     }
 }
 
@@ -198,6 +173,8 @@ mod tests {
                 (1, 63),
                 (2, 64),
                 (3, 65),
+                (1, 960),
+                (0, 961),
                 (0, 2047),
                 (2, 2049),
             ] {
@@ -205,15 +182,24 @@ mod tests {
                 let buf = &mut bytes[offset..offset + len];
                 buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
                 let mut other = buf.to_vec();
-                let tag = c.seal_with(nonce, buf, true).unwrap();
-                assert_eq!(c.seal_with(nonce, &mut other, false).unwrap(), tag);
+                let tag = c.run(nonce, buf, None, true).unwrap();
+                assert_eq!(c.run(nonce, &mut other, None, false).unwrap(), tag);
                 assert_eq!(
                     buf,
                     &other[..],
                     "extended {extended} offset {offset} len {len}"
                 );
-                c.open_with(nonce, buf, &tag, false).unwrap();
-                c.open_with(nonce, &mut other, &tag, true).unwrap();
+                c.run(nonce, buf, Some(&tag), false).unwrap();
+                c.run(nonce, &mut other, Some(&tag), true).unwrap();
+                let mut forged = tag;
+                forged[0] ^= 1;
+                for wordwise in [false, true] {
+                    let mut copy = buf.to_vec();
+                    assert_eq!(
+                        c.run(nonce, &mut copy, Some(&forged), wordwise),
+                        Err(Error::BadTag)
+                    );
+                }
                 assert_eq!(buf, &other[..]);
                 assert!(buf.iter().enumerate().all(|(i, &b)| b == i as u8));
             }
