@@ -124,21 +124,29 @@ pub async fn read_first(
     }
     // Only a key holder gets here. Even so, take a block only once the whole first chunk is
     // queued, so slow or stalled clients cannot pin the pool while it trickles in.
-    let lowat = sys::set_recv_lowat(client.get_ref(), dec.element_len()).is_ok();
-    client
-        .queued(dec.element_len())
-        .await
-        .map_err(FirstError::Io)?;
-    if lowat {
-        let _ = sys::set_recv_lowat(client.get_ref(), 1);
+    // Usually the whole chunk came with the salt: then no SO_RCVLOWAT round trip is needed.
+    let need = dec.element_len();
+    if sys::bytes_queued(client.get_ref()).map_err(FirstError::Io)? < need {
+        let lowat = sys::set_recv_lowat(client.get_ref(), need).is_ok();
+        client.queued(need).await.map_err(FirstError::Io)?;
+        if lowat {
+            let _ = sys::set_recv_lowat(client.get_ref(), 1);
+        }
     }
     let mut block = pool.take().await;
     let mut filled = 0;
     let mut start = 0;
     loop {
+        let room = block.len() - filled;
         let n = match client.try_read_with(|mut s| s.read(&mut block[filled..])) {
             Ok(0) => return Err(FirstError::Closed),
-            Ok(n) => n,
+            Ok(n) => {
+                if n < room {
+                    // Everything queued was read: the relay waits for more, no read first.
+                    client.drained();
+                }
+                n
+            }
             Err(e)
                 if matches!(
                     e.kind(),

@@ -212,7 +212,12 @@ pub fn encrypt_pump<'a>(
                 }
                 match src.try_read_with(|s| read_into_slots(s, &mut block, skip)) {
                     Ok(0) => break (block, 0, true),
-                    Ok(n) => break (block, n, false),
+                    Ok(n) => {
+                        if n < 2 * SEAL_PAYLOAD - skip {
+                            src.drained();
+                        }
+                        break (block, n, false);
+                    }
                     // Not readable after all: wait for the kernel (the block goes back meanwhile).
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

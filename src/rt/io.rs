@@ -124,9 +124,12 @@ fn is_would_block<R>(r: &io::Result<R>) -> bool {
 
 impl<T: AsFd> Drop for Async<T> {
     fn drop(&mut self) {
-        // Closing the descriptor would remove it from the epoll set too, but not if a copy of it
-        // lives on (a child process, a dup), and its key is reused at once.
-        let _ = self.reactor.poller.delete(self.io.as_fd());
+        // No EPOLL_CTL_DEL: closing the descriptor, which follows at once, removes it from the
+        // epoll set, a system call less per socket. That holds while no copy of it lives on:
+        // this process makes none, and a child started with `std::process::Command` holds
+        // copies only until its exec closes them (close-on-exec), while this thread waits in
+        // `spawn`, so never when a source is dropped. Even a stray event under a reused key
+        // would only make an operation find `WouldBlock`.
         self.reactor.unregister(self.source.key);
     }
 }
@@ -157,10 +160,12 @@ impl<T: Socket> Async<T> {
 
 impl Async<TcpStream> {
     /// Registers a non-blocking socket whose connect is in progress (`sys::start_tcp_connect`
-    /// makes them): writable only once the kernel says so (the connection completed or failed).
+    /// makes them): writable only once the kernel says so (the connection completed or failed),
+    /// and readable only once something arrives, which can only be after this registration.
     pub fn connecting(io: TcpStream) -> io::Result<Self> {
         let a = Async::new_nonblocking(io)?;
         a.source.attempted(WRITE, true);
+        a.source.attempted(READ, true);
         Ok(a)
     }
 

@@ -50,10 +50,6 @@ impl Poller {
         Ok(self.0.add(fd, EpollEvent::new(flags, key))?)
     }
 
-    pub fn delete(&self, fd: impl AsFd) -> io::Result<()> {
-        Ok(self.0.delete(fd)?)
-    }
-
     /// Waits up to `timeout` (rounded up to a millisecond, so a timer is never woken for
     /// early; `None` = until an event) and returns the events. EINTR counts as no event.
     pub fn wait<'e>(
