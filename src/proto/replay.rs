@@ -43,8 +43,9 @@ const K: usize = 20;
 const LN_2_NUMER: u64 = 693_147_180;
 const LN_2_DENOM: u64 = 1_000_000_000;
 
-/// Two ping-pong Bloom filters over salts. See the module documentation.
-pub struct ReplayFilter {
+/// Two ping-pong Bloom filters over salts. See the module documentation. `S` is the keyed
+/// hash; only tests choose another one than `RandomState`, to be deterministic.
+pub struct ReplayFilter<S = RandomState> {
     /// The two bit arrays, each `words` long; `halves[current]` takes new salts.
     halves: [Vec<u64>; 2],
     current: usize,
@@ -54,13 +55,19 @@ pub struct ReplayFilter {
     /// Bits per half actually addressed: a prime, so the double-hashing stride is always
     /// coprime with it and the `K` positions of a salt are always distinct.
     bits: u64,
-    keys: RandomState,
+    keys: S,
 }
 
 impl ReplayFilter {
     /// A filter that remembers at least the last `capacity` salts (clamped to
     /// `1..=MAX_CAPACITY`). Allocates both halves, zeroed, once.
     pub fn new(capacity: usize) -> Self {
+        Self::with_keys(capacity, RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> ReplayFilter<S> {
+    fn with_keys(capacity: usize, keys: S) -> Self {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         // m = n * k / ln 2 is the size at which k hash functions are optimal for n entries.
         // Integer arithmetic (ln 2 to nine digits, rounded up): soft-float routines would add
@@ -76,7 +83,7 @@ impl ReplayFilter {
             count: 0,
             capacity,
             bits,
-            keys: RandomState::new(),
+            keys,
         }
     }
 
@@ -180,7 +187,7 @@ impl ReplayFilter {
     }
 }
 
-impl fmt::Debug for ReplayFilter {
+impl<S: BuildHasher> fmt::Debug for ReplayFilter<S> {
     // The bit arrays are large and say nothing useful; the key must not be printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplayFilter")
@@ -222,8 +229,26 @@ fn is_prime(n: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::BuildHasherDefault;
 
-    /// Deterministic pseudo-random salts (splitmix64); the filter's own key is random anyway.
+    /// A filter under a fixed key (SipHash with zero keys), so that each test sees the same
+    /// bit positions every run: a Bloom filter's false positives are a matter of chance, and a
+    /// tiny filter under a random key has them often enough (about 1% for `fixed(3)`'s 89
+    /// bits) to make a test flaky.
+    fn fixed(capacity: usize) -> ReplayFilter<BuildHasherDefault<DefaultHasher>> {
+        ReplayFilter::with_keys(capacity, BuildHasherDefault::default())
+    }
+
+    #[test]
+    fn each_filter_has_its_own_key() {
+        let (a, b) = (ReplayFilter::new(16), ReplayFilter::new(16));
+        let salt = [7u8; 32];
+        assert_ne!(a.positions(&salt), b.positions(&salt));
+        assert_eq!(fixed(16).positions(&salt), fixed(16).positions(&salt));
+    }
+
+    /// Deterministic pseudo-random salts (splitmix64).
     struct Salts(u64);
 
     impl Salts {
@@ -254,7 +279,7 @@ mod tests {
 
     #[test]
     fn remembers_inserted_and_detects_replay() {
-        let mut f = ReplayFilter::new(16);
+        let mut f = fixed(16);
         let a = [1u8; 32];
         let b = [2u8; 16];
         assert!(!f.check(&a));
@@ -271,7 +296,7 @@ mod tests {
     #[test]
     fn no_false_negatives_for_the_last_capacity_salts() {
         let cap = 1000;
-        let mut f = ReplayFilter::new(cap);
+        let mut f = fixed(cap);
         let mut gen = Salts(1);
         let mut history: Vec<[u8; 32]> = Vec::new();
         // Five generations: the halves swap four times.
@@ -299,7 +324,7 @@ mod tests {
 
     #[test]
     fn swap_happens_at_capacity() {
-        let mut f = ReplayFilter::new(3);
+        let mut f = fixed(3);
         let mut gen = Salts(7);
         let s: Vec<[u8; 32]> = (0..7).map(|_| gen.salt()).collect();
         for x in &s[..6] {
@@ -315,7 +340,7 @@ mod tests {
 
     #[test]
     fn repeated_inserts_do_not_use_up_capacity() {
-        let mut f = ReplayFilter::new(2);
+        let mut f = fixed(2);
         let a = [9u8; 32];
         for _ in 0..10 {
             f.insert(&a);
@@ -335,7 +360,7 @@ mod tests {
 
     #[test]
     fn false_positive_rate_at_capacity() {
-        let mut f = ReplayFilter::new(DEFAULT_CAPACITY);
+        let mut f = fixed(DEFAULT_CAPACITY);
         let mut gen = Salts(42);
         // Worst case: both halves full.
         for _ in 0..2 * DEFAULT_CAPACITY {
@@ -369,7 +394,7 @@ mod tests {
 
     #[test]
     fn tiny_filters_work() {
-        let mut f = ReplayFilter::new(1);
+        let mut f = fixed(1);
         let mut gen = Salts(5);
         let mut prev = gen.salt();
         f.insert(&prev);
