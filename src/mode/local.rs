@@ -84,15 +84,57 @@ impl From<io::Error> for HandshakeError {
     }
 }
 
-async fn handle(
+/// One SOCKS5 connection. The task keeps only what the relay needs: the handshake (its
+/// 600-byte buffer) and the connection to the server run in an allocation of their own that
+/// is freed once the relay starts.
+#[allow(clippy::manual_async_fn)] // see MANUAL_ASYNC in relay/tcp.rs
+fn handle(
     ctx: Rc<Context>,
     client: Async<TcpStream>,
     peer: SocketAddr,
     udp_port: Option<u16>,
-    _permit: Permit,
-) {
-    // Boxed: the handshake's buffers live only until it ends, not for the connection's life.
-    let asked = future::or(Box::pin(handshake(&client, udp_port.is_some())), async {
+    permit: Permit,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        // Matched by reference: moving the fields out would keep them and the enum both in
+        // the future.
+        let opened = Box::pin(open(&ctx, &client, peer, udp_port)).await;
+        match &opened {
+            Opened::Connect {
+                server,
+                prefix,
+                who,
+            } => relay_client(&ctx, &client, server, prefix, who).await,
+            Opened::UdpAssociate => associate(&client, peer, udp_port).await,
+            Opened::Ended => {}
+        }
+        // Held until the connection ends: it counts against the connection cap.
+        drop(permit);
+    }
+}
+
+/// How the SOCKS5 exchange ended.
+enum Opened {
+    /// CONNECT, with the server connected and the client told so.
+    Connect {
+        server: Async<TcpStream>,
+        /// The target address, encoded: it leaves with the salt.
+        prefix: Box<[u8]>,
+        who: String,
+    },
+    UdpAssociate,
+    /// Failed or refused (logged, and the client answered where SOCKS5 has an answer).
+    Ended,
+}
+
+/// The handshake, then for CONNECT the connection to the server and the reply.
+async fn open(
+    ctx: &Context,
+    client: &Async<TcpStream>,
+    peer: SocketAddr,
+    udp_port: Option<u16>,
+) -> Opened {
+    let asked = future::or(handshake(client, udp_port.is_some()), async {
         Timer::after(ctx.cfg.timeout).await;
         Err(HandshakeError::TimedOut)
     })
@@ -101,15 +143,27 @@ async fn handle(
         Ok(Asked::Connect { target, prefix }) => {
             let who = format!("{peer} -> {target}");
             drop(target);
-            connect(&ctx, &client, who, prefix).await
+            match connect(ctx, client, &who).await {
+                Some(server) => Opened::Connect {
+                    server,
+                    prefix,
+                    who,
+                },
+                None => Opened::Ended,
+            }
         }
-        Ok(Asked::UdpAssociate) => associate(&client, peer, udp_port).await,
-        Err(HandshakeError::Io(e)) => log::debug!("{peer}: SOCKS5 handshake: {e}"),
-        Err(HandshakeError::TimedOut) => log::debug!("{peer}: SOCKS5 handshake timed out"),
-        Err(HandshakeError::NoAcceptableMethod) => {
-            log::warn!("{peer}: SOCKS5 client offers no usable method (only no-auth is supported)")
+        Ok(Asked::UdpAssociate) => Opened::UdpAssociate,
+        Err(e) => {
+            match e {
+                HandshakeError::Io(e) => log::debug!("{peer}: SOCKS5 handshake: {e}"),
+                HandshakeError::TimedOut => log::debug!("{peer}: SOCKS5 handshake timed out"),
+                HandshakeError::NoAcceptableMethod => log::warn!(
+                    "{peer}: SOCKS5 client offers no usable method (only no-auth is supported)"
+                ),
+                HandshakeError::Socks(e) => log::warn!("{peer}: bad SOCKS5 request: {e}"),
+            }
+            Opened::Ended
         }
-        Err(HandshakeError::Socks(e)) => log::warn!("{peer}: bad SOCKS5 request: {e}"),
     }
 }
 
@@ -197,21 +251,24 @@ fn failure_code(e: &io::Error) -> u8 {
     }
 }
 
-async fn connect(ctx: &Context, client: &Async<TcpStream>, who: String, prefix: Box<[u8]>) {
-    let (server, via) = match ctx.upstream.connect(ctx.cfg.timeout).await {
-        Ok(x) => x,
+/// Connects to the server and tells the client how that went.
+async fn connect(ctx: &Context, client: &Async<TcpStream>, who: &str) -> Option<Async<TcpStream>> {
+    let server = match ctx.upstream.connect(ctx.cfg.timeout).await {
+        Ok((server, via)) => {
+            log::debug!("{who}: via {via}");
+            server
+        }
         Err(e) => {
             log::warn!("{who}: cannot connect to server: {e}");
             let _ = reply(client, failure_code(&e), None).await;
-            return;
+            return None;
         }
     };
-    log::debug!("{who}: via {via}");
     if let Err(e) = reply(client, socks5::REP_SUCCEEDED, None).await {
         log::debug!("{who}: {e}");
-        return;
+        return None;
     }
-    relay_client(ctx, client, &server, &prefix, &who).await;
+    Some(server)
 }
 
 /// UDP ASSOCIATE: point the client at the UDP relay (same address, same port) and keep the TCP

@@ -2,7 +2,7 @@
 //! (`-L host:port`) through the server.
 
 use super::{accept_loop, relay_client, Context, Listeners};
-use crate::proto::address::Address;
+use crate::proto::address::{self, Address};
 use crate::relay::limit::Permit;
 use crate::relay::udp::{Framing, UdpRelay};
 use crate::rt::Async;
@@ -47,7 +47,10 @@ pub async fn serve(ctx: Rc<Context>, listeners: Listeners) -> Result<(), String>
     let tcp = async {
         match listeners.tcp {
             Some(l) => {
-                let target = Rc::new(target.clone());
+                let target = Rc::new(Target {
+                    wire: target.to_wire(),
+                    addr: target.clone(),
+                });
                 accept_loop(ctx.clone(), l, move |ctx, s, peer, permit| {
                     forward(ctx, s, peer, Rc::clone(&target), permit)
                 })
@@ -59,21 +62,36 @@ pub async fn serve(ctx: Rc<Context>, listeners: Listeners) -> Result<(), String>
     future::or(tcp, udp).await
 }
 
-async fn forward(
+/// The fixed destination, encoded once: every connection sends the same address bytes, and a
+/// copy of them (up to 259 bytes) in each connection's future would cost more than the rest
+/// of it.
+struct Target {
+    addr: Address,
+    wire: heapless::Vec<u8, { address::MAX_LEN }>,
+}
+
+#[allow(clippy::manual_async_fn)] // see MANUAL_ASYNC in relay/tcp.rs
+fn forward(
     ctx: Rc<Context>,
     client: Async<TcpStream>,
     peer: SocketAddr,
-    target: Rc<Address>,
-    _permit: Permit,
-) {
-    let who = format!("{peer} -> {target}");
-    let (server, via) = match ctx.upstream.connect(ctx.cfg.timeout).await {
-        Ok(x) => x,
-        Err(e) => {
-            log::warn!("{who}: cannot connect to server: {e}");
-            return;
-        }
-    };
-    log::debug!("{who}: via {via}");
-    relay_client(&ctx, &client, &server, &target.to_wire(), &who).await;
+    target: Rc<Target>,
+    permit: Permit,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        // Held until the connection ends: it counts against the connection cap.
+        let _permit = permit;
+        let who = format!("{peer} -> {}", target.addr);
+        let server = match ctx.upstream.connect(ctx.cfg.timeout).await {
+            Ok((server, via)) => {
+                log::debug!("{who}: via {via}");
+                server
+            }
+            Err(e) => {
+                log::warn!("{who}: cannot connect to server: {e}");
+                return;
+            }
+        };
+        relay_client(&ctx, &client, &server, &target.wire, &who).await;
+    }
 }
