@@ -12,10 +12,12 @@
 //! The keystream comes from the `chacha20` crate where it has SIMD backends (x86, x86_64,
 //! aarch64), with the XOR done by [`crate::keystream`], and from [`crate::chacha_words`]
 //! elsewhere (MIPS and other 32-bit router CPUs), which is about three times as fast there
-//! under qemu-mipsel (that module says why).
+//! under qemu-mipsel (that module says why). Likewise Poly1305: the `poly1305` crate where it
+//! has SIMD backends, [`crate::poly_words`] elsewhere (a quarter fewer instructions on MIPS).
 
 use crate::chacha_words::{self, hchacha20};
 use crate::keystream;
+use crate::poly_words::{tags_equal, PolyWords};
 use crate::{Error, TAG_LEN};
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use poly1305::universal_hash::{KeyInit, UniversalHash};
@@ -89,9 +91,9 @@ impl ChaChaPoly {
         let (key, nonce) = self.chacha_key(nonce)?;
         if wordwise {
             let c = chacha_words::ChaCha20::new(&key, &nonce);
-            let mut mac_key = poly1305::Key::default();
+            let mut mac_key = [0u8; 32];
             c.block_bytes(0, &mut mac_key);
-            let mac = Poly1305::new(&mac_key);
+            let mac = PolyWords::new(&mac_key);
             return seal_or_open(mac, buf, expected, |buf| {
                 c.xor(1, buf);
                 Ok(())
@@ -116,10 +118,53 @@ impl ChaChaPoly {
     }
 }
 
+/// The two Poly1305 implementations as the AEAD uses them: over the ciphertext, zero-padded
+/// to 16 bytes, then the lengths block.
+trait Mac {
+    fn absorb(&mut self, ciphertext: &[u8]);
+    fn tag(self) -> [u8; TAG_LEN];
+    /// Constant-time comparison with `expected`.
+    fn verify(self, expected: &[u8; TAG_LEN]) -> bool;
+}
+
+/// The lengths block: le64(associated data length, 0) | le64(ciphertext length).
+fn lengths(ciphertext: &[u8]) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[8..].copy_from_slice(&(ciphertext.len() as u64).to_le_bytes());
+    b
+}
+
+impl Mac for Poly1305 {
+    fn absorb(&mut self, ciphertext: &[u8]) {
+        self.update_padded(ciphertext);
+        self.update(&[lengths(ciphertext).into()]);
+    }
+    fn tag(self) -> [u8; TAG_LEN] {
+        self.finalize().into()
+    }
+    fn verify(self, expected: &[u8; TAG_LEN]) -> bool {
+        // universal-hash's `verify` compares in constant time.
+        UniversalHash::verify(self, &poly1305::Tag::from(*expected)).is_ok()
+    }
+}
+
+impl Mac for PolyWords {
+    fn absorb(&mut self, ciphertext: &[u8]) {
+        self.update_padded(ciphertext);
+        self.block(&lengths(ciphertext));
+    }
+    fn tag(self) -> [u8; TAG_LEN] {
+        self.finalize()
+    }
+    fn verify(self, expected: &[u8; TAG_LEN]) -> bool {
+        tags_equal(&self.finalize(), expected)
+    }
+}
+
 /// Encrypts then MACs (`expected` = None, returns the tag), or checks the MAC and only then
 /// decrypts.
 fn seal_or_open(
-    mut mac: Poly1305,
+    mut mac: impl Mac,
     buf: &mut [u8],
     expected: Option<&[u8; TAG_LEN]>,
     xor: impl FnOnce(&mut [u8]) -> Result<(), Error>,
@@ -127,30 +172,18 @@ fn seal_or_open(
     match expected {
         None => {
             xor(buf)?;
-            Ok(tag(mac, buf))
+            mac.absorb(buf);
+            Ok(mac.tag())
         }
         Some(expected) => {
-            absorb(&mut mac, buf);
-            // Constant-time comparison (universal-hash's `verify`).
-            mac.verify(&poly1305::Tag::from(*expected))
-                .map_err(|_| Error::BadTag)?;
+            mac.absorb(buf);
+            if !mac.verify(expected) {
+                return Err(Error::BadTag);
+            }
             xor(buf)?;
             Ok([0; TAG_LEN])
         }
     }
-}
-
-/// Poly1305 over the ciphertext and the lengths block.
-fn absorb(mac: &mut Poly1305, ciphertext: &[u8]) {
-    mac.update_padded(ciphertext);
-    let mut lengths = poly1305::Block::default();
-    lengths[8..].copy_from_slice(&(ciphertext.len() as u64).to_le_bytes());
-    mac.update(&[lengths]);
-}
-
-fn tag(mut mac: Poly1305, ciphertext: &[u8]) -> [u8; TAG_LEN] {
-    absorb(&mut mac, ciphertext);
-    mac.finalize().into()
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod chacha_poly;
 mod chacha_words;
 mod gcm;
 mod keystream;
+mod poly_words;
 
 use aes::{Aes128, Aes192, Aes256};
 use alloc::boxed::Box;
