@@ -14,14 +14,23 @@ use chacha20::cipher::StreamCipher;
 /// went through its narrower path).
 pub const STEP: usize = 1024;
 
-/// XORs `buf` with the next `buf.len()` bytes of `cipher`'s keystream. Fails (leaving `buf`
+/// Keystream is asked of the `chacha20` crate in multiples of this: two blocks. A request
+/// that ends inside a block, or is a single block, takes its SIMD backends' one-block path,
+/// which calls its rotate intrinsics as functions (they need AVX-512VL, the path enables only
+/// AVX-512F): on a Xeon 64 bytes took 430 ns, 66 bytes 775 ns, 128 bytes 100 ns.
+pub const BATCH: usize = 128;
+
+/// XORs `buf` with the next `buf.len()` bytes of `cipher`'s keystream, then leaves `cipher`
+/// anywhere up to `BATCH` bytes further: it serves one message only. Fails (leaving `buf`
 /// partly processed) only if the keystream runs out, which our chunk sizes never reach.
 pub fn apply(cipher: &mut dyn StreamCipher, buf: &mut [u8]) -> Result<(), ()> {
     let mut ks = [0u8; STEP];
     for piece in buf.chunks_mut(STEP) {
-        let ks = &mut ks[..piece.len()];
-        cipher.try_write_keystream(ks).map_err(|_| ())?;
-        xor(piece, ks);
+        let want = piece.len().next_multiple_of(BATCH).min(STEP);
+        cipher
+            .try_write_keystream(&mut ks[..want])
+            .map_err(|_| ())?;
+        xor(piece, &ks[..piece.len()]);
     }
     Ok(())
 }
