@@ -14,6 +14,8 @@
 //! elsewhere (MIPS and other 32-bit router CPUs), which is about three times as fast there
 //! under qemu-mipsel (that module says why). Likewise Poly1305: the `poly1305` crate where it
 //! has SIMD backends, [`crate::poly_words`] elsewhere (a quarter fewer instructions on MIPS).
+//! Short messages (every chunk's 2-byte length) take the word-wise pair on every target: see
+//! [`SHORT_MESSAGE`].
 
 use crate::chacha_words::{self, hchacha20};
 use crate::keystream;
