@@ -59,45 +59,48 @@ impl<T: AsFd> Async<T> {
     /// Runs a non-blocking read-side operation on the descriptor; a `WouldBlock` result makes
     /// the next [`Async::readable`] wait for the kernel.
     pub fn try_read_with<R>(&self, op: impl FnOnce(&T) -> io::Result<R>) -> io::Result<R> {
-        let r = op(&self.io);
-        self.source.attempted(READ, is_would_block(&r));
-        r
+        self.try_with(READ, op)
     }
 
     /// The write-side counterpart of [`Async::try_read_with`].
     pub fn try_write_with<R>(&self, op: impl FnOnce(&T) -> io::Result<R>) -> io::Result<R> {
+        self.try_with(WRITE, op)
+    }
+
+    fn try_with<R>(&self, dir: usize, op: impl FnOnce(&T) -> io::Result<R>) -> io::Result<R> {
         let r = op(&self.io);
-        self.source.attempted(WRITE, is_would_block(&r));
+        self.source.attempted(dir, is_would_block(&r));
         r
     }
 
     fn poll_read_with<R>(
         &self,
         cx: &mut Context<'_>,
-        mut op: impl FnMut(&T) -> io::Result<R>,
+        op: impl FnMut(&T) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        loop {
-            match self.try_read_with(&mut op) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.source.poll_ready(READ, cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => return Poll::Ready(r),
-            }
-        }
+        self.poll_with(READ, cx, op)
     }
 
     fn poll_write_with<R>(
         &self,
         cx: &mut Context<'_>,
+        op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        self.poll_with(WRITE, cx, op)
+    }
+
+    /// Runs `op` until it does not report `WouldBlock` or `Interrupted`, registering for the
+    /// readiness of `dir` when it would block.
+    fn poll_with<R>(
+        &self,
+        dir: usize,
+        cx: &mut Context<'_>,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         loop {
-            match self.try_write_with(&mut op) {
+            match self.try_with(dir, &mut op) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.source.poll_ready(WRITE, cx).is_pending() {
+                    if self.source.poll_ready(dir, cx).is_pending() {
                         return Poll::Pending;
                     }
                 }
