@@ -253,13 +253,9 @@ fn failure_code(e: &io::Error) -> u8 {
 
 /// Connects to the server and tells the client how that went.
 async fn connect(ctx: &Context, client: &Async<TcpStream>, who: &str) -> Option<Async<TcpStream>> {
-    let server = match ctx.upstream.connect(ctx.cfg.timeout).await {
-        Ok((server, via)) => {
-            log::debug!("{who}: via {via}");
-            server
-        }
+    let server = match ctx.connect_server(who).await {
+        Ok(server) => server,
         Err(e) => {
-            log::warn!("{who}: cannot connect to server: {e}");
             let _ = reply(client, failure_code(&e), None).await;
             return None;
         }

@@ -42,6 +42,21 @@ pub struct Context {
 }
 
 impl Context {
+    /// Connects to the server for the client connection `who`; the server used is logged at
+    /// debug level, a failure at warn.
+    async fn connect_server(&self, who: &str) -> std::io::Result<Async<std::net::TcpStream>> {
+        match self.upstream.connect(self.cfg.timeout).await {
+            Ok((server, via)) => {
+                log::debug!("{who}: via {via}");
+                Ok(server)
+            }
+            Err(e) => {
+                log::warn!("{who}: cannot connect to server: {e}");
+                Err(e)
+            }
+        }
+    }
+
     /// Fresh cipher state for one connection to the server.
     fn session(&self) -> Result<Box<Ciphers>, RelayError> {
         let mut salt = [0u8; MAX_SALT_LEN];

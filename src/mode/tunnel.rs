@@ -82,15 +82,8 @@ fn forward(
         // Held until the connection ends: it counts against the connection cap.
         let _permit = permit;
         let who = format!("{peer} -> {}", target.addr);
-        let server = match ctx.upstream.connect(ctx.cfg.timeout).await {
-            Ok((server, via)) => {
-                log::debug!("{who}: via {via}");
-                server
-            }
-            Err(e) => {
-                log::warn!("{who}: cannot connect to server: {e}");
-                return;
-            }
+        let Ok(server) = ctx.connect_server(&who).await else {
+            return;
         };
         relay_client(&ctx, &client, &server, &target.wire, &who).await;
     }
