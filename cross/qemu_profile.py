@@ -51,12 +51,7 @@ def run_client(args, server_port, sink_port, nbytes, log):
             throughput.run_once(args.direction, tunnel_port, client.pid, nbytes, payload)
         time.sleep(0.3)
     finally:
-        client.terminate()
-        try:
-            client.wait(10)
-        except subprocess.TimeoutExpired:
-            client.kill()
-            client.wait()
+        throughput.stop(client, grace=10)
 
 
 def instructions_by_function(log):

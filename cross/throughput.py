@@ -61,6 +61,16 @@ def wait_port(port, proc, timeout=20):
     raise RuntimeError(f"nothing listening on {port} after {timeout} s")
 
 
+def stop(proc, grace=5):
+    """Terminates `proc`, killing it if it has not exited within `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -191,12 +201,7 @@ def main():
                       flush=True)
         finally:
             for p in (client, server):
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                stop(p)
     sink.close()
 
 
