@@ -4,16 +4,17 @@
 //! Everything a mode needs is decided here, at start-up: a bad value is an error that names the
 //! key (and file) and exits before any socket is opened. Later layers never re-validate.
 
+pub mod cli;
 pub mod file;
 mod merge;
 pub mod value;
 
 pub use merge::{build, load, LoadError};
 
+use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
 use crate::proto::replay;
-use crate::relay::ban::BanConfig;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -106,7 +107,7 @@ pub struct ServerOpts {
     /// `--ban-window`/`ban_window`, `--ban-time`/`ban_time`); `failures == 0` disables them.
     pub ban: BanConfig,
     /// `--allow-private-targets`/`allow_private_targets`: let clients reach loopback, private
-    /// and link-local targets (see `relay::policy`).
+    /// and link-local targets (see `policy::targets`).
     pub allow_private_targets: bool,
 }
 

@@ -4,11 +4,11 @@
 //! `proto` (sans-IO wire formats and ciphers); `rt` is the event loop the async layers run on,
 //! and `sys` the only place with OS specifics.
 
-pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod logger;
 pub mod mode;
+pub mod policy;
 pub mod proto;
 pub mod relay;
 pub mod rt;

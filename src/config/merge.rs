@@ -4,13 +4,13 @@
 //! decides what each mode requires, which source wins, and derives the master key. Every
 //! failure is one line that says what is missing or wrong and how to give it.
 
+use super::cli::Cli;
 use super::file::{self, FileConfig};
 use super::value::{self, HostPort, Secret};
 use super::{Config, Limits, Mode, ServerAddr, ServerOpts, Transport};
-use crate::cli::Cli;
+use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
-use crate::relay::ban::BanConfig;
 use argh::FromArgs;
 use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

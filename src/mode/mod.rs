@@ -8,7 +8,7 @@ mod tunnel;
 
 use crate::config::{Config, Mode};
 use crate::dns::Resolver;
-use crate::proto::cipher::{random_salt, MAX_SALT_LEN};
+use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::tcp::{Decryptor, Encryptor};
 use crate::relay::connect::Upstream;
 use crate::relay::limit::{Limit, Permit};
@@ -16,6 +16,7 @@ use crate::relay::pool::Pool;
 use crate::relay::tcp::{relay, Ciphers, FirstWrite};
 use crate::relay::RelayError;
 use crate::rt::{self, Async, Timer};
+use crate::sys::random_salt;
 use crate::sys::{self, OutboundOpts};
 use async_executor::LocalExecutor;
 use futures_lite::future;

@@ -1,11 +1,8 @@
 //! Async glue on the event loop (`rt`): the buffer pool, TCP pumps, UDP associations and outbound
 //! connections. Everything runs on one thread; shared state is `Rc`/`Cell`.
 
-pub mod assoc;
-pub mod ban;
 pub mod connect;
 pub mod limit;
-pub mod policy;
 pub mod pool;
 pub mod server;
 pub mod tcp;

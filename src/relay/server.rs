@@ -1,11 +1,11 @@
 //! Server-side pieces of ss-server shared by TCP and UDP: the replay filter, the ban list, the
 //! target policy and resolver, and the probe-resistant reading of a connection's first chunk.
 
-use super::ban::Ban;
-use super::policy::target_allowed;
 use super::pool::{Block, Pool, Spill};
 use super::tcp::Pending;
 use crate::dns::Resolver;
+use crate::policy::ban::Ban;
+use crate::policy::targets::target_allowed;
 use crate::proto::address::Address;
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::replay::ReplayFilter;

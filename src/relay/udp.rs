@@ -6,14 +6,14 @@
 //! plaintext *is* the SOCKS5 datagram minus `00 00 FRAG`, so it is received 3 bytes before the
 //! end of the salt and the salt then overwrites those 3 bytes. No payload is copied.
 
-use super::assoc::AssocTable;
 use super::connect::Upstream;
 use super::pool::Pool;
+use crate::policy::assoc::AssocTable;
 use crate::proto::address::Address;
-use crate::proto::cipher::{random_salt, MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
+use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::{socks5, udp};
 use crate::rt::{Async, Timer};
-use crate::sys;
+use crate::sys::{self, random_salt};
 use async_executor::{LocalExecutor, Task};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

@@ -7,14 +7,14 @@
 //! server → client:  salt | seal( ADDRESS(remote) | data )      ← data from remote
 //! ```
 
-use super::assoc::AssocTable;
 use super::pool::Pool;
 use super::server::ServerState;
+use crate::policy::assoc::AssocTable;
 use crate::proto::address::Address;
-use crate::proto::cipher::{random_salt, MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
+use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::udp;
 use crate::rt::{Async, Timer};
-use crate::sys;
+use crate::sys::{self, random_salt};
 use async_executor::{LocalExecutor, Task};
 use std::cell::RefCell;
 use std::io;

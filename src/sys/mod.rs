@@ -14,6 +14,7 @@ mod alloc;
 mod net;
 mod poll;
 mod process;
+mod random;
 mod redir;
 
 pub use alloc::Allocator;
@@ -23,6 +24,7 @@ pub use net::{
 };
 pub use poll::{accept, read_term_signal, term_signals, Events, Poller, Readiness};
 pub use process::{nofile, raise_nofile_to_hard, run_as, set_nofile};
+pub use random::random_salt;
 pub use redir::{
     original_dst, recv_orig_dst, set_ip_transparent, udp_tproxy_listener, udp_tproxy_reply_socket,
     OrigDstBuf,
