@@ -6,10 +6,12 @@
 
 pub mod config;
 pub mod dns;
+pub mod ingress;
 pub mod logger;
 pub mod mode;
 pub mod policy;
 pub mod proto;
 pub mod relay;
 pub mod rt;
+pub mod serve;
 pub mod sys;

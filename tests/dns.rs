@@ -261,7 +261,13 @@ fn default_timeouts_are_bounded() {
     let _w = Watchdog::new("default_timeouts_are_bounded", LIMIT);
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     // The public constructor: 2 s per attempt, 2 rounds, then TimedOut (the watchdog bounds it).
-    let r = Resolver::new(vec![silent.local_addr().unwrap()], false, 16).unwrap();
+    let r = Resolver::new(
+        vec![silent.local_addr().unwrap()],
+        false,
+        16,
+        Default::default(),
+    )
+    .unwrap();
     let e = run(r.resolve("never.test", 80)).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
     assert_eq!(r.queries_sent(), 4);

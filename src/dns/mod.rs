@@ -55,13 +55,14 @@
 
 pub mod wire;
 
-use crate::rt::{Async, Timer};
-use event_listener::{Event, IntoNotification};
+use crate::rt::{self, Async, Semaphore, Timer};
+use crate::sys::{self, OutboundOpts};
+use event_listener::Event;
 use futures_lite::future;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -106,6 +107,9 @@ pub struct Options {
     pub attempt_timeout: Duration,
     pub rounds: usize,
     pub max_in_flight: usize,
+    /// Socket options for queries, as for every other outbound socket (SO_MARK keeps them out
+    /// of a router's redirect rules, SO_BINDTODEVICE on the right uplink).
+    pub outbound: OutboundOpts,
 }
 
 impl Options {
@@ -118,6 +122,7 @@ impl Options {
             attempt_timeout: ATTEMPT_TIMEOUT,
             rounds: ROUNDS,
             max_in_flight: MAX_IN_FLIGHT,
+            outbound: OutboundOpts::default(),
         }
     }
 }
@@ -128,11 +133,12 @@ pub struct Resolver {
     prefer_v6: bool,
     attempt_timeout: Duration,
     rounds: usize,
+    outbound: OutboundOpts,
     hosts: HashMap<Box<str>, Vec<IpAddr>>,
     cache: RefCell<Cache>,
     /// Lookups on the wire, by name: later callers for the same name wait for the first.
     pending: RefCell<HashMap<Box<str>, Rc<Pending>>>,
-    slots: Slots,
+    slots: Semaphore,
     queries_sent: Cell<u64>,
 }
 
@@ -151,8 +157,11 @@ impl Resolver {
         nameservers: Vec<SocketAddr>,
         prefer_v6: bool,
         cache_capacity: usize,
+        outbound: OutboundOpts,
     ) -> io::Result<Rc<Resolver>> {
-        Resolver::with_options(Options::new(nameservers, prefer_v6, cache_capacity))
+        let mut opts = Options::new(nameservers, prefer_v6, cache_capacity);
+        opts.outbound = outbound;
+        Resolver::with_options(opts)
     }
 
     pub fn with_options(opts: Options) -> io::Result<Rc<Resolver>> {
@@ -201,10 +210,11 @@ impl Resolver {
             prefer_v6: opts.prefer_v6,
             attempt_timeout: opts.attempt_timeout,
             rounds: opts.rounds.max(1),
+            outbound: opts.outbound,
             hosts,
             cache: RefCell::new(Cache::new(opts.cache_capacity)),
             pending: RefCell::new(HashMap::new()),
-            slots: Slots::new(opts.max_in_flight),
+            slots: Semaphore::new(opts.max_in_flight.max(1)),
             queries_sent: Cell::new(0),
         }))
     }
@@ -246,7 +256,7 @@ impl Resolver {
             return Ok(ips);
         }
         loop {
-            if let Some(hit) = self.cache.borrow_mut().get(&key, Instant::now()) {
+            if let Some(hit) = self.cache.borrow_mut().get(&key, rt::now()) {
                 return hit.map_err(|why| not_found(name, why));
             }
             let waiting = self.pending.borrow().get(key.as_str()).cloned();
@@ -326,7 +336,7 @@ impl Resolver {
                 }
             }
         }
-        let now = Instant::now();
+        let now = rt::now();
         if !v4.is_empty() || !v6.is_empty() {
             let ips = self.ordered(v4, v6);
             let ttl = Duration::from_secs(ttl.into()).clamp(MIN_TTL, MAX_TTL);
@@ -383,12 +393,8 @@ impl Resolver {
         getrandom::fill(&mut id).map_err(|e| fail(io::ErrorKind::Other, &e))?;
         let query = wire::encode_query(u16::from_be_bytes(id), name, qtype)
             .map_err(|e| fail(io::ErrorKind::InvalidInput, &e))?;
-        let local: SocketAddr = match server {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-        };
-        let socket = UdpSocket::bind(local)
-            .and_then(Async::new)
+        let socket = sys::outbound_udp_socket(server, &self.outbound)
+            .and_then(Async::new_nonblocking)
             .map_err(|e| fail(e.kind(), &e))?;
         // Connected: the kernel drops datagrams from other sources and reports ICMP errors.
         socket
@@ -396,7 +402,7 @@ impl Resolver {
             .connect(server)
             .map_err(|e| fail(e.kind(), &e))?;
         self.queries_sent.set(self.queries_sent.get() + 1);
-        let deadline = Instant::now() + self.attempt_timeout;
+        let deadline = rt::now() + self.attempt_timeout;
         let exchange = async {
             socket.send(&query).await?;
             let mut buf = vec![0u8; RECV_BUF];
@@ -474,50 +480,6 @@ impl Drop for Lead<'_> {
             table.remove(self.key);
         }
         self.pending.done.notify(usize::MAX);
-    }
-}
-
-/// A counting semaphore for the executor's thread.
-struct Slots {
-    left: Cell<usize>,
-    freed: Event,
-}
-
-struct Slot<'a>(&'a Slots);
-
-impl Slots {
-    fn new(n: usize) -> Slots {
-        Slots {
-            left: Cell::new(n.max(1)),
-            freed: Event::new(),
-        }
-    }
-
-    async fn acquire(&self) -> Slot<'_> {
-        loop {
-            if let Some(s) = self.try_acquire() {
-                return s;
-            }
-            let listener = self.freed.listen();
-            if let Some(s) = self.try_acquire() {
-                return s;
-            }
-            listener.await;
-        }
-    }
-
-    fn try_acquire(&self) -> Option<Slot<'_>> {
-        let left = self.left.get().checked_sub(1)?;
-        self.left.set(left);
-        Some(Slot(self))
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.left.set(self.0.left.get() + 1);
-        // `additional`: several slots freed in a row must wake as many waiters.
-        self.0.freed.notify(1.additional());
     }
 }
 
@@ -751,15 +713,5 @@ mod tests {
         });
         assert_eq!(v4.queries_sent() + v6.queries_sent(), 0);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn slots_bound_and_release() {
-        let slots = Slots::new(2);
-        let a = slots.try_acquire().unwrap();
-        let _b = slots.try_acquire().unwrap();
-        assert!(slots.try_acquire().is_none());
-        drop(a);
-        assert!(slots.try_acquire().is_some());
     }
 }

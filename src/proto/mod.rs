@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod cipher;
+pub mod handshake;
 pub mod replay;
 pub mod socks5;
 pub mod tcp;

@@ -1,13 +1,10 @@
-//! Async glue on the event loop (`rt`): the buffer pool, TCP pumps, UDP associations and outbound
-//! connections. Everything runs on one thread; shared state is `Rc`/`Cell`.
+//! The relaying machinery on the event loop (`rt`): the buffer pool, the TCP pumps, connections
+//! to the Shadowsocks server and to ss-server's targets. Everything runs on one thread; shared state is `Rc`/`Cell`.
 
 pub mod connect;
-pub mod limit;
+pub mod direct;
 pub mod pool;
-pub mod server;
 pub mod tcp;
-pub mod udp;
-pub mod udp_server;
 
 use crate::proto::Invalid;
 use core::fmt;

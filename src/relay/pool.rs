@@ -8,9 +8,10 @@
 
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::tcp::MAX_CHUNK;
-use event_listener::{Event, IntoNotification};
+use crate::relay::tcp::Pending;
+use crate::rt::Semaphore;
 use std::cell::{Cell, RefCell};
-use std::ops::{Deref, DerefMut};
+use std::ops::{Deref, DerefMut, Range};
 use std::rc::Rc;
 
 /// One block holds a salt and two full AEAD chunks (the most one read is sealed into), with a
@@ -20,7 +21,8 @@ pub const BLOCK_SIZE: usize = (4 + MAX_SALT_LEN + 2 * MAX_CHUNK).next_multiple_o
 
 pub struct Pool {
     free: RefCell<Vec<&'static mut [u8]>>,
-    returned: Event,
+    /// One unit per free block: `take` waits on it.
+    units: Semaphore,
     blocks: usize,
     /// Bytes that may sit in spills (see `spill`); as many as the blocks hold.
     spill_left: Cell<usize>,
@@ -35,7 +37,7 @@ impl Pool {
         let free = arena.chunks_exact_mut(BLOCK_SIZE).rev().collect();
         Rc::new(Pool {
             free: RefCell::new(free),
-            returned: Event::new(),
+            units: Semaphore::new(blocks),
             blocks,
             spill_left: Cell::new(blocks * BLOCK_SIZE),
         })
@@ -43,24 +45,20 @@ impl Pool {
 
     /// Borrows a block, waiting while none is free.
     pub async fn take(self: &Rc<Self>) -> Block {
-        loop {
-            if let Some(block) = self.try_take() {
-                return block;
-            }
-            let listener = self.returned.listen();
-            if let Some(block) = self.try_take() {
-                return block;
-            }
-            listener.await;
-        }
+        self.units.take_unit().await;
+        self.lend()
     }
 
     pub fn try_take(self: &Rc<Self>) -> Option<Block> {
-        let buf = self.free.borrow_mut().pop()?;
-        Some(Block {
-            buf: Some(buf),
+        self.units.try_take_unit().then(|| self.lend())
+    }
+
+    /// A block for a unit just taken: there is one free for every unit.
+    fn lend(self: &Rc<Self>) -> Block {
+        Block {
+            buf: self.free.borrow_mut().pop(),
             pool: Rc::clone(self),
-        })
+        }
     }
 
     /// Blocks currently lent out.
@@ -116,6 +114,63 @@ impl Drop for Spill {
     }
 }
 
+/// A first chunk's leftovers while the target is resolved and connected, which can take
+/// seconds: copied out of the pool when the spill budget allows, so the pool keeps serving
+/// established connections.
+pub enum Parked {
+    Spilled {
+        bytes: Spill,
+        early: usize,
+    },
+    InBlock {
+        block: Block,
+        early: Range<usize>,
+        rest: Range<usize>,
+    },
+}
+
+impl Parked {
+    /// Parks `block[early]` (plaintext) and `block[rest]` (ciphertext), spilled when the budget
+    /// allows so that the block goes back to the pool at once.
+    pub fn new(pool: &Rc<Pool>, block: Block, early: Range<usize>, rest: Range<usize>) -> Parked {
+        match pool.spill_parts(&[&block[early.clone()], &block[rest.clone()]]) {
+            Some(bytes) => Parked::Spilled {
+                bytes,
+                early: early.len(),
+            },
+            None => Parked::InBlock { block, early, rest },
+        }
+    }
+
+    /// The client's first payload, to write to the target.
+    pub fn early(&self) -> &[u8] {
+        match self {
+            Parked::Spilled { bytes, early } => &bytes[..*early],
+            Parked::InBlock { block, early, .. } => &block[early.clone()],
+        }
+    }
+
+    /// Ciphertext past the first chunk, back in a block for the relay.
+    pub async fn into_pending(self, pool: &Rc<Pool>) -> Option<Pending> {
+        match self {
+            Parked::Spilled { bytes, early } if bytes.len() > early => {
+                let mut block = pool.take().await;
+                let filled = bytes.len() - early;
+                block[..filled].copy_from_slice(&bytes[early..]);
+                Some(Pending { block, filled })
+            }
+            Parked::Spilled { .. } => None,
+            Parked::InBlock {
+                mut block, rest, ..
+            } => {
+                let filled = rest.len();
+                block.copy_within(rest, 0);
+                Some(Pending { block, filled })
+            }
+        }
+    }
+}
+
 /// A borrowed block; goes back to the pool when dropped.
 pub struct Block {
     buf: Option<&'static mut [u8]>,
@@ -139,10 +194,7 @@ impl Drop for Block {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
             self.pool.free.borrow_mut().push(buf);
-            // One more waiter per returned block: plain `notify(1)` only ensures *some*
-            // listener is notified, so blocks returned before the woken one runs would strand
-            // the other waiters.
-            self.pool.returned.notify(1.additional());
+            self.pool.units.release();
         }
     }
 }

@@ -189,6 +189,7 @@ pub fn encrypt_pump<'a>(
     src: &'a Async<TcpStream>,
     dst: &'a Async<TcpStream>,
     enc: &'a mut Encryptor,
+    sent: &'a mut bool,
     first: Option<FirstWrite<'a>>,
     pool: &'a Rc<Pool>,
     activity: &'a Activity,
@@ -229,6 +230,7 @@ pub fn encrypt_pump<'a>(
             if skip + n > 0 {
                 let (start, end) = seal_block(enc, &mut block, skip + n, true);
                 salt_sent = true;
+                *sent = n > 0;
                 send(dst, block, start..end, pool)
                     .await
                     .map_err(RelayError::SealedIo)?;
@@ -259,6 +261,7 @@ pub fn encrypt_pump<'a>(
             streak.read(src, n, 2 * SEAL_PAYLOAD);
             let (start, end) = seal_block(enc, &mut block, n, !salt_sent);
             salt_sent = true;
+            *sent = true;
             send(dst, block, start..end, pool)
                 .await
                 .map_err(RelayError::SealedIo)?;
@@ -586,6 +589,8 @@ fn send<'a>(
 pub struct Ciphers {
     pub enc: Encryptor,
     pub dec: Decryptor,
+    /// Set once data read from the plain side was sent sealed (not just a target address).
+    pub sent: bool,
 }
 
 /// Relays between a plaintext socket and a sealed (AEAD) socket until both directions end, an
@@ -625,7 +630,15 @@ fn pumps<'a>(
     activity: &'a Activity,
     timeout: Duration,
 ) -> impl Future<Output = Result<((), ()), RelayError>> + 'a {
-    let up = encrypt_pump(plain, sealed, &mut ciphers.enc, first, pool, activity);
+    let up = encrypt_pump(
+        plain,
+        sealed,
+        &mut ciphers.enc,
+        &mut ciphers.sent,
+        first,
+        pool,
+        activity,
+    );
     let down = decrypt_pump(sealed, plain, &mut ciphers.dec, pending, pool, activity);
     let idle = async move {
         activity.idle(timeout).await;

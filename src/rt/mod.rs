@@ -21,9 +21,11 @@
 //! thread only (nothing here is `Send`).
 
 mod io;
+mod semaphore;
 mod timer;
 
 pub use io::Async;
+pub use semaphore::{OwnedPermit, Permit, Semaphore};
 pub use timer::Timer;
 
 use crate::sys::{Events, Poller};

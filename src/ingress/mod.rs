@@ -1,0 +1,117 @@
+//! The front doors: each program's inbound side, one module each, behind one small interface.
+//!
+//! A TCP [`Ingress`] turns an accepted connection into an [`Inbound`]: where the client wants
+//! to go, what it sent past its request, and how its stream is framed from then on. Every
+//! program then runs the same connection flow (`relay::connection`): a client mode's plaintext
+//! goes sealed through the Shadowsocks server, ss-server's sealed stream goes plain to the
+//! target. A [`DatagramFront`] is the same seam for UDP: how a datagram arrives (client,
+//! target, payload) and how a reply leaves, for the one datagram relay (`relay::udp`).
+//!
+//! | program    | TCP ingress                 | UDP front                                  |
+//! |------------|-----------------------------|--------------------------------------------|
+//! | ss-local   | [`socks5::Socks5`]          | [`socks5::Socks5Datagrams`]                |
+//! | ss-tunnel  | [`tunnel::Tunnel`]          | [`tunnel::TunnelDatagrams`]                |
+//! | ss-server  | [`shadowsocks::Shadowsocks`]| [`shadowsocks::ShadowsocksDatagrams`]      |
+
+pub mod shadowsocks;
+pub mod socks5;
+pub mod tunnel;
+
+use crate::proto::address::Address;
+use crate::proto::tcp::Decryptor;
+use crate::relay::pool::Parked;
+use crate::rt::Async;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::ops::{Deref, Range};
+use std::rc::Rc;
+
+/// What one accepted connection asked for.
+pub struct Inbound {
+    /// "client -> target", for the log lines of this connection.
+    pub who: String,
+    pub request: Request,
+}
+
+pub enum Request {
+    /// A client mode's plaintext stream: the encoded target address and whatever the client
+    /// sent past its request, which leave with the salt in the first write to the server.
+    ViaServer { prefix: Prefix },
+    /// ss-server: a sealed stream whose first chunk named `target`; `early` holds the client's
+    /// first payload and the ciphertext read past that chunk.
+    Direct {
+        target: Box<Address>,
+        early: Parked,
+        dec: Box<Decryptor>,
+    },
+}
+
+/// The bytes a client mode sends ahead of the client's data: made per connection (SOCKS5) or
+/// shared by every connection (ss-tunnel's one destination, encoded once).
+pub enum Prefix {
+    Owned(Box<[u8]>),
+    Shared(Rc<[u8]>),
+}
+
+impl Deref for Prefix {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Prefix::Owned(b) => b,
+            Prefix::Shared(b) => b,
+        }
+    }
+}
+
+/// A program's TCP front door.
+pub trait Ingress {
+    /// Reads what `client` asks for. `None`: nothing to relay (refused, a probe held until it
+    /// went idle, a SOCKS5 UDP association kept open until closed); already logged.
+    fn open<'a>(
+        &'a self,
+        client: &'a Async<TcpStream>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Option<Inbound>> + 'a;
+
+    /// Tells the client whether its target could be reached (SOCKS5's reply); most ingresses
+    /// have nothing to say.
+    fn answer<'a>(
+        &'a self,
+        _client: &'a Async<TcpStream>,
+        _reached: Result<(), &'a io::Error>,
+    ) -> impl Future<Output = io::Result<()>> + 'a {
+        async { Ok(()) }
+    }
+}
+
+/// One datagram as it arrived, in the block it was received into.
+pub struct Datagram {
+    pub client: SocketAddr,
+    pub target: Address,
+    /// Where the payload lies in the block.
+    pub data: Range<usize>,
+}
+
+/// A program's UDP front door: its listening socket, how datagrams arrive on it and how
+/// replies leave.
+pub trait DatagramFront {
+    fn socket(&self) -> &Async<UdpSocket>;
+
+    /// Receives one datagram into `buf[at..]` without waiting (`WouldBlock` when none is
+    /// queued); `Ok(None)` for one that was dropped (malformed, refused; logged at debug).
+    fn receive(&self, buf: &mut [u8], at: usize) -> io::Result<Option<Datagram>>;
+
+    /// Bytes a reply needs in front of its data in the buffer (for a header or a salt).
+    fn reply_headroom(&self) -> usize;
+
+    /// Sends `buf[data]` to `client` as a reply from `from`; `buf[..data.start]` (at least
+    /// `reply_headroom` bytes) and the tag room after `data` may be written over.
+    fn reply<'a>(
+        &'a self,
+        client: SocketAddr,
+        from: &'a Address,
+        buf: &'a mut [u8],
+        data: Range<usize>,
+    ) -> impl Future<Output = io::Result<()>> + 'a;
+}

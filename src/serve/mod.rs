@@ -1,0 +1,43 @@
+//! What every program runs once its front door is chosen: the TCP connection flow
+//! ([`tcp`]) and the one datagram relay ([`udp`]). Both are generic over the program's
+//! ingress (`crate::ingress`); the far side is the Shadowsocks server for the client modes and
+//! the targets for ss-server ([`Far`]).
+
+pub mod tcp;
+pub mod udp;
+
+use crate::proto::cipher::{MasterKey, Method};
+use crate::relay::connect::Upstream;
+use crate::relay::direct::Targets;
+use crate::relay::pool::Pool;
+use crate::rt::Semaphore;
+use async_executor::LocalExecutor;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Where a program's traffic goes after its front door.
+#[derive(Clone)]
+pub enum Far {
+    /// Client modes: sealed, through the Shadowsocks server(s).
+    Server(Rc<Upstream>),
+    /// ss-server: plain, to the targets clients name.
+    Targets(Rc<Targets>),
+}
+
+/// Everything a running program shares between its connections and datagrams.
+pub struct Context {
+    pub method: Method,
+    pub key: MasterKey,
+    pub pool: Rc<Pool>,
+    /// The connection cap: a unit per relayed TCP connection.
+    pub limit: Rc<Semaphore>,
+    pub ex: Rc<LocalExecutor<'static>>,
+    pub far: Far,
+    /// Idle timeout of connections and associations (and of a client's request phase).
+    pub timeout: Duration,
+    pub no_delay: bool,
+    /// A "no reply from the server" hint was logged and no reply has come since: one line per
+    /// episode, not per connection.
+    pub hinted: Cell<bool>,
+}

@@ -1,0 +1,264 @@
+//! The TCP connection flow every program runs: accept, let the ingress read the request,
+//! reach the far side, relay until both directions end.
+//!
+//! ```text
+//! accept → ingress.open ─ ViaServer → connect to the server → ingress.answer → relay (plain client, sealed server)
+//!                       └ Direct    → connect to the target → early payload → relay (plain target, sealed client)
+//! ```
+//!
+//! A connection's task keeps only what the relay needs: the request phase (an ingress's
+//! buffers, the target address, the connect) runs in an allocation of its own that is freed
+//! when relaying starts, so an idle connection costs a few hundred bytes of future.
+
+use super::{Context, Far};
+use crate::ingress::{Inbound, Ingress, Prefix, Request};
+use crate::proto::cipher::MAX_SALT_LEN;
+use crate::proto::tcp::{Decryptor, Encryptor};
+use crate::relay::connect::Upstream;
+use crate::relay::tcp::{relay, Ciphers, FirstWrite, Pending};
+use crate::relay::RelayError;
+use crate::rt::{Async, OwnedPermit, Timer};
+use crate::sys::random_salt;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How long a client mode waits for the first payload so that it leaves with the address.
+const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(500);
+
+/// Accepts connections for ever, one task each, each holding a unit of the connection cap.
+pub async fn serve<I: Ingress + 'static>(
+    ctx: Rc<Context>,
+    listener: TcpListener,
+    ingress: Rc<I>,
+) -> Result<(), String> {
+    let listener = Async::new(listener).map_err(|e| format!("cannot register listener: {e}"))?;
+    loop {
+        let permit = ctx.limit.acquire_owned().await;
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning on the error.
+                log::warn!("accept: {e}");
+                Timer::after(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if ctx.no_delay {
+            let _ = stream.get_ref().set_nodelay(true);
+        }
+        ctx.ex
+            .spawn(connection(
+                Rc::clone(&ctx),
+                Rc::clone(&ingress),
+                stream,
+                peer,
+                permit,
+            ))
+            .detach();
+    }
+}
+
+/// A request whose far side answered.
+struct Opened {
+    far: Async<TcpStream>,
+    ciphers: Box<Ciphers>,
+    who: String,
+    shape: Shape,
+}
+
+enum Shape {
+    /// The client is plain, the server sealed: the prefix leaves with the salt.
+    ClientMode { prefix: Prefix },
+    /// The client is sealed, the target plain; `pending` is ciphertext read past the first
+    /// chunk.
+    ServerMode { pending: Option<Pending> },
+}
+
+// Written as a function returning an `async move` block, not as an `async fn`: an `async fn`
+// stores its arguments twice in its future (captured and again as locals).
+#[allow(clippy::manual_async_fn)]
+fn connection<I: Ingress>(
+    ctx: Rc<Context>,
+    ingress: Rc<I>,
+    client: Async<TcpStream>,
+    peer: SocketAddr,
+    permit: OwnedPermit,
+) -> impl Future<Output = ()> {
+    async move {
+        // Held until the connection ends: it counts against the connection cap.
+        let _permit = permit;
+        let Some(mut open) = Box::pin(open(&ctx, &*ingress, &client, peer)).await else {
+            return;
+        };
+        let (pool, timeout) = (&ctx.pool, ctx.timeout);
+        let result = match &mut open.shape {
+            Shape::ClientMode { prefix } => {
+                let first = FirstWrite {
+                    prefix,
+                    wait: FIRST_PAYLOAD_WAIT,
+                };
+                let r = relay(
+                    &client,
+                    &open.far,
+                    &mut open.ciphers,
+                    Some(first),
+                    None,
+                    pool,
+                    timeout,
+                )
+                .await;
+                hint_silent_server(&ctx, &open, &r);
+                r
+            }
+            Shape::ServerMode { pending } => {
+                relay(
+                    &open.far,
+                    &client,
+                    &mut open.ciphers,
+                    None,
+                    pending.take(),
+                    pool,
+                    timeout,
+                )
+                .await
+            }
+        };
+        let sealed = match open.shape {
+            Shape::ClientMode { .. } => "server",
+            Shape::ServerMode { .. } => "client",
+        };
+        log_end(&open.who, sealed, result);
+    }
+}
+
+/// The request phase: what the client asks for, and its far side reached.
+async fn open<I: Ingress>(
+    ctx: &Context,
+    ingress: &I,
+    client: &Async<TcpStream>,
+    peer: SocketAddr,
+) -> Option<Opened> {
+    let Inbound { who, request } = ingress.open(client, peer).await?;
+    match (request, &ctx.far) {
+        (Request::ViaServer { prefix }, Far::Server(upstream)) => {
+            let far = match connect_server(upstream, ctx.timeout, &who).await {
+                Ok(far) => far,
+                Err(e) => {
+                    let _ = ingress.answer(client, Err(&e)).await;
+                    return None;
+                }
+            };
+            if let Err(e) = ingress.answer(client, Ok(())).await {
+                log::debug!("{who}: {e}");
+                return None;
+            }
+            let ciphers = Box::new(Ciphers {
+                enc: encryptor(ctx, &who)?,
+                dec: Decryptor::new(ctx.method, &ctx.key),
+                sent: false,
+            });
+            Some(Opened {
+                far,
+                ciphers,
+                who,
+                shape: Shape::ClientMode { prefix },
+            })
+        }
+        (Request::Direct { target, early, dec }, Far::Targets(targets)) => {
+            let far = match Box::pin(targets.connect(&target, ctx.timeout)).await {
+                Ok(t) => t,
+                Err(e) => {
+                    log::warn!("{who}: {e}");
+                    return None;
+                }
+            };
+            drop(target);
+            log::debug!("{who}: connected");
+            if !early.early().is_empty() {
+                if let Err(e) = far.write_all(early.early()).await {
+                    log::debug!("{who}: target: {e}");
+                    return None;
+                }
+            }
+            let pending = early.into_pending(&ctx.pool).await;
+            // Built only now: a peer that never authenticated costs no cipher state.
+            let ciphers = Box::new(Ciphers {
+                enc: encryptor(ctx, &who)?,
+                dec: *dec,
+                sent: false,
+            });
+            Some(Opened {
+                far,
+                ciphers,
+                who,
+                shape: Shape::ServerMode { pending },
+            })
+        }
+        _ => {
+            log::error!("{who}: this program's far side cannot serve that request");
+            None
+        }
+    }
+}
+
+/// Connects to the server for the client connection `who`; the server used is logged at
+/// debug level, a failure at warn.
+async fn connect_server(
+    upstream: &Upstream,
+    timeout: Duration,
+    who: &str,
+) -> std::io::Result<Async<TcpStream>> {
+    match upstream.connect(timeout).await {
+        Ok((server, via)) => {
+            log::debug!("{who}: via {via}");
+            Ok(server)
+        }
+        Err(e) => {
+            log::warn!("{who}: cannot connect to server: {e}");
+            Err(e)
+        }
+    }
+}
+
+/// The sealing half for one connection, under a fresh salt.
+fn encryptor(ctx: &Context, who: &str) -> Option<Encryptor> {
+    let mut salt = [0u8; MAX_SALT_LEN];
+    if let Err(e) = random_salt(&mut salt) {
+        log::error!("{who}: the system random number generator failed: {e}");
+        return None;
+    }
+    Some(Encryptor::new(ctx.method, &ctx.key, &salt))
+}
+
+/// A server that takes a client's data and never answers (closes or goes quiet) is most often
+/// one with another password or method: say so once, until a server answers again.
+fn hint_silent_server(ctx: &Context, open: &Opened, result: &Result<(), RelayError>) {
+    let answered = open.ciphers.dec.salt().is_some();
+    if answered {
+        ctx.hinted.set(false);
+        return;
+    }
+    let silent = matches!(result, Ok(()) | Err(RelayError::Idle));
+    if silent && open.ciphers.sent && !ctx.hinted.replace(true) {
+        log::warn!(
+            "{}: no reply from the server: wrong password or method? (or the target is \
+             down; said once until a server answers)",
+            open.who
+        );
+    }
+}
+
+/// Logs how a relayed connection ended: problems a user must see at `warn`, routine ends at
+/// `debug`. `sealed` names the AEAD side ("server" for client modes, "client" for ss-server).
+fn log_end(who: &str, sealed: &str, result: Result<(), RelayError>) {
+    match result {
+        Ok(()) => log::debug!("{who}: closed"),
+        Err(e @ (RelayError::Sealed(_) | RelayError::Truncated)) => {
+            log::warn!("{who}: {sealed}: {e}")
+        }
+        Err(e @ RelayError::SealedIo(_)) => log::debug!("{who}: {sealed}: {e}"),
+        Err(e) => log::debug!("{who}: {e}"),
+    }
+}

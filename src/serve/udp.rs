@@ -1,0 +1,355 @@
+//! The one datagram relay: a program's UDP front door ([`DatagramFront`]: how datagrams
+//! arrive and how replies leave) on one side, the far side on the other, and between them a
+//! bounded table of associations, one per client address, each with its own outbound sockets.
+//!
+//! ```text
+//! client → front.receive → (client, target, data) → Server:  salt | seal(ADDRESS | data) → server
+//!                                                  → Targets: data → target (resolved, checked)
+//! client ← front.reply   ← (client, from, data)   ← Server:  open, ADDRESS = from
+//!                                                  ← Targets: from = the remote's address
+//! ```
+//!
+//! Datagrams are received straight into the place where they are sealed or sent from: the
+//! front receives at an offset that leaves room for the far side's header in front, and a
+//! reply is received after room for the front's header. No payload is copied, except that of
+//! a datagram waiting for a name to resolve: it is copied out of its block (within the pool's
+//! spill budget), so lookups cannot hold pool blocks, and an association has at most
+//! [`MAX_LOOKUPS`] of them at once.
+
+use super::Far;
+use crate::ingress::{Datagram, DatagramFront};
+use crate::policy::assoc::AssocTable;
+use crate::proto::address::{self, Address};
+use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
+use crate::proto::udp;
+use crate::relay::direct::Targets;
+use crate::relay::pool::{Block, Pool};
+use crate::rt::{self, Async, Timer};
+use crate::sys::{self, random_salt};
+use async_executor::{LocalExecutor, Task};
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Datagrams of one association waiting for their target's name to resolve.
+pub const MAX_LOOKUPS: u8 = 8;
+
+/// One outbound socket of an association and the task relaying its replies; dropping it
+/// cancels the task.
+struct Outbound {
+    socket: Rc<Async<UdpSocket>>,
+    _replies: Task<()>,
+}
+
+/// One client's association: through the server, one socket (slot 0); to targets, one per
+/// address family (0: IPv4, 1: IPv6).
+#[derive(Default)]
+struct Assoc {
+    out: [Option<Outbound>; 2],
+    lookups: Rc<Cell<u8>>,
+}
+
+pub struct UdpRelay<F: DatagramFront> {
+    front: F,
+    far: Far,
+    method: Method,
+    key: MasterKey,
+    pool: Rc<Pool>,
+    table: RefCell<AssocTable<Assoc>>,
+    ex: Rc<LocalExecutor<'static>>,
+}
+
+impl<F: DatagramFront + 'static> UdpRelay<F> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        front: F,
+        far: Far,
+        method: Method,
+        key: MasterKey,
+        pool: Rc<Pool>,
+        timeout: Duration,
+        capacity: usize,
+        ex: Rc<LocalExecutor<'static>>,
+    ) -> Rc<Self> {
+        Rc::new(UdpRelay {
+            front,
+            far,
+            method,
+            key,
+            pool,
+            table: RefCell::new(AssocTable::new(capacity, timeout)),
+            ex,
+        })
+    }
+
+    /// Associations currently held.
+    pub fn associations(&self) -> usize {
+        self.table.borrow().len()
+    }
+
+    /// Receives client datagrams for ever, forwarding each through its association.
+    pub async fn serve(self: Rc<Self>) -> io::Result<()> {
+        let _sweeper = self.ex.spawn(Rc::clone(&self).sweep());
+        // Room in front of a datagram for the salt and the target address it leaves with.
+        let at = match self.far {
+            Far::Server(_) => MAX_SALT_LEN + address::MAX_LEN,
+            Far::Targets(_) => 0,
+        };
+        loop {
+            self.front.socket().readable().await?;
+            let mut block = self.pool.take().await;
+            let end = block.len() - TAG_LEN;
+            let datagram = match self.front.receive(&mut block[..end], at) {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    log::debug!("udp: receive: {e}");
+                    continue;
+                }
+            };
+            match &self.far {
+                Far::Server(_) => self.to_server(block, datagram).await,
+                Far::Targets(targets) => self.to_target(targets, block, datagram).await,
+            }
+        }
+    }
+
+    /// Seals `ADDRESS | data` where it lies and sends it on the association's server socket.
+    async fn to_server(self: &Rc<Self>, mut block: Block, d: Datagram) {
+        let socket = match self.server_socket(d.client) {
+            Ok(s) => s,
+            Err(e) => {
+                return log::warn!("udp: {}: cannot open a socket to the server: {e}", d.client)
+            }
+        };
+        let salt_len = self.method.salt_len();
+        let plain_at = d.data.start - d.target.wire_len();
+        let _ = d.target.write_to(&mut block[plain_at..d.data.start]);
+        let mut salt = [0u8; MAX_SALT_LEN];
+        if random_salt(&mut salt[..salt_len]).is_err() {
+            return log::error!("udp: the system random number generator failed");
+        }
+        let packet = &mut block[plain_at - salt_len..d.data.end + TAG_LEN];
+        if udp::seal(self.method, &self.key, &salt, packet).is_none() {
+            return;
+        }
+        if let Err(e) = socket.send(packet).await {
+            log::debug!("udp: {}: send to server: {e}", d.client);
+        }
+    }
+
+    /// Sends the payload to its target: at once for an IP, after a lookup for a name.
+    async fn to_target(self: &Rc<Self>, targets: &Rc<Targets>, block: Block, d: Datagram) {
+        let Datagram {
+            client,
+            target,
+            data,
+        } = d;
+        if let Address::Ip(_) = target {
+            match targets.resolve(&target).await {
+                Ok(addr) => self.send_to_target(client, addr, &block[data]).await,
+                Err(e) => log::debug!("udp: {client} -> {target}: {e}"),
+            }
+            return;
+        }
+        let lookups = self.lookups(client);
+        if lookups.get() >= MAX_LOOKUPS {
+            return log::debug!("udp: {client} -> {target}: too many lookups waiting, dropped");
+        }
+        // A lookup can take seconds: the payload waits outside the pool.
+        let Some(payload) = self.pool.spill(&block[data]) else {
+            return log::debug!("udp: {client} -> {target}: no room to wait for a lookup, dropped");
+        };
+        drop(block);
+        lookups.set(lookups.get() + 1);
+        let (this, targets) = (Rc::clone(self), Rc::clone(targets));
+        self.ex
+            .spawn(async move {
+                match targets.resolve(&target).await {
+                    Ok(addr) => this.send_to_target(client, addr, &payload).await,
+                    Err(e) => log::debug!("udp: {client} -> {target}: {e}"),
+                }
+                lookups.set(lookups.get().saturating_sub(1));
+            })
+            .detach();
+    }
+
+    async fn send_to_target(self: &Rc<Self>, client: SocketAddr, addr: SocketAddr, data: &[u8]) {
+        let socket = match self.target_socket(client, addr) {
+            Ok(s) => s,
+            Err(e) => return log::warn!("udp: {client} -> {addr}: {e}"),
+        };
+        if let Err(e) = socket.send_to(data, addr).await {
+            log::debug!("udp: {client} -> {addr}: {e}");
+        }
+    }
+
+    /// The lookup counter of `client`'s association, made (empty) when missing.
+    fn lookups(&self, client: SocketAddr) -> Rc<Cell<u8>> {
+        let now = rt::now();
+        let mut table = self.table.borrow_mut();
+        if let Some(a) = table.get(&client, now) {
+            return Rc::clone(&a.lookups);
+        }
+        let assoc = Assoc::default();
+        let lookups = Rc::clone(&assoc.lookups);
+        let gone = table.insert(client, assoc, now);
+        drop(table);
+        drop(gone);
+        lookups
+    }
+
+    /// The association's socket to the server, made when missing.
+    fn server_socket(self: &Rc<Self>, client: SocketAddr) -> io::Result<Rc<Async<UdpSocket>>> {
+        self.socket(client, 0, || {
+            let Far::Server(upstream) = &self.far else {
+                return Err(io::Error::other("no server for this relay"));
+            };
+            let server = upstream
+                .pick()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no server"))?;
+            let socket = sys::outbound_udp_socket(server, &upstream.opts)?;
+            socket.connect(server)?;
+            log::debug!("udp: {client}: new association via {server}");
+            Ok(socket)
+        })
+    }
+
+    /// The association's socket to targets of `addr`'s family, made when missing.
+    fn target_socket(
+        self: &Rc<Self>,
+        client: SocketAddr,
+        addr: SocketAddr,
+    ) -> io::Result<Rc<Async<UdpSocket>>> {
+        let slot = usize::from(addr.is_ipv6());
+        self.socket(client, slot, || {
+            let Far::Targets(targets) = &self.far else {
+                return Err(io::Error::other("no targets for this relay"));
+            };
+            sys::outbound_udp_socket(addr, targets.outbound(&addr))
+        })
+    }
+
+    /// `client`'s socket in `slot`, opened with `open` (and its reply task started) if needed.
+    fn socket(
+        self: &Rc<Self>,
+        client: SocketAddr,
+        slot: usize,
+        open: impl FnOnce() -> io::Result<UdpSocket>,
+    ) -> io::Result<Rc<Async<UdpSocket>>> {
+        let now = rt::now();
+        let existing = self.table.borrow_mut().get(&client, now).map(|a| {
+            a.out
+                .get(slot)
+                .and_then(Option::as_ref)
+                .map(|o| Rc::clone(&o.socket))
+        });
+        if let Some(Some(socket)) = existing {
+            return Ok(socket);
+        }
+        let socket = Rc::new(Async::new_nonblocking(open()?)?);
+        let replies = self
+            .ex
+            .spawn(Rc::clone(self).replies(client, Rc::clone(&socket)));
+        let outbound = Outbound {
+            socket: Rc::clone(&socket),
+            _replies: replies,
+        };
+        let mut table = self.table.borrow_mut();
+        let gone = match table.get_mut(&client, now) {
+            Some(assoc) => {
+                if let Some(s) = assoc.out.get_mut(slot) {
+                    *s = Some(outbound);
+                }
+                None
+            }
+            None => {
+                let mut assoc = Assoc::default();
+                if let Some(s) = assoc.out.get_mut(slot) {
+                    *s = Some(outbound);
+                }
+                table.insert(client, assoc, now)
+            }
+        };
+        drop(table);
+        // Dropped outside the borrow: dropping an association cancels its tasks.
+        if let Some((evicted, _)) = &gone {
+            log::debug!("udp: association table full, evicted {evicted}");
+        }
+        drop(gone);
+        Ok(socket)
+    }
+
+    /// Far side → client, for one outbound socket.
+    async fn replies(self: Rc<Self>, client: SocketAddr, socket: Rc<Async<UdpSocket>>) {
+        let head = self.front.reply_headroom();
+        let mut warned = false;
+        loop {
+            if socket.readable().await.is_err() {
+                return;
+            }
+            let mut block = self.pool.take().await;
+            let end = block.len() - TAG_LEN;
+            let received = socket.try_read_with(|s| s.recv_from(&mut block[head..end]));
+            let (n, remote) = match received {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    log::debug!("udp: {client}: receive: {e}");
+                    continue;
+                }
+            };
+            let (from, data) = match self.far {
+                Far::Server(_) => {
+                    let packet = &mut block[head..head + n];
+                    let plain = match udp::open(self.method, &self.key, packet) {
+                        Ok(r) => r,
+                        Err(why) => {
+                            if !warned {
+                                log::warn!("udp: {client}: bad packet from server: {why}");
+                                warned = true;
+                            }
+                            continue;
+                        }
+                    };
+                    match Address::parse(&packet[plain.clone()]) {
+                        Ok((from, used)) => (from, head + plain.start + used..head + plain.end),
+                        Err(e) => {
+                            log::debug!("udp: {client}: bad address from server: {e}");
+                            continue;
+                        }
+                    }
+                }
+                Far::Targets(_) => (Address::Ip(canonical(remote)), head..head + n),
+            };
+            self.table.borrow_mut().touch(&client, rt::now());
+            if let Err(e) = self.front.reply(client, &from, &mut block, data).await {
+                log::debug!("udp: {client}: send to client: {e}");
+            }
+        }
+    }
+
+    /// Drops associations idle for longer than the timeout.
+    async fn sweep(self: Rc<Self>) {
+        let period = self.table.borrow().sweep_period();
+        loop {
+            Timer::after(period).await;
+            let gone = self.table.borrow_mut().sweep(rt::now());
+            drop(gone);
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 sources are reported as IPv4, as clients expect.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
