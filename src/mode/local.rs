@@ -1,9 +1,10 @@
 //! ss-local: a SOCKS5 proxy whose CONNECTs and UDP datagrams travel through the server.
 
-use super::{serve, udp_socket, Listeners, Serving};
 use crate::config::Config;
 use crate::ingress::socks5::{Socks5, Socks5Datagrams};
+use crate::serve::startup::{udp_socket, Listeners};
 use crate::serve::Context;
+use crate::serve::{listener, Serving};
 use std::rc::Rc;
 
 pub fn program(ctx: &Rc<Context>, cfg: &Config, l: Listeners) -> Result<Serving, String> {
@@ -23,5 +24,5 @@ pub fn program(ctx: &Rc<Context>, cfg: &Config, l: Listeners) -> Result<Serving,
         udp_port,
         timeout: cfg.timeout,
     };
-    Ok(serve(ctx, cfg, l.tcp.map(|t| (t, socks)), udp))
+    Ok(listener(ctx, cfg, l.tcp.map(|t| (t, socks)), udp))
 }

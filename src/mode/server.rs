@@ -1,14 +1,15 @@
 //! ss-server: Shadowsocks streams and packets in, their targets reached directly. Targets on
 //! private ranges are refused unless configured; see `ingress::shadowsocks` for probes and bans.
 
-use super::{listen_address, serve, udp_socket, Listeners, Serving};
 use crate::config::Config;
 use crate::dns::Resolver;
 use crate::ingress::shadowsocks::{Guard, Shadowsocks, ShadowsocksDatagrams};
 use crate::relay::direct::Targets;
+use crate::serve::startup::{udp_socket, Listeners};
 use crate::serve::Context;
+use crate::serve::{listener, Serving};
 use crate::sys::OutboundOpts;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::rc::Rc;
 
 pub fn program(
@@ -30,7 +31,7 @@ pub fn program(
         guard,
         timeout: cfg.timeout,
     };
-    Ok(serve(ctx, cfg, l.tcp.map(|t| (t, tcp)), udp))
+    Ok(listener(ctx, cfg, l.tcp.map(|t| (t, tcp)), udp))
 }
 
 /// The replay filters and ban list, shared by every listener.
@@ -53,21 +54,4 @@ pub fn targets(cfg: &Config, resolver: Rc<Resolver>) -> Rc<Targets> {
         out_v4: out(cfg.outbound_bind_v4.map(IpAddr::V4)),
         out_v6: out(cfg.outbound_bind_v6.map(IpAddr::V6)),
     })
-}
-
-/// ss-server's listen addresses (`-s`, several allowed). A dual-stack `::` already covers
-/// `0.0.0.0` on the same port, so that pair binds once.
-pub fn listen_addresses(cfg: &Config, resolver: &Rc<Resolver>) -> Result<Vec<SocketAddr>, String> {
-    let mut addrs = Vec::new();
-    for s in &cfg.servers {
-        addrs.push(listen_address(resolver, &s.host, s.port)?);
-    }
-    let dual: Vec<u16> = addrs
-        .iter()
-        .filter(|a| a.ip() == IpAddr::from(Ipv6Addr::UNSPECIFIED))
-        .map(|a| a.port())
-        .collect();
-    addrs.retain(|a| !(a.ip() == IpAddr::from(Ipv4Addr::UNSPECIFIED) && dual.contains(&a.port())));
-    addrs.dedup();
-    Ok(addrs)
 }

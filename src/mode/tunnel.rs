@@ -1,10 +1,11 @@
 //! ss-tunnel: every connection or datagram on the local port goes to one fixed destination
 //! (`-L host:port`) through the server.
 
-use super::{serve, udp_socket, Listeners, Serving};
 use crate::config::Config;
 use crate::ingress::tunnel::{Tunnel, TunnelDatagrams};
+use crate::serve::startup::{udp_socket, Listeners};
 use crate::serve::Context;
+use crate::serve::{listener, Serving};
 use std::rc::Rc;
 
 pub fn program(ctx: &Rc<Context>, cfg: &Config, l: Listeners) -> Result<Serving, String> {
@@ -16,7 +17,7 @@ pub fn program(ctx: &Rc<Context>, cfg: &Config, l: Listeners) -> Result<Serving,
         socket,
         target: target.clone(),
     });
-    Ok(serve(
+    Ok(listener(
         ctx,
         cfg,
         l.tcp.map(|t| (t, Tunnel::new(target))),

@@ -3,18 +3,26 @@
 //! ingress (`crate::ingress`); the far side is the Shadowsocks server for the client modes and
 //! the targets for ss-server ([`Far`]).
 
+pub mod startup;
 pub mod tcp;
 pub mod udp;
 
+use crate::config::Config;
+use crate::ingress::{DatagramFront, Ingress};
 use crate::proto::cipher::{MasterKey, Method};
 use crate::relay::connect::Upstream;
 use crate::relay::direct::Targets;
 use crate::relay::pool::Pool;
 use crate::rt::Semaphore;
 use async_executor::LocalExecutor;
+use futures_lite::future;
 use std::cell::Cell;
+use std::future::Future;
+use std::net::TcpListener;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
+use udp::UdpRelay;
 
 /// Where a program's traffic goes after its front door.
 #[derive(Clone)]
@@ -40,4 +48,51 @@ pub struct Context {
     /// A "no reply from the server" hint was logged and no reply has come since: one line per
     /// episode, not per connection.
     pub hinted: Cell<bool>,
+}
+
+/// A program's serving future for one listen address.
+pub type Serving = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+
+/// One listen address served by a program's front doors: TCP and UDP, whichever is bound.
+pub fn listener<I, F>(
+    ctx: &Rc<Context>,
+    cfg: &Config,
+    tcp: Option<(TcpListener, I)>,
+    udp: Option<F>,
+) -> Serving
+where
+    I: Ingress + 'static,
+    F: DatagramFront + 'static,
+{
+    let udp = udp.map(|front| {
+        UdpRelay::new(
+            front,
+            ctx.far.clone(),
+            ctx.method,
+            ctx.key.clone(),
+            Rc::clone(&ctx.pool),
+            cfg.timeout,
+            cfg.limits.udp_assocs,
+            Rc::clone(&ctx.ex),
+        )
+    });
+    let ctx = Rc::clone(ctx);
+    Box::pin(async move {
+        let udp = async {
+            match udp {
+                Some(relay) => relay
+                    .serve()
+                    .await
+                    .map_err(|e| format!("UDP relay stopped: {e}")),
+                None => future::pending().await,
+            }
+        };
+        let tcp = async {
+            match tcp {
+                Some((l, ingress)) => tcp::serve(ctx, l, Rc::new(ingress)).await,
+                None => future::pending().await,
+            }
+        };
+        future::or(tcp, udp).await
+    })
 }

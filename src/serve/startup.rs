@@ -1,0 +1,146 @@
+//! Start-up, before the event loop and around it: resolving the configured names, binding the
+//! listeners, raising the descriptor limit, and running until SIGTERM/SIGINT. Every failure is
+//! one line worded for users.
+
+use crate::config::Config;
+use crate::dns::Resolver;
+use crate::rt::{self, Async};
+use crate::sys;
+use async_executor::{LocalExecutor, Task};
+use futures_lite::future;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+/// Sockets bound at start-up for one listen address.
+pub struct Listeners {
+    pub tcp: Option<TcpListener>,
+    pub udp: Option<UdpSocket>,
+}
+
+/// Raises RLIMIT_NOFILE to `nofile`, or to the hard limit when the connection cap needs it.
+pub fn raise_nofile(cfg: &Config) -> Result<(), String> {
+    if let Some(n) = cfg.nofile {
+        sys::set_nofile(n).map_err(|e| format!("cannot set the open file limit to {n}: {e}"))?;
+    } else if let Ok(n) = sys::nofile() {
+        // Each connection needs two descriptors.
+        if (n as usize) < cfg.limits.max_conns * 2 + 32 {
+            let _ = sys::raise_nofile_to_hard();
+        }
+    }
+    Ok(())
+}
+
+pub fn bind(cfg: &Config, addr: SocketAddr) -> Result<Listeners, String> {
+    let hint = "is another instance running? pick another address or port";
+    let tcp = if cfg.transport.tcp() {
+        Some(
+            sys::tcp_listener(addr, cfg.reuse_port, cfg.fast_open)
+                .map_err(|e| format!("cannot listen on {addr} (TCP): {e}; {hint}"))?,
+        )
+    } else {
+        None
+    };
+    let udp = if cfg.transport.udp() {
+        Some(
+            sys::udp_listener(addr, cfg.reuse_port)
+                .map_err(|e| format!("cannot listen on {addr} (UDP): {e}; {hint}"))?,
+        )
+    } else {
+        None
+    };
+    Ok(Listeners { tcp, udp })
+}
+
+pub fn resolve_servers(cfg: &Config, resolver: &Rc<Resolver>) -> Result<Vec<SocketAddr>, String> {
+    let mut all = Vec::new();
+    for s in &cfg.servers {
+        let addrs = resolve_now(resolver, &s.host, s.port).map_err(|e| {
+            format!(
+                "cannot resolve server '{}': {e}; check the server address and DNS",
+                s.host
+            )
+        })?;
+        // One address per configured server, the preferred family first, like libev.
+        all.extend(addrs.into_iter().take(1));
+    }
+    Ok(all)
+}
+
+/// Resolves a start-up name to completion before the event loop starts.
+fn resolve_now(resolver: &Rc<Resolver>, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    rt::block_on(resolver.resolve(host, port))?
+}
+
+/// A listen address: an IP, or a name of this host.
+pub fn listen_address(
+    resolver: &Rc<Resolver>,
+    host: &str,
+    port: u16,
+) -> Result<SocketAddr, String> {
+    resolve_now(resolver, host, port)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| format!("cannot use local address '{host}': not an address of this host"))
+}
+
+/// ss-server's listen addresses (`-s`, several allowed). A dual-stack `::` already covers
+/// `0.0.0.0` on the same port, so that pair binds once.
+pub fn server_listen_addresses(
+    cfg: &Config,
+    resolver: &Rc<Resolver>,
+) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::new();
+    for s in &cfg.servers {
+        addrs.push(listen_address(resolver, &s.host, s.port)?);
+    }
+    let dual: Vec<u16> = addrs
+        .iter()
+        .filter(|a| a.ip() == IpAddr::from(Ipv6Addr::UNSPECIFIED))
+        .map(|a| a.port())
+        .collect();
+    addrs.retain(|a| !(a.ip() == IpAddr::from(Ipv4Addr::UNSPECIFIED) && dual.contains(&a.port())));
+    addrs.dedup();
+    Ok(addrs)
+}
+
+/// The UDP listener, registered with the event loop.
+pub fn udp_socket(l: Option<UdpSocket>) -> Result<Option<Async<UdpSocket>>, String> {
+    l.map(Async::new)
+        .transpose()
+        .map_err(|e| format!("cannot start the UDP relay: {e}"))
+}
+
+/// Runs the listeners' tasks until one fails (its error is the result) or a signal asks the
+/// process to stop (`Ok`).
+pub fn run_until_signal(
+    ex: &LocalExecutor<'static>,
+    mut serving: Vec<Task<Result<(), String>>>,
+) -> Result<(), String> {
+    let signals = sys::term_signals()
+        .and_then(Async::new_nonblocking)
+        .map_err(|e| format!("cannot receive SIGTERM and SIGINT: {e}"))?;
+    let serving = future::poll_fn(move |cx| {
+        for task in serving.iter_mut() {
+            if let Poll::Ready(r) = Pin::new(task).poll(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    });
+    // A task of its own: the future given to `ex.run` is polled every time any task wakes; a
+    // task is polled only when a signal arrives.
+    let signalled = ex.spawn(async move {
+        let name = signals
+            .read_with(sys::read_term_signal)
+            .await
+            .unwrap_or("SIGTERM");
+        log::info!("received {name}, exiting");
+        Ok(())
+    });
+    rt::block_on(ex.run(future::or(signalled, serving)))
+        .map_err(|e| format!("event loop failed: {e}"))
+        .and_then(|r| r)
+}
