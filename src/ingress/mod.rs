@@ -25,6 +25,7 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::ops::{Deref, Range};
+use std::pin::Pin;
 use std::rc::Rc;
 
 /// What one accepted connection asked for.
@@ -64,6 +65,10 @@ impl Deref for Prefix {
     }
 }
 
+/// A boxed future: front doors are used as trait objects, so each program's flow is compiled
+/// once (the request phase runs in an allocation of its own anyway).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
 /// A program's TCP front door.
 pub trait Ingress {
     /// Reads what `client` asks for. `None`: nothing to relay (refused, a probe held until it
@@ -72,7 +77,7 @@ pub trait Ingress {
         &'a self,
         client: &'a Async<TcpStream>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Option<Inbound>> + 'a;
+    ) -> BoxFuture<'a, Option<Inbound>>;
 
     /// Tells the client whether its target could be reached (SOCKS5's reply); most ingresses
     /// have nothing to say.
@@ -80,8 +85,8 @@ pub trait Ingress {
         &'a self,
         _client: &'a Async<TcpStream>,
         _reached: Result<(), &'a io::Error>,
-    ) -> impl Future<Output = io::Result<()>> + 'a {
-        async { Ok(()) }
+    ) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -105,13 +110,19 @@ pub trait DatagramFront {
     /// Bytes a reply needs in front of its data in the buffer (for a header or a salt).
     fn reply_headroom(&self) -> usize;
 
-    /// Sends `buf[data]` to `client` as a reply from `from`; `buf[..data.start]` (at least
+    /// Sends `buf[data]` to `client` as a reply from `from`, without waiting: a reply the
+    /// socket cannot take now is dropped, as the network would. `buf[..data.start]` (at least
     /// `reply_headroom` bytes) and the tag room after `data` may be written over.
-    fn reply<'a>(
-        &'a self,
+    fn reply(
+        &self,
         client: SocketAddr,
-        from: &'a Address,
-        buf: &'a mut [u8],
+        from: &Address,
+        buf: &mut [u8],
         data: Range<usize>,
-    ) -> impl Future<Output = io::Result<()>> + 'a;
+    ) -> io::Result<()>;
+}
+
+/// Sends one datagram if the socket takes it now.
+pub fn send_now(socket: &Async<UdpSocket>, buf: &[u8], to: SocketAddr) -> io::Result<()> {
+    socket.try_write_with(|s| s.send_to(buf, to)).map(drop)
 }

@@ -10,7 +10,7 @@
 //! UDP: `salt | seal(ADDRESS | data)` each way; a packet that fails is dropped silently and
 //! never counts towards a ban (UDP sources can be forged to get a victim banned).
 
-use super::{Datagram, DatagramFront, Inbound, Ingress, Request};
+use super::{send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Request};
 use crate::policy::ban::{Ban, BanConfig};
 use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
@@ -88,56 +88,62 @@ struct First {
 }
 
 impl Ingress for Shadowsocks {
-    async fn open<'a>(&'a self, client: &'a Async<TcpStream>, peer: SocketAddr) -> Option<Inbound> {
-        if self.guard.banned(peer.ip()) {
-            log::debug!("{peer}: refused (banned)");
-            return None;
-        }
-        // In an allocation of its own: the head buffer and the handshake are gone by the time a
-        // probe is held until idle.
-        let read = Box::pin(future::or(self.read_request(client), async {
-            Timer::after(self.timeout).await;
-            Err(FirstError::TimedOut)
-        }))
-        .await;
-        let (first, hs) = match read {
-            Ok(x) => x,
-            Err(FirstError::Probe(why)) => {
-                self.guard.failed(peer.ip());
-                log::warn!("{peer}: {why}; holding the connection until it goes idle");
-                discard_until_idle(client, self.timeout).await;
+    fn open<'a>(
+        &'a self,
+        client: &'a Async<TcpStream>,
+        peer: SocketAddr,
+    ) -> BoxFuture<'a, Option<Inbound>> {
+        Box::pin(async move {
+            if self.guard.banned(peer.ip()) {
+                log::debug!("{peer}: refused (banned)");
                 return None;
             }
-            Err(FirstError::Request(e)) => {
-                log::warn!("{peer}: bad request header: {e}");
-                return None;
-            }
-            Err(FirstError::Io(e)) => {
-                log::debug!("{peer}: {e}");
-                return None;
-            }
-            Err(FirstError::Closed) => {
-                log::debug!("{peer}: closed before a request");
-                return None;
-            }
-            Err(FirstError::TimedOut) => {
-                log::debug!("{peer}: no request before the timeout");
-                return None;
-            }
-        };
-        let First {
-            target,
-            block,
-            early,
-            rest,
-        } = first;
-        Some(Inbound {
-            who: format!("{peer} -> {target}"),
-            request: Request::Direct {
-                target: Box::new(target),
-                early: Parked::new(&self.pool, block, early, rest),
-                dec: Box::new(hs.into_decryptor()),
-            },
+            // In an allocation of its own: the head buffer and the handshake are gone by the time a
+            // probe is held until idle.
+            let read = Box::pin(future::or(self.read_request(client), async {
+                Timer::after(self.timeout).await;
+                Err(FirstError::TimedOut)
+            }))
+            .await;
+            let (first, hs) = match read {
+                Ok(x) => x,
+                Err(FirstError::Probe(why)) => {
+                    self.guard.failed(peer.ip());
+                    log::warn!("{peer}: {why}; holding the connection until it goes idle");
+                    discard_until_idle(client, self.timeout).await;
+                    return None;
+                }
+                Err(FirstError::Request(e)) => {
+                    log::warn!("{peer}: bad request header: {e}");
+                    return None;
+                }
+                Err(FirstError::Io(e)) => {
+                    log::debug!("{peer}: {e}");
+                    return None;
+                }
+                Err(FirstError::Closed) => {
+                    log::debug!("{peer}: closed before a request");
+                    return None;
+                }
+                Err(FirstError::TimedOut) => {
+                    log::debug!("{peer}: no request before the timeout");
+                    return None;
+                }
+            };
+            let First {
+                target,
+                block,
+                early,
+                rest,
+            } = first;
+            Some(Inbound {
+                who: format!("{peer} -> {target}"),
+                request: Request::Direct {
+                    target: Box::new(target),
+                    early: Parked::new(&self.pool, block, early, rest),
+                    dec: Box::new(hs.into_decryptor()),
+                },
+            })
         })
     }
 }
@@ -308,11 +314,11 @@ impl DatagramFront for ShadowsocksDatagrams {
         MAX_SALT_LEN + REPLY_ADDR_ROOM
     }
 
-    async fn reply<'a>(
-        &'a self,
+    fn reply(
+        &self,
         client: SocketAddr,
-        from: &'a Address,
-        buf: &'a mut [u8],
+        from: &Address,
+        buf: &mut [u8],
         data: Range<usize>,
     ) -> io::Result<()> {
         let salt_len = self.method.salt_len();
@@ -326,7 +332,6 @@ impl DatagramFront for ShadowsocksDatagrams {
         if udp::seal(self.method, &self.key, &salt, packet).is_none() {
             return Ok(());
         }
-        self.socket.send_to(packet, client).await?;
-        Ok(())
+        send_now(&self.socket, packet, client)
     }
 }

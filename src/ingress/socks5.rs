@@ -4,7 +4,7 @@
 //! A UDP datagram is `00 00 FRAG | ADDRESS | DATA`; ADDRESS | DATA is exactly the Shadowsocks
 //! plaintext, so the relay seals it where it was received.
 
-use super::{Datagram, DatagramFront, Inbound, Ingress, Prefix, Request};
+use super::{send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request};
 use crate::proto::address::Address;
 use crate::proto::socks5::{self, Command};
 use crate::proto::{Invalid, ParseError};
@@ -45,50 +45,58 @@ enum Asked {
 }
 
 impl Ingress for Socks5 {
-    async fn open<'a>(&'a self, client: &'a Async<TcpStream>, peer: SocketAddr) -> Option<Inbound> {
-        let asked = future::or(handshake(client, self.udp_port.is_some()), async {
-            Timer::after(self.timeout).await;
-            Err(HandshakeError::TimedOut)
-        })
-        .await;
-        match asked {
-            Ok(Asked::Connect { target, prefix }) => Some(Inbound {
-                who: format!("{peer} -> {target}"),
-                request: Request::ViaServer {
-                    prefix: Prefix::Owned(prefix),
-                },
-            }),
-            Ok(Asked::UdpAssociate) => {
-                associate(client, peer, self.udp_port).await;
-                None
-            }
-            Err(e) => {
-                match e {
-                    HandshakeError::Io(e) => log::debug!("{peer}: SOCKS5 handshake: {e}"),
-                    HandshakeError::TimedOut => log::debug!("{peer}: SOCKS5 handshake timed out"),
-                    HandshakeError::Unsupported(c) => {
-                        log::debug!("{peer}: SOCKS5 command {c:?} not supported")
-                    }
-                    HandshakeError::NoAcceptableMethod => log::warn!(
-                        "{peer}: SOCKS5 client offers no usable method (only no-auth is supported)"
-                    ),
-                    HandshakeError::Socks(e) => log::warn!("{peer}: bad SOCKS5 request: {e}"),
+    fn open<'a>(
+        &'a self,
+        client: &'a Async<TcpStream>,
+        peer: SocketAddr,
+    ) -> BoxFuture<'a, Option<Inbound>> {
+        Box::pin(async move {
+            let asked = future::or(handshake(client, self.udp_port.is_some()), async {
+                Timer::after(self.timeout).await;
+                Err(HandshakeError::TimedOut)
+            })
+            .await;
+            match asked {
+                Ok(Asked::Connect { target, prefix }) => Some(Inbound {
+                    who: format!("{peer} -> {target}"),
+                    request: Request::ViaServer {
+                        prefix: Prefix::Owned(prefix),
+                    },
+                }),
+                Ok(Asked::UdpAssociate) => {
+                    associate(client, peer, self.udp_port).await;
+                    None
                 }
-                None
+                Err(e) => {
+                    match e {
+                        HandshakeError::Io(e) => log::debug!("{peer}: SOCKS5 handshake: {e}"),
+                        HandshakeError::TimedOut => log::debug!("{peer}: SOCKS5 handshake timed out"),
+                        HandshakeError::Unsupported(c) => {
+                            log::debug!("{peer}: SOCKS5 command {c:?} not supported")
+                        }
+                        HandshakeError::NoAcceptableMethod => log::warn!(
+                            "{peer}: SOCKS5 client offers no usable method (only no-auth is supported)"
+                        ),
+                        HandshakeError::Socks(e) => log::warn!("{peer}: bad SOCKS5 request: {e}"),
+                    }
+                    None
+                }
             }
-        }
+        })
     }
 
-    async fn answer<'a>(
+    fn answer<'a>(
         &'a self,
         client: &'a Async<TcpStream>,
         reached: Result<(), &'a io::Error>,
-    ) -> io::Result<()> {
-        let code = match reached {
-            Ok(()) => socks5::REP_SUCCEEDED,
-            Err(e) => failure_code(e),
-        };
-        reply(client, code, None).await
+    ) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let code = match reached {
+                Ok(()) => socks5::REP_SUCCEEDED,
+                Err(e) => failure_code(e),
+            };
+            reply(client, code, None).await
+        })
     }
 }
 
@@ -230,16 +238,15 @@ impl DatagramFront for Socks5Datagrams {
         3 + crate::proto::address::MAX_LEN
     }
 
-    async fn reply<'a>(
-        &'a self,
+    fn reply(
+        &self,
         client: SocketAddr,
-        from: &'a Address,
-        buf: &'a mut [u8],
+        from: &Address,
+        buf: &mut [u8],
         data: Range<usize>,
     ) -> io::Result<()> {
         let start = data.start - socks5::udp_header_len(from);
         let _ = socks5::write_udp_header(from, &mut buf[start..data.start]);
-        self.socket.send_to(&buf[start..data.end], client).await?;
-        Ok(())
+        send_now(&self.socket, &buf[start..data.end], client)
     }
 }

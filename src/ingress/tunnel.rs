@@ -2,7 +2,7 @@
 //! destination (`-L host:port`) through the server. Nothing is read before relaying: the
 //! client's first bytes leave with the salt and the destination's address.
 
-use super::{Datagram, DatagramFront, Inbound, Ingress, Prefix, Request};
+use super::{send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request};
 use crate::proto::address::Address;
 use crate::rt::Async;
 use std::io;
@@ -27,16 +27,18 @@ impl Tunnel {
 }
 
 impl Ingress for Tunnel {
-    async fn open<'a>(
+    fn open<'a>(
         &'a self,
         _client: &'a Async<TcpStream>,
         peer: SocketAddr,
-    ) -> Option<Inbound> {
-        Some(Inbound {
-            who: format!("{peer} -> {}", self.target),
-            request: Request::ViaServer {
-                prefix: Prefix::Shared(Rc::clone(&self.wire)),
-            },
+    ) -> BoxFuture<'a, Option<Inbound>> {
+        Box::pin(async move {
+            Some(Inbound {
+                who: format!("{peer} -> {}", self.target),
+                request: Request::ViaServer {
+                    prefix: Prefix::Shared(Rc::clone(&self.wire)),
+                },
+            })
         })
     }
 }
@@ -70,14 +72,13 @@ impl DatagramFront for TunnelDatagrams {
         0
     }
 
-    async fn reply<'a>(
-        &'a self,
+    fn reply(
+        &self,
         client: SocketAddr,
-        _from: &'a Address,
-        buf: &'a mut [u8],
+        _from: &Address,
+        buf: &mut [u8],
         data: Range<usize>,
     ) -> io::Result<()> {
-        self.socket.send_to(&buf[data], client).await?;
-        Ok(())
+        send_now(&self.socket, &buf[data], client)
     }
 }

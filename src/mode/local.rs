@@ -8,21 +8,15 @@ use crate::serve::{listener, Serving};
 use std::rc::Rc;
 
 pub fn program(ctx: &Rc<Context>, cfg: &Config, l: Listeners) -> Result<Serving, String> {
-    let udp = udp_socket(l.udp)?.map(|socket| Socks5Datagrams { socket });
     // UDP ASSOCIATE points clients at the relay: same address, same port.
-    let udp_port = match &udp {
-        Some(u) => Some(
-            u.socket
-                .get_ref()
-                .local_addr()
-                .map_err(|e| e.to_string())?
-                .port(),
-        ),
+    let udp_port = match &l.udp {
+        Some(u) => Some(u.local_addr().map_err(|e| e.to_string())?.port()),
         None => None,
     };
+    let udp = udp_socket(l.udp)?.map(|socket| Box::new(Socks5Datagrams { socket }) as _);
     let socks = Socks5 {
         udp_port,
         timeout: cfg.timeout,
     };
-    Ok(listener(ctx, cfg, l.tcp.map(|t| (t, socks)), udp))
+    Ok(listener(ctx, cfg, l.tcp, Rc::new(socks), udp))
 }

@@ -18,11 +18,13 @@ pub fn program(
     guard: Rc<Guard>,
     l: Listeners,
 ) -> Result<Serving, String> {
-    let udp = udp_socket(l.udp)?.map(|socket| ShadowsocksDatagrams {
-        socket,
-        method: cfg.method,
-        key: cfg.key.clone(),
-        guard: Rc::clone(&guard),
+    let udp = udp_socket(l.udp)?.map(|socket| {
+        Box::new(ShadowsocksDatagrams {
+            socket,
+            method: cfg.method,
+            key: cfg.key.clone(),
+            guard: Rc::clone(&guard),
+        }) as _
     });
     let tcp = Shadowsocks {
         method: cfg.method,
@@ -31,7 +33,7 @@ pub fn program(
         guard,
         timeout: cfg.timeout,
     };
-    Ok(listener(ctx, cfg, l.tcp.map(|t| (t, tcp)), udp))
+    Ok(listener(ctx, cfg, l.tcp, Rc::new(tcp), udp))
 }
 
 /// The replay filters and ban list, shared by every listener.

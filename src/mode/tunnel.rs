@@ -13,14 +13,9 @@ pub fn program(ctx: &Rc<Context>, cfg: &Config, l: Listeners) -> Result<Serving,
         .tunnel_addr
         .clone()
         .ok_or("ss-tunnel needs a destination: -L host:port or \"tunnel_address\"")?;
-    let udp = udp_socket(l.udp)?.map(|socket| TunnelDatagrams {
-        socket,
-        target: target.clone(),
+    let udp = udp_socket(l.udp)?.map(|socket| {
+        let target = target.clone();
+        Box::new(TunnelDatagrams { socket, target }) as _
     });
-    Ok(listener(
-        ctx,
-        cfg,
-        l.tcp.map(|t| (t, Tunnel::new(target))),
-        udp,
-    ))
+    Ok(listener(ctx, cfg, l.tcp, Rc::new(Tunnel::new(target)), udp))
 }

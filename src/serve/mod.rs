@@ -54,16 +54,13 @@ pub struct Context {
 pub type Serving = Pin<Box<dyn Future<Output = Result<(), String>>>>;
 
 /// One listen address served by a program's front doors: TCP and UDP, whichever is bound.
-pub fn listener<I, F>(
+pub fn listener(
     ctx: &Rc<Context>,
     cfg: &Config,
-    tcp: Option<(TcpListener, I)>,
-    udp: Option<F>,
-) -> Serving
-where
-    I: Ingress + 'static,
-    F: DatagramFront + 'static,
-{
+    tcp: Option<TcpListener>,
+    ingress: Rc<dyn Ingress>,
+    udp: Option<Box<dyn DatagramFront>>,
+) -> Serving {
     let udp = udp.map(|front| {
         UdpRelay::new(
             front,
@@ -89,7 +86,7 @@ where
         };
         let tcp = async {
             match tcp {
-                Some((l, ingress)) => tcp::serve(ctx, l, Rc::new(ingress)).await,
+                Some(l) => tcp::serve(ctx, l, ingress).await,
                 None => future::pending().await,
             }
         };

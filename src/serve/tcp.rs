@@ -28,10 +28,10 @@ use std::time::Duration;
 const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(500);
 
 /// Accepts connections for ever, one task each, each holding a unit of the connection cap.
-pub async fn serve<I: Ingress + 'static>(
+pub async fn serve(
     ctx: Rc<Context>,
     listener: TcpListener,
-    ingress: Rc<I>,
+    ingress: Rc<dyn Ingress>,
 ) -> Result<(), String> {
     let listener = Async::new(listener).map_err(|e| format!("cannot register listener: {e}"))?;
     loop {
@@ -79,9 +79,9 @@ enum Shape {
 // Written as a function returning an `async move` block, not as an `async fn`: an `async fn`
 // stores its arguments twice in its future (captured and again as locals).
 #[allow(clippy::manual_async_fn)]
-fn connection<I: Ingress>(
+fn connection(
     ctx: Rc<Context>,
-    ingress: Rc<I>,
+    ingress: Rc<dyn Ingress>,
     client: Async<TcpStream>,
     peer: SocketAddr,
     permit: OwnedPermit,
@@ -134,9 +134,9 @@ fn connection<I: Ingress>(
 }
 
 /// The request phase: what the client asks for, and its far side reached.
-async fn open<I: Ingress>(
+async fn open(
     ctx: &Context,
-    ingress: &I,
+    ingress: &dyn Ingress,
     client: &Async<TcpStream>,
     peer: SocketAddr,
 ) -> Option<Opened> {

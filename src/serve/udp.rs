@@ -51,8 +51,8 @@ struct Assoc {
     lookups: Rc<Cell<u8>>,
 }
 
-pub struct UdpRelay<F: DatagramFront> {
-    front: F,
+pub struct UdpRelay {
+    front: Box<dyn DatagramFront>,
     far: Far,
     method: Method,
     key: MasterKey,
@@ -61,10 +61,10 @@ pub struct UdpRelay<F: DatagramFront> {
     ex: Rc<LocalExecutor<'static>>,
 }
 
-impl<F: DatagramFront + 'static> UdpRelay<F> {
+impl UdpRelay {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        front: F,
+        front: Box<dyn DatagramFront>,
         far: Far,
         method: Method,
         key: MasterKey,
@@ -326,7 +326,7 @@ impl<F: DatagramFront + 'static> UdpRelay<F> {
                 Far::Targets(_) => (Address::Ip(canonical(remote)), head..head + n),
             };
             self.table.borrow_mut().touch(&client, rt::now());
-            if let Err(e) = self.front.reply(client, &from, &mut block, data).await {
+            if let Err(e) = self.front.reply(client, &from, &mut block, data) {
                 log::debug!("udp: {client}: send to client: {e}");
             }
         }
