@@ -1,8 +1,9 @@
 //! shadowsocks-smol: a small, memory-bounded Shadowsocks client and server.
 //!
-//! Layers, dependencies pointing down only: `mode` (composition) → `relay` (async glue) →
-//! `proto` (sans-IO wire formats and ciphers); `rt` is the event loop the async layers run on,
-//! and `sys` the only place with OS specifics.
+//! Layers, dependencies pointing down only: `mode` (composition) → `serve` (the flows every
+//! program runs) → `ingress` (front doors) → `relay` (pool, pumps, connections) → `proto` and
+//! `policy` (sans-IO); `rt` is the event loop the async layers run on, and `sys` the only place
+//! with OS specifics. ARCHITECTURE.md has the whole picture.
 
 pub mod config;
 pub mod dns;
