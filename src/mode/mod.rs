@@ -7,19 +7,12 @@ mod server;
 mod tunnel;
 
 use crate::config::{Config, Mode};
-use crate::dns::Resolver;
 use crate::relay::connect::Upstream;
-use crate::relay::pool::Pool;
-use crate::rt::Semaphore;
 use crate::serve::startup::{self, bind, listen_address, resolve_servers};
 use crate::serve::{Context, Far};
-use crate::sys::{self, OutboundOpts};
+use crate::sys;
 use async_executor::LocalExecutor;
-use std::cell::Cell;
 use std::rc::Rc;
-
-/// Host names the resolver caches; a few hundred bytes each.
-const DNS_CACHE_ENTRIES: usize = 512;
 
 /// Runs a mode until SIGTERM/SIGINT. Errors are start-up failures, already worded for users.
 pub fn run(cfg: Config) -> Result<(), String> {
@@ -30,22 +23,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
              remove \"plugin\" to connect to the server directly"
         ));
     }
-    let opts = OutboundOpts {
-        fwmark: cfg.fwmark,
-        interface: cfg.interface.clone(),
-        bind_addr: None,
-        no_delay: cfg.no_delay,
-        fast_open: cfg.fast_open,
-    };
-    // Start-up names (listen and server addresses) go through the resolver too, so the binary
-    // needs no getaddrinfo.
-    let resolver = Resolver::new(
-        cfg.nameservers.clone(),
-        cfg.ipv6_first,
-        DNS_CACHE_ENTRIES,
-        opts.clone(),
-    )
-    .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?;
+    let opts = startup::outbound_opts(&cfg);
+    let resolver = startup::resolver(&cfg, &opts)?;
     let (binds, far) = match cfg.mode {
         Mode::Local | Mode::Tunnel => {
             let servers = resolve_servers(&cfg, &resolver)?;
@@ -70,36 +49,17 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .iter()
         .map(|a| bind(&cfg, *a))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(path) = &cfg.pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
-    }
+    startup::write_pid_file(&cfg)?;
     if let Some(user) = &cfg.user {
         sys::run_as(user).map_err(|e| format!("cannot run as user '{user}': {e}"))?;
     }
     let ex = Rc::new(LocalExecutor::new());
-    let ctx = Rc::new(Context {
-        method: cfg.method,
-        key: cfg.key.clone(),
-        pool: Pool::new(cfg.limits.pool_blocks),
-        limit: Rc::new(Semaphore::new(cfg.limits.max_conns.max(1))),
-        ex: Rc::clone(&ex),
-        far,
-        timeout: cfg.timeout,
-        no_delay: cfg.no_delay,
-        hinted: Cell::new(false),
-    });
-    let what = match (cfg.transport.tcp(), cfg.transport.udp()) {
-        (true, true) => "TCP and UDP",
-        (false, true) => "UDP",
-        _ => "TCP",
-    };
+    let ctx = Rc::new(Context::new(&cfg, far, Rc::clone(&ex)));
     // One replay filter and ban list for every listener of ss-server.
     let guard = (cfg.mode == Mode::Server).then(|| server::guard(&cfg));
     let mut serving = Vec::new();
     for (addr, l) in binds.iter().zip(listeners) {
-        let (program, method) = (cfg.mode.program(), cfg.method.name());
-        log::info!("{program} listening on {addr} ({what}), method {method}");
+        startup::log_listening(&cfg, addr);
         let program = match (&guard, cfg.mode) {
             (Some(guard), _) => server::program(&ctx, &cfg, Rc::clone(guard), l)?,
             (None, Mode::Tunnel) => tunnel::program(&ctx, &cfg, l)?,
@@ -108,8 +68,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
         serving.push(ex.spawn(program));
     }
     let outcome = startup::run_until_signal(&ex, serving);
-    if let Some(path) = &cfg.pid_file {
-        let _ = std::fs::remove_file(path);
-    }
+    startup::remove_pid_file(&cfg);
     outcome
 }

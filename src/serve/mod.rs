@@ -50,6 +50,22 @@ pub struct Context {
     pub hinted: Cell<bool>,
 }
 
+impl Context {
+    pub fn new(cfg: &Config, far: Far, ex: Rc<LocalExecutor<'static>>) -> Context {
+        Context {
+            method: cfg.method,
+            key: cfg.key.clone(),
+            pool: Pool::new(cfg.limits.pool_blocks),
+            limit: Rc::new(Semaphore::new(cfg.limits.max_conns.max(1))),
+            ex,
+            far,
+            timeout: cfg.timeout,
+            no_delay: cfg.no_delay,
+            hinted: Cell::new(false),
+        }
+    }
+}
+
 /// A program's serving future for one listen address.
 pub type Serving = Pin<Box<dyn Future<Output = Result<(), String>>>>;
 

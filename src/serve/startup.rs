@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::dns::Resolver;
 use crate::rt::{self, Async};
-use crate::sys;
+use crate::sys::{self, OutboundOpts};
 use async_executor::{LocalExecutor, Task};
 use futures_lite::future;
 use std::future::Future;
@@ -18,6 +18,56 @@ use std::task::Poll;
 pub struct Listeners {
     pub tcp: Option<TcpListener>,
     pub udp: Option<UdpSocket>,
+}
+
+/// Host names the resolver caches; a few hundred bytes each.
+const DNS_CACHE_ENTRIES: usize = 512;
+
+/// Options for every socket to the server, to targets and to nameservers.
+pub fn outbound_opts(cfg: &Config) -> OutboundOpts {
+    OutboundOpts {
+        fwmark: cfg.fwmark,
+        interface: cfg.interface.clone(),
+        bind_addr: None,
+        no_delay: cfg.no_delay,
+        fast_open: cfg.fast_open,
+    }
+}
+
+/// The resolver. Start-up names (listen and server addresses) go through it too, so the binary
+/// needs no getaddrinfo.
+pub fn resolver(cfg: &Config, opts: &OutboundOpts) -> Result<Rc<Resolver>, String> {
+    Resolver::new(
+        cfg.nameservers.clone(),
+        cfg.ipv6_first,
+        DNS_CACHE_ENTRIES,
+        opts.clone(),
+    )
+    .map_err(|e| format!("cannot set up the DNS resolver: {e}"))
+}
+
+pub fn write_pid_file(cfg: &Config) -> Result<(), String> {
+    match &cfg.pid_file {
+        Some(path) => std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", path.display())),
+        None => Ok(()),
+    }
+}
+
+pub fn remove_pid_file(cfg: &Config) {
+    if let Some(path) = &cfg.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+pub fn log_listening(cfg: &Config, addr: &SocketAddr) {
+    let what = match (cfg.transport.tcp(), cfg.transport.udp()) {
+        (true, true) => "TCP and UDP",
+        (false, true) => "UDP",
+        _ => "TCP",
+    };
+    let (program, method) = (cfg.mode.program(), cfg.method.name());
+    log::info!("{program} listening on {addr} ({what}), method {method}");
 }
 
 /// Raises RLIMIT_NOFILE to `nofile`, or to the hard limit when the connection cap needs it.
