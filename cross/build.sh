@@ -9,6 +9,7 @@
 #   cross/build.sh --debug-panics        # normal panic=abort std: panics print a message
 #   cross/build.sh --profile mipsel-unknown-linux-musl   # router build with its symbols
 #   cross/build.sh --nightly             # only install the pinned nightly; print its name
+#   cross/build.sh --has-zig             # exit 0 if zig (pinned version) needs no install
 #
 # Flavours:
 #   router (default)  nightly, std rebuilt for size (-Zbuild-std … optimize_for_size) and
@@ -54,6 +55,16 @@ die() {
     exit 1
 }
 
+# zig: the pinned version, from PyPI's ziglang, run as `python3 -m ziglang` (see below).
+zig_venv=${XDG_CACHE_HOME:-$HOME/.cache}/ss-smol/ziglang-$ZIG_VERSION
+zig_python=
+for py in python3 "$zig_venv/bin/python3"; do
+    if [[ $("$py" -m ziglang version 2>/dev/null) == "$ZIG_VERSION" ]]; then
+        zig_python=$(command -v "$py")
+        break
+    fi
+done
+
 # nightly_toolchain: makes sure the pinned nightly (with rust-src) is there; prints its name.
 nightly_toolchain() {
     command -v rustup >/dev/null || die "rustup not found (https://rustup.rs)"
@@ -94,6 +105,7 @@ for arg in "$@"; do
         nightly_toolchain
         exit 0
         ;;
+    --has-zig) [[ -n $zig_python ]] && exit 0 || exit 1 ;;
     --debug-panics) flavour=debug-panics ;;
     --profile) flavour=profile ;;
     -h | --help)
@@ -150,14 +162,6 @@ fi
 # `zig` in PATH, and CARGO_ZIGBUILD_PYTHON_PATH names that python3. A python3 that already has
 # the version is used as it is; otherwise a venv of our own gets it, as Debian 12 and later
 # refuse `pip install` into the system python (PEP 668).
-zig_venv=${XDG_CACHE_HOME:-$HOME/.cache}/ss-smol/ziglang-$ZIG_VERSION
-zig_python=
-for py in python3 "$zig_venv/bin/python3"; do
-    if [[ $("$py" -m ziglang version 2>/dev/null) == "$ZIG_VERSION" ]]; then
-        zig_python=$(command -v "$py")
-        break
-    fi
-done
 if [[ -z $zig_python ]]; then
     command -v python3 >/dev/null || die "python3 not found (apt-get install python3-venv)"
     log "installing zig $ZIG_VERSION (PyPI ziglang) into $zig_venv"
@@ -211,6 +215,16 @@ build() {
         args+=(--target "$t")
         envs+=("CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$t")_RUSTFLAGS=$(rustflags_for "$flavour" "$t")")
     done
+    # rustc puts the sysroot's library directory of the target on the link line of every linux
+    # target (where rustup's rust-std would have put std, libunwind, sanitizer runtimes). With
+    # -Zbuild-std nothing is installed for these targets, the directory does not exist, and
+    # zig's linker warns "unable to open library directory" once per target. Empty, it holds
+    # exactly what the link needs from it: nothing.
+    if [[ $extra == *-Zbuild-std* ]]; then
+        for t in "$@"; do
+            mkdir -p "$(rustc "+$toolchain" --print target-libdir --target "$t")"
+        done
+    fi
     log "[$flavour] cargo +$toolchain zigbuild --release --bin ss-smol $extra ${args[*]}"
     local start=$SECONDS
     # shellcheck disable=SC2086 # $extra is a list of flags
