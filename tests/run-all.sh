@@ -116,10 +116,11 @@ done
 
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
-log "cargo test --all-targets --no-fail-fast ${cargo_args[*]} -- --include-ignored ${harness_args[*]}"
+test_cmd=(cargo test --all-targets --no-fail-fast "${cargo_args[@]}"
+    -- --include-ignored "${harness_args[@]}")
+log "${test_cmd[*]}"
 set +e
-cargo test --all-targets --no-fail-fast "${cargo_args[@]}" -- --include-ignored "${harness_args[@]}" 2>&1 |
-    tee "$test_log"
+"${test_cmd[@]}" 2>&1 | tee "$test_log"
 test_status=${PIPESTATUS[0]}
 set -e
 
@@ -147,6 +148,7 @@ echo "tests: ${passed} passed, ${failed} failed, ${ignored} skipped"
 log "cross/size.sh (mipsel budget 512 KiB)"
 size_status=0
 bash cross/size.sh || size_status=1
-if ((test_status != 0 || failed != 0 || binaries == 0 || ignored != 0 || fuzz_status != 0 || cross_status != 0 || size_status != 0)); then
+if ((test_status != 0 || failed != 0 || binaries == 0 || ignored != 0 ||
+    fuzz_status != 0 || cross_status != 0 || size_status != 0)); then
     exit 1
 fi
