@@ -221,8 +221,11 @@ build() {
     # zig's linker warns "unable to open library directory" once per target. Empty, it holds
     # exactly what the link needs from it: nothing.
     if [[ $extra == *-Zbuild-std* ]]; then
+        local libdir
         for t in "$@"; do
-            mkdir -p "$(rustc "+$toolchain" --print target-libdir --target "$t")"
+            libdir=$(rustc "+$toolchain" --print target-libdir --target "$t")
+            # A read-only toolchain only costs the warning.
+            mkdir -p "$libdir" 2>/dev/null || log "cannot create $libdir: the linker will warn"
         done
     fi
     log "[$flavour] cargo +$toolchain zigbuild --release --bin ss-smol $extra ${args[*]}"
