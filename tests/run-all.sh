@@ -70,7 +70,7 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 if ((install_only)); then
-    log "installed; stopping (--install-only)"
+    log "system packages in place; stopping (--install-only)"
     exit 0
 fi
 
