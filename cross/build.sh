@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Static, stripped `ss-smol` for routers, built here with zig as the C toolchain/linker
 # (cargo-zigbuild); no Docker. Installs what it needs when it is missing: the nightly toolchain
-# with rust-src, rustup targets, zig (PyPI `ziglang`) and cargo-zigbuild (crates.io).
+# pinned in cross/nightly-toolchain.toml with rust-src, rustup targets, zig (PyPI `ziglang`, in
+# a venv) and cargo-zigbuild (crates.io).
 #
 #   cross/build.sh                       # every target, router flavour (what ships)
 #   cross/build.sh mipsel-unknown-linux-musl aarch64-unknown-linux-musl
 #   cross/build.sh --debug-panics        # normal panic=abort std: panics print a message
 #   cross/build.sh --profile mipsel-unknown-linux-musl   # router build with its symbols
+#   cross/build.sh --nightly             # only install the pinned nightly; print its name
+#   cross/build.sh --has-zig             # exit 0 if zig (pinned version) needs no install
 #
 # Flavours:
 #   router (default)  nightly, std rebuilt for size (-Zbuild-std … optimize_for_size) and
@@ -26,8 +29,9 @@
 # cargo invocation so that cargo overlaps their (single-threaded, LTO) final links.
 #
 # Environment:
-#   SS_SMOL_NIGHTLY   toolchain used for nightly builds (default `nightly`; e.g. nightly-2026-05-19)
-#   SS_SMOL_ZIGLANG   pip requirement for zig (default `ziglang==0.17.1`, the version checked)
+#   SS_SMOL_NIGHTLY   toolchain used for nightly builds (default: the one pinned in
+#                     cross/nightly-toolchain.toml, installed with rustup when missing)
+#   SS_SMOL_ZIG       zig version, from PyPI's `ziglang` (default 0.17.1, the version checked)
 #   SS_SMOL_ZIGBUILD  cargo-zigbuild version (default 0.24.1, the version checked)
 #   CARGO_BUILD_JOBS  as usual
 set -euo pipefail
@@ -42,8 +46,7 @@ ALL_TARGETS=(
 # No prebuilt std from rustup: always nightly + -Zbuild-std.
 TIER3=" mipsel-unknown-linux-musl mips-unknown-linux-musl "
 
-NIGHTLY=${SS_SMOL_NIGHTLY:-nightly}
-ZIGLANG=${SS_SMOL_ZIGLANG:-ziglang==0.17.1}
+ZIG_VERSION=${SS_SMOL_ZIG:-0.17.1}
 ZIGBUILD=${SS_SMOL_ZIGBUILD:-0.24.1}
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -52,10 +55,57 @@ die() {
     exit 1
 }
 
+# zig: the pinned version, from PyPI's ziglang, run as `python3 -m ziglang` (see below).
+zig_venv=${XDG_CACHE_HOME:-$HOME/.cache}/ss-smol/ziglang-$ZIG_VERSION
+zig_python=
+for py in python3 "$zig_venv/bin/python3"; do
+    if [[ $("$py" -m ziglang version 2>/dev/null) == "$ZIG_VERSION" ]]; then
+        zig_python=$(command -v "$py")
+        break
+    fi
+done
+
+# nightly_toolchain: makes sure the pinned nightly (with rust-src) is there; prints its name.
+nightly_toolchain() {
+    command -v rustup >/dev/null || die "rustup not found (https://rustup.rs)"
+    if [[ -n ${SS_SMOL_NIGHTLY:-} ]]; then
+        printf '%s\n' "$SS_SMOL_NIGHTLY"
+        return
+    fi
+    local pin
+    pin=$(sed -n 's/^channel *= *"\(nightly-[0-9-]*\)".*/\1/p' cross/nightly-toolchain.toml)
+    [[ -n $pin ]] || die "cross/nightly-toolchain.toml: no channel = \"nightly-YYYY-MM-DD\""
+    local name=$pin sysroot
+    if ! rustup run "$pin" rustc -V >/dev/null 2>&1; then
+        # A plain `nightly` installed on the day of the pin is the same toolchain; reuse it
+        # rather than download it again (rustup cannot tell: its manifest has the date).
+        sysroot=$(rustup run nightly rustc --print sysroot 2>/dev/null) || sysroot=
+        if [[ -n $sysroot ]] && grep -qx "date = \"${pin#nightly-}\"" \
+            "$sysroot/lib/rustlib/multirust-channel-manifest.toml" 2>/dev/null; then
+            name=nightly
+        else
+            log "installing toolchain $pin (cross/nightly-toolchain.toml)"
+            rustup toolchain install "$pin" --profile minimal --component rust-src >&2 ||
+                die "cannot install $pin"
+        fi
+    fi
+    sysroot=$(rustup run "$name" rustc --print sysroot)
+    if [[ ! -d $sysroot/lib/rustlib/src/rust/library ]]; then
+        log "adding rust-src to $name"
+        rustup component add rust-src --toolchain "$name" >&2
+    fi
+    printf '%s\n' "$name"
+}
+
 flavour=router
 targets=()
 for arg in "$@"; do
     case $arg in
+    --nightly)
+        nightly_toolchain
+        exit 0
+        ;;
+    --has-zig) [[ -n $zig_python ]] && exit 0 || exit 1 ;;
     --debug-panics) flavour=debug-panics ;;
     --profile) flavour=profile ;;
     -h | --help)
@@ -96,17 +146,8 @@ for t in "${targets[@]}"; do
     fi
 done
 
-if ((needs_nightly)); then
-    if ! rustup run "$NIGHTLY" rustc -V >/dev/null 2>&1; then
-        log "installing toolchain $NIGHTLY"
-        rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
-    fi
-    sysroot=$(rustup run "$NIGHTLY" rustc --print sysroot)
-    if [[ ! -d $sysroot/lib/rustlib/src/rust/library ]]; then
-        log "adding rust-src to $NIGHTLY"
-        rustup component add rust-src --toolchain "$NIGHTLY"
-    fi
-fi
+NIGHTLY=
+if ((needs_nightly)); then NIGHTLY=$(nightly_toolchain) || exit 1; fi
 if ((${#needs_stable_std[@]})); then
     installed=$(rustup target list --installed)
     for t in "${needs_stable_std[@]}"; do
@@ -117,12 +158,21 @@ if ((${#needs_stable_std[@]})); then
     done
 fi
 
-# zig: cargo-zigbuild uses `zig` from PATH, else `python3 -m ziglang`.
-if ! command -v zig >/dev/null 2>&1 && ! python3 -m ziglang version >/dev/null 2>&1; then
-    log "pip install $ZIGLANG"
-    python3 -m pip install --quiet "$ZIGLANG" ||
-        python3 -m pip install --quiet --break-system-packages "$ZIGLANG"
+# zig: the pinned version, from PyPI's ziglang. cargo-zigbuild tries `python3 -m ziglang` before a
+# `zig` in PATH, and CARGO_ZIGBUILD_PYTHON_PATH names that python3. A python3 that already has
+# the version is used as it is; otherwise a venv of our own gets it, as Debian 12 and later
+# refuse `pip install` into the system python (PEP 668).
+if [[ -z $zig_python ]]; then
+    command -v python3 >/dev/null || die "python3 not found (apt-get install python3-venv)"
+    log "installing zig $ZIG_VERSION (PyPI ziglang) into $zig_venv"
+    rm -rf "$zig_venv"
+    python3 -m venv "$zig_venv" ||
+        die "cannot create a venv (apt-get install python3-venv)"
+    "$zig_venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+        "ziglang==$ZIG_VERSION" || die "cannot install ziglang==$ZIG_VERSION"
+    zig_python=$zig_venv/bin/python3
 fi
+export CARGO_ZIGBUILD_PYTHON_PATH=$zig_python
 if ! command -v cargo-zigbuild >/dev/null 2>&1; then
     log "cargo install cargo-zigbuild --locked --version $ZIGBUILD (a few minutes)"
     cargo install cargo-zigbuild --locked --version "$ZIGBUILD"
@@ -165,6 +215,19 @@ build() {
         args+=(--target "$t")
         envs+=("CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$t")_RUSTFLAGS=$(rustflags_for "$flavour" "$t")")
     done
+    # rustc puts the sysroot's library directory of the target on the link line of every linux
+    # target (where rustup's rust-std would have put std, libunwind, sanitizer runtimes). With
+    # -Zbuild-std nothing is installed for these targets, the directory does not exist, and
+    # zig's linker warns "unable to open library directory" once per target. Empty, it holds
+    # exactly what the link needs from it: nothing.
+    if [[ $extra == *-Zbuild-std* ]]; then
+        local libdir
+        for t in "$@"; do
+            libdir=$(rustc "+$toolchain" --print target-libdir --target "$t")
+            # A read-only toolchain only costs the warning.
+            mkdir -p "$libdir" 2>/dev/null || log "cannot create $libdir: the linker will warn"
+        done
+    fi
     log "[$flavour] cargo +$toolchain zigbuild --release --bin ss-smol $extra ${args[*]}"
     local start=$SECONDS
     # shellcheck disable=SC2086 # $extra is a list of flags

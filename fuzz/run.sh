@@ -8,14 +8,15 @@
 #   FUZZ_SECONDS  libFuzzer -max_total_time per target (default 20)
 #   FUZZ_JOBS     targets fuzzed at once (default: number of CPUs, at most 4)
 #
-# Installs a nightly toolchain and cargo-fuzz when missing. Each target fuzzes into a
-# temporary copy of fuzz/corpus/<target>/ (the committed seeds), so nothing a run generates
-# lands in the work tree except crash inputs in fuzz/artifacts/<target>/ (git-ignored).
+# Uses the nightly pinned in cross/nightly-toolchain.toml; installs it and cargo-fuzz when
+# missing. Builds with fuzz/Cargo.lock as committed (fails if it is stale). Each target fuzzes
+# into a temporary copy of fuzz/corpus/<target>/ (the committed seeds), so nothing a run
+# generates lands in the work tree except crash inputs in fuzz/artifacts/<target>/ (ignored).
 # Prints one line per target and exits non-zero if any target failed to build or crashed.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-cd "$here"
+cd "$here" || exit 2
 export PATH="$HOME/.cargo/bin:$PATH"
 
 seconds=${FUZZ_SECONDS:-20}
@@ -26,17 +27,21 @@ jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
 say() { printf 'fuzz: %s\n' "$*" >&2; }
 start=$SECONDS
 
-if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-    say "installing the nightly toolchain (cargo-fuzz needs -Z sanitizer flags)"
-    rustup toolchain install nightly --profile minimal || { say "cannot install nightly"; exit 2; }
-fi
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+# cargo-fuzz needs nightly (-Z sanitizer flags): the one pinned for the router build.
+nightly=$(bash "$here/../cross/build.sh" --nightly) || { say "no nightly toolchain"; exit 2; }
+if ! cargo "+$nightly" fuzz --version >/dev/null 2>&1; then
     say "installing cargo-fuzz"
     cargo install cargo-fuzz --locked || { say "cannot install cargo-fuzz"; exit 2; }
 fi
 
-say "building all targets"
-if ! cargo +nightly fuzz build; then
+# `cargo fuzz build` has no --locked and would quietly rewrite a stale Cargo.lock; a locked
+# fetch first fails instead, and after it the build has nothing left to change.
+if ! cargo "+$nightly" fetch --locked --quiet; then
+    say "fuzz/Cargo.lock is not current: run \`cargo +$nightly fetch\` in fuzz/ and commit it"
+    exit 1
+fi
+say "building all targets with $nightly"
+if ! cargo "+$nightly" fuzz build; then
     say "build failed"
     exit 1
 fi
@@ -44,9 +49,9 @@ fi
 if (($# > 0)); then
     targets=("$@")
 else
-    mapfile -t targets < <(cargo +nightly fuzz list)
+    mapfile -t targets < <(cargo "+$nightly" fuzz list)
 fi
-triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
+triple=$(rustc "+$nightly" -vV | sed -n 's/^host: //p')
 bindir="$here/target/$triple/release"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ss-smol-fuzz.XXXXXX")
@@ -112,7 +117,7 @@ for t in "${targets[@]}"; do
             echo "---- $t: crashing input (hex) ----"
             od -An -tx1 -v "$crash" | tr -d ' \n' | fold -w 128
             echo
-            echo "reproduce: cd fuzz && cargo +nightly fuzz run $t $crash"
+            echo "reproduce: cd fuzz && cargo +$nightly fuzz run $t $crash"
         fi
     } >&2
 done

@@ -19,8 +19,8 @@
 //!
 //! # Missing tools
 //!
-//! [`require_tool`] skips a test when a peer program is missing, unless `SS_SMOL_REQUIRE_ALL=1`
-//! (set by `tests/run-all.sh`), in which case the test fails.
+//! [`require_tool`] fails a test when a peer program is missing, naming its Debian package;
+//! `tests/run-all.sh` installs them all.
 
 #![allow(dead_code)] // every test crate uses a different subset
 
@@ -70,28 +70,40 @@ pub const PASSWORD: &str = "test-password-Ünïcødé";
 // ---------------------------------------------------------------------------------------------
 // Tools and the client under test
 
-/// Is `name` an executable in PATH? If not: with `SS_SMOL_REQUIRE_ALL=1` the test fails,
-/// otherwise a skip message is printed and `false` returned (the caller returns early).
+/// Is `name` an executable in PATH? A missing tool fails the test, naming the Debian package
+/// that has it: a skip would let a run without the peer programs pass as if it had tested them.
+/// (Tests that need tools are `#[ignore]`d, so a plain `cargo test` does not fail for want of
+/// them; `tests/run-all.sh` installs them and runs the ignored tests too.)
+///
+/// Returns `true` so that callers written for the old skip (`if !require_tool(..) { return }`)
+/// keep compiling; it never returns `false`.
 pub fn require_tool(name: &str) -> bool {
-    if find_in_path(name).is_some() {
-        return true;
-    }
-    if std::env::var("SS_SMOL_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!(
-            "required tool `{name}` is not installed and SS_SMOL_REQUIRE_ALL=1; \
-             tests/run-all.sh installs it"
-        );
-    }
-    eprintln!(
-        "SKIPPED: tool `{name}` not found in PATH (set SS_SMOL_REQUIRE_ALL=1 to fail instead)"
-    );
-    false
+    require_tools(&[name])
 }
 
-/// `require_tool` for several tools; all are checked so the message lists every missing one.
+/// `require_tool` for several tools; all are checked so the message names every missing one.
 pub fn require_tools(names: &[&str]) -> bool {
-    // No short-circuit: every missing tool gets its message.
-    names.iter().filter(|n| !require_tool(n)).count() == 0
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| find_in_path(n).is_none())
+        .map(|n| format!("`{n}` (Debian package {})", debian_package(n)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "required tool not installed: {}; `bash tests/run-all.sh` installs it",
+        missing.join(", ")
+    );
+    true
+}
+
+/// The Debian package that has the command `tool`.
+fn debian_package(tool: &str) -> &str {
+    match tool {
+        "ss-server" | "ss-local" | "ss-tunnel" | "ss-redir" => "shadowsocks-libev",
+        "dnsmasq" => "dnsmasq-base",
+        t if t.starts_with("qemu-") && t.ends_with("-static") => "qemu-user-static",
+        other => other,
+    }
 }
 
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
