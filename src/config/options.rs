@@ -472,7 +472,7 @@ pub static OPTIONS: &[Opt] = &[
         rule: Rule::Int(&value::MTU),
         arg: "MTU",
         default: Some("0"),
-        help: "MTU of the path, used to size UDP reads (0: default)",
+        help: "MTU of the path, used to size UDP reads (0: the usual size)",
         ..Opt::NONE
     },
     Opt {
@@ -673,18 +673,39 @@ pub fn help_text(mode: Mode, program: &str) -> String {
     );
     for o in OPTIONS.iter().filter(|o| o.modes.has(mode)) {
         let Some(long) = o.long else { continue };
-        let short = o.short.map(|c| format!("-{c}, ")).unwrap_or_default();
-        let spec = format!("{short}--{long} {}", o.arg);
-        let lead = if o.short.is_some() { "  " } else { "      " };
-        out.push_str(&format!("{lead}{:<32}{}", spec.trim_end(), plain(o.help)));
+        let short = match o.short {
+            Some(c) => format!("-{c}, "),
+            None => "    ".into(),
+        };
+        let mut text = plain(o.help);
         if let Some(d) = o.default {
-            out.push_str(&format!(" (default {d})"));
+            text.push_str(&format!(" (default {d})"));
         }
-        out.push('\n');
+        push_help_line(&mut out, &format!("{short}--{long} {}", o.arg), &text);
     }
-    out.push_str("  -h, --help                        this text\n");
-    out.push_str("      --version                     print the version\n");
+    push_help_line(&mut out, "-h, --help", "this text");
+    push_help_line(&mut out, "    --version", "print the version");
     out
+}
+
+/// `  SPEC    TEXT`, TEXT wrapped at 100 columns under its own column.
+fn push_help_line(out: &mut String, spec: &str, text: &str) {
+    const COL: usize = 34;
+    let mut line = format!("  {:<w$}", spec.trim_end(), w = COL - 3);
+    line.push(' ');
+    let mut width = line.chars().count().max(COL);
+    for word in text.split(' ') {
+        if width + word.len() > 100 && width > COL {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = " ".repeat(COL);
+        }
+        line.push_str(word);
+        line.push(' ');
+        width = line.chars().count();
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
 }
 
 fn mode_summary(mode: Mode) -> &'static str {
@@ -795,5 +816,66 @@ mod tests {
         assert!(server.contains("--ban-failures") && server.contains("(default 0.0.0.0)"));
         assert!(help_text(Mode::Redir, "ss-redir").contains("-T, --tcp-tproxy"));
         assert!(help_text(Mode::Tunnel, "ss-tunnel").contains("-L, --tunnel-address"));
+    }
+
+    #[test]
+    fn defaults_parse_and_match_the_code_that_uses_them() {
+        use crate::config::value::{parse_text, Val};
+        for o in OPTIONS {
+            if let Some(d) = o.default {
+                assert!(
+                    matches!(parse_text(o.rule, d), Ok(Some(_))),
+                    "{:?}: default {d:?} does not parse",
+                    o.id
+                );
+            }
+        }
+        let num = |id| match opt(id).default.map(|d| parse_text(opt(id).rule, d)) {
+            Some(Ok(Some(Val::Num(n)))) => n,
+            other => panic!("{id:?}: {other:?}"),
+        };
+        let limits = crate::config::Limits::default();
+        assert_eq!(num(Id::MaxConns), limits.max_conns as u64);
+        assert_eq!(num(Id::PoolBlocks), limits.pool_blocks as u64);
+        assert_eq!(num(Id::UdpAssocs), limits.udp_assocs as u64);
+        let server = crate::config::ServerOpts::default();
+        assert_eq!(num(Id::ReplayCapacity), server.replay_capacity as u64);
+        assert_eq!(num(Id::BanFailures), u64::from(server.ban.failures));
+        assert_eq!(num(Id::BanWindow), server.ban.window.as_secs());
+        assert_eq!(num(Id::BanTime), server.ban.duration.as_secs());
+        assert_eq!(
+            opt(Id::Method)
+                .default
+                .map(crate::proto::cipher::Method::from_name),
+            Some(Ok(crate::proto::cipher::Method::default()))
+        );
+    }
+
+    /// The README's option table is this table rendered; `SS_SMOL_UPDATE_README=1 cargo test
+    /// --lib readme` rewrites it.
+    #[test]
+    fn readme_option_table_is_current() {
+        const BEGIN: &str = "<!-- options:begin -->\n";
+        const END: &str = "<!-- options:end -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let (Some(b), Some(e)) = (readme.find(BEGIN), readme.find(END)) else {
+            panic!("README.md has no {BEGIN:?} … {END:?} block");
+        };
+        let start = b + BEGIN.len();
+        assert!(start <= e, "README.md: {END:?} before {BEGIN:?}");
+        let want = readme_table();
+        if readme[start..e] == want {
+            return;
+        }
+        if std::env::var_os("SS_SMOL_UPDATE_README").is_some() {
+            let updated = format!("{}{want}{}", &readme[..start], &readme[e..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
+        }
+        panic!(
+            "README.md's option table is out of date; run `SS_SMOL_UPDATE_README=1 cargo test \
+             --lib readme`, or put this between the markers:\n{want}"
+        );
     }
 }
