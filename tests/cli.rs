@@ -199,8 +199,9 @@ fn misspelt_key_that_matters_is_an_error() {
             "methd": "aes-256-gcm"}"#,
     )
     .unwrap();
-    let mut cmd = client_command("local");
-    cmd.arg("-c").arg(&path);
+    // ss-smol's own rule (libev ignores unknown keys): always the real binary.
+    let mut cmd = Command::new(ss_smol_bin());
+    cmd.arg("local").arg("-c").arg(&path);
     let done = run_to_end("misspelt key", cmd, RUN_LIMIT);
     assert_startup_failure(
         &done,
