@@ -606,12 +606,13 @@ pub fn by_key(key: &str) -> Option<&'static Opt> {
     OPTIONS.iter().find(|o| o.key == Some(key))
 }
 
-/// Levenshtein distance, for "did you mean"; inputs are short keys and flags.
+/// Levenshtein distance over bytes, for "did you mean": keys and flags are ASCII, and a
+/// stray multi-byte character only counts a little more.
 pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
+    let b = b.as_bytes();
     let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
+    for (i, ca) in a.bytes().enumerate() {
+        let mut prev = i;
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
