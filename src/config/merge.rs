@@ -218,7 +218,11 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         nofile: s.num(Id::Nofile).filter(|&n| n != 0),
         user: s.text(Id::User),
         pid_file: s.text(Id::PidFile).map(PathBuf::from),
-        interface: s.text(Id::Interface),
+        interface: s.text(if server_mode {
+            Id::TargetInterface
+        } else {
+            Id::Interface
+        }),
         // A zero mark is no mark.
         fwmark: u32_of(Id::Fwmark).filter(|&m| m != 0),
         mtu: u32_of(Id::Mtu).unwrap_or(0),
@@ -584,6 +588,11 @@ mod tests {
 
     #[test]
     fn server_mode() {
+        // -i has its own row for ss-server (targets, not the server); both reach Config.
+        let c = ok(Mode::Server, &["-p", "1", "-k", "x", "-i", "eth1"], None);
+        assert_eq!(c.interface.as_deref(), Some("eth1"));
+        let c = ok(Mode::Local, &[MIN, &["-i", "wan"]].concat(), None);
+        assert_eq!(c.interface.as_deref(), Some("wan"));
         let c = ok(Mode::Server, &["-p", "8388", "-k", "x"], None);
         assert_eq!(
             c.servers,

@@ -41,6 +41,7 @@ pub enum Id {
     User,
     PidFile,
     Interface,
+    TargetInterface,
     Verbose,
     UseSyslog,
     FastOpen,
@@ -425,8 +426,18 @@ pub static OPTIONS: &[Opt] = &[
         long: Some("interface"),
         rule: Rule::Interface,
         arg: "IFACE",
-        help: "bind sockets to the server (ss-server: to targets) to this interface \
-               (SO_BINDTODEVICE)",
+        modes: Modes::CLIENTS,
+        help: "bind sockets to the server to this interface (SO_BINDTODEVICE)",
+        ..Opt::NONE
+    },
+    Opt {
+        id: Id::TargetInterface,
+        short: Some('i'),
+        long: Some("interface"),
+        rule: Rule::Interface,
+        arg: "IFACE",
+        modes: Modes::SERVER,
+        help: "bind sockets to targets to this interface (SO_BINDTODEVICE)",
         ..Opt::NONE
     },
     Opt {
