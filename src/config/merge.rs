@@ -587,6 +587,29 @@ mod tests {
     }
 
     #[test]
+    fn other_programs_keys_in_a_file_are_ignored() {
+        let json =
+            r#"{"tcp_tproxy": true, "ban_time": 5, "local_port": 7, "method": "aes-128-gcm"}"#;
+        let s = settings(Mode::Local, MIN, Some(json)).unwrap();
+        let unused: Vec<&str> = s.unused_file_keys().collect();
+        assert_eq!(unused, vec!["ban_time", "tcp_tproxy"]);
+        let c = build(&s).unwrap();
+        assert!(!c.tcp_tproxy);
+        assert_eq!(c.method, Method::Aes128Gcm);
+        // ss-server has no local port: the shared file's one is not used.
+        let s = settings(Mode::Server, &["-p", "1", "-k", "x"], Some(json)).unwrap();
+        assert_eq!(
+            s.unused_file_keys().collect::<Vec<_>>(),
+            vec!["local_port", "tcp_tproxy"]
+        );
+        let c = build(&s).unwrap();
+        assert_eq!(
+            (c.local_port, c.server.ban.duration),
+            (0, Duration::from_secs(5))
+        );
+    }
+
+    #[test]
     fn server_mode() {
         // -i has its own row for ss-server (targets, not the server); both reach Config.
         let c = ok(Mode::Server, &["-p", "1", "-k", "x", "-i", "eth1"], None);
