@@ -1,5 +1,6 @@
 //! The validated, typed configuration of one run, built from libev-compatible command-line
-//! flags (`cli`) layered over an optional JSON file (`config::file`).
+//! flags (`cli`) layered over an optional JSON file (`config::file`), both read by the one
+//! table of options in `config::options`.
 //!
 //! Everything a mode needs is decided here, at start-up: a bad value is an error that names the
 //! key (and file) and exits before any socket is opened. Later layers never re-validate.
@@ -7,6 +8,8 @@
 pub mod cli;
 pub mod file;
 mod merge;
+pub mod options;
+pub mod settings;
 pub mod value;
 
 pub use merge::{build, load, LoadError};
@@ -36,6 +39,16 @@ impl Mode {
             "redir" | "ss-redir" => Some(Mode::Redir),
             "server" | "ss-server" => Some(Mode::Server),
             _ => None,
+        }
+    }
+
+    /// This mode's bit in `options::Modes`.
+    pub fn bit(self) -> u8 {
+        match self {
+            Mode::Local => 1,
+            Mode::Tunnel => 2,
+            Mode::Redir => 4,
+            Mode::Server => 8,
         }
     }
 
@@ -160,6 +173,9 @@ pub struct Config {
     pub verbose: bool,
     pub use_syslog: bool,
     pub plugin: Option<String>,
+    /// Where `plugin` was set, for messages: `--plugin` or `"plugin" in the config file`
+    /// (empty when there is no plugin).
+    pub plugin_source: &'static str,
     pub plugin_opts: Option<String>,
     /// ss-server: source address for outgoing IPv4 connections (`-b`, `local_address`,
     /// `local_ipv4_address`).

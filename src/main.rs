@@ -18,7 +18,7 @@ A small Shadowsocks client and server for routers, compatible with shadowsocks-l
 modes:
   local     SOCKS5 proxy (ss-local)
   tunnel    port forward through the server, e.g. DNS (ss-tunnel)
-  redir     transparent proxy for nftables/iptables (ss-redir)
+  redir     transparent proxy for nftables/iptables (ss-redir): not yet, refused at start
   server    Shadowsocks server (ss-server)
 
 `ss-smol MODE --help` lists a mode's options; `ss-smol --version` prints the version.";
@@ -27,8 +27,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let argv0 = args.first().map(String::as_str).unwrap_or("ss-smol");
     let name = argv0.rsplit('/').next().unwrap_or(argv0);
-    let (mode, rest) = match Mode::from_name(name) {
-        Some(m) => (m, args.get(1..).unwrap_or(&[])),
+    // Messages name the program as it was invoked, so "see … --help" can be typed as shown.
+    let (mode, rest, program) = match Mode::from_name(name) {
+        Some(m) => (m, args.get(1..).unwrap_or(&[]), m.program().to_string()),
         None => match args.get(1).map(String::as_str) {
             Some("--version" | "-V") => {
                 println!("ss-smol {}", env!("CARGO_PKG_VERSION"));
@@ -39,7 +40,11 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             Some(m) => match Mode::from_name(m) {
-                Some(mode) => (mode, args.get(2..).unwrap_or(&[])),
+                Some(mode) => (
+                    mode,
+                    args.get(2..).unwrap_or(&[]),
+                    config::options::mode_name(mode, true),
+                ),
                 None => {
                     eprintln!("ss-smol: unknown mode '{m}'; expected one of: local, tunnel, redir, server");
                     return ExitCode::from(2);
@@ -57,7 +62,7 @@ fn main() -> ExitCode {
     }
     logger::init(mode.program());
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let cfg = match config::load(mode, mode.program(), &rest) {
+    let cfg = match config::load(mode, &program, &rest) {
         Ok(cfg) => cfg,
         Err(LoadError::Help(text)) => {
             println!("{text}");

@@ -117,6 +117,100 @@ fn help_lists_the_modes() {
 }
 
 #[test]
+fn help_lists_redir_as_not_yet() {
+    let done = ss_smol(&["--help"]);
+    let redir = done
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("redir"));
+    assert!(
+        redir.is_some_and(|l| l.contains("not yet")),
+        "ss-smol --help does not say redir is not built yet:\n{}",
+        done.stdout
+    );
+}
+
+#[test]
+fn mode_help_lists_only_that_modes_flags() {
+    let help = |mode: &str| {
+        let done = ss_smol(&[mode, "--help"]);
+        assert!(done.status.success(), "{mode} --help: {}", done.status);
+        assert!(
+            done.stdout.starts_with(&format!("Usage: ss-smol {mode}")),
+            "{mode} --help:\n{}",
+            done.stdout
+        );
+        done.stdout
+    };
+    let local = help("local");
+    for flag in ["--ban-failures", "--replay-capacity", "-d,", "-T,", "-L,"] {
+        assert!(!local.contains(flag), "local --help lists {flag}:\n{local}");
+    }
+    assert!(local.contains("--local-port"), "{local}");
+    let server = help("server");
+    for flag in ["-L,", "-T,", "-l,"] {
+        assert!(
+            !server.contains(flag),
+            "server --help lists {flag}:\n{server}"
+        );
+    }
+    assert!(server.contains("--ban-failures"), "{server}");
+    assert!(help("redir").contains("-T, --tcp-tproxy"));
+    assert!(help("tunnel").contains("-L, --tunnel-address"));
+}
+
+#[test]
+fn another_programs_flag_is_refused_by_name() {
+    let mut args = local_args(free_port(), METHOD);
+    args.extend(["--ban-failures".to_string(), "3".to_string()]);
+    let mut cmd = Command::new(ss_smol_bin());
+    cmd.arg("local").args(&args);
+    let done = run_to_end("local --ban-failures", cmd, RUN_LIMIT);
+    assert_startup_failure(
+        &done,
+        &[
+            "--ban-failures",
+            "ss-smol server",
+            "(see ss-smol local --help)",
+        ],
+        "ss-smol local --ban-failures",
+    );
+
+    // Invoked through a symlink, messages use that name.
+    let dir = TempDir::new("flag-names");
+    std::os::unix::fs::symlink(ss_smol_bin(), dir.join("ss-server")).unwrap();
+    let mut cmd = Command::new(dir.join("ss-server"));
+    cmd.args(["-p", "1", "-k", "x", "-L", "192.0.2.1:53"]);
+    let done = run_to_end("ss-server -L", cmd, RUN_LIMIT);
+    assert_startup_failure(
+        &done,
+        &["-L", "ss-tunnel option", "(see ss-server --help)"],
+        "ss-server -L",
+    );
+}
+
+#[test]
+fn misspelt_key_that_matters_is_an_error() {
+    let dir = TempDir::new("misspelt");
+    let path = dir.join("typo.json");
+    std::fs::write(
+        &path,
+        r#"{"server": "127.0.0.1", "server_port": 1, "local_port": 1, "password": "pw",
+            "methd": "aes-256-gcm"}"#,
+    )
+    .unwrap();
+    // ss-smol's own rule (libev ignores unknown keys): always the real binary.
+    let mut cmd = Command::new(ss_smol_bin());
+    cmd.arg("local").arg("-c").arg(&path);
+    let done = run_to_end("misspelt key", cmd, RUN_LIMIT);
+    assert_startup_failure(
+        &done,
+        &["typo.json", "\"methd\"", "did you mean \"method\""],
+        "misspelt method key",
+    );
+}
+
+#[test]
 fn unknown_mode_fails() {
     let done = ss_smol(&["frobnicate", "-s", "127.0.0.1"]);
     assert!(

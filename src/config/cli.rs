@@ -1,236 +1,165 @@
-//! Command-line flags shared by ss-local, ss-tunnel, ss-redir and ss-server.
+//! The command line, read the way libev's getopt reads it, driven by the option table
+//! (`config::options`): `-p 8388`, `-p8388`, `--server-port 8388`, `--server-port=8388`,
+//! switches `-u -v` or combined `-uv`.
 //!
-//! Short flags are exactly shadowsocks-libev's, so procd init scripts and habits carry over;
-//! long names follow libev where it has them. Values are checked by the same rules as the JSON
-//! file (`config::value`); what is required, and what overrides what, is `config::merge`'s job.
+//! A flag of another program (`--ban-failures` given to ss-local) is an error that says whose
+//! it is: silently accepting it would leave the admin believing it took effect. Every error is
+//! one line ending in `(see PROGRAM --help)`, PROGRAM named as it was invoked.
 
-use crate::config::value::{self, HostPort, Secret};
-use argh::FromArgs;
+use super::options::{self, Opt, Rule, OPTIONS};
+use super::settings::Settings;
+use super::value;
+use super::LoadError;
 use std::path::PathBuf;
 
-/// Shadowsocks for routers (shadowsocks-libev compatible flags; they override the -c file).
-#[derive(FromArgs, Debug, Default, Clone, PartialEq)]
-#[argh(help_triggers("-h", "--help"))]
-pub struct Cli {
-    /// JSON config file in shadowsocks-libev format
-    #[argh(option, short = 'c', arg_name = "file")]
-    pub config: Option<PathBuf>,
-
-    /// server host, HOST:PORT or [IPv6]:PORT; repeat for several servers (ss-server: address to
-    /// listen on, default 0.0.0.0)
-    #[argh(option, short = 's', arg_name = "host", from_str_fn(host_port))]
-    pub server: Vec<HostPort>,
-
-    /// server port (ss-server: port to listen on)
-    #[argh(option, short = 'p', arg_name = "port", from_str_fn(port))]
-    pub server_port: Option<u16>,
-
-    /// client modes: address to listen on (default 127.0.0.1); ss-server: source address for
-    /// outgoing connections
-    #[argh(option, short = 'b', arg_name = "addr", from_str_fn(host))]
-    pub local_address: Option<String>,
-
-    /// client modes: port to listen on
-    #[argh(option, short = 'l', arg_name = "port", from_str_fn(port))]
-    pub local_port: Option<u16>,
-
-    /// password (the key is derived from it)
-    #[argh(option, short = 'k', arg_name = "password", from_str_fn(secret))]
-    pub password: Option<Secret>,
-
-    /// base64 key (standard or URL-safe); used instead of a password when both are given
-    #[argh(option, arg_name = "base64", from_str_fn(secret))]
-    pub key: Option<Secret>,
-
-    /// cipher: chacha20-ietf-poly1305 (default), aes-128-gcm, aes-192-gcm, aes-256-gcm,
-    /// xchacha20-ietf-poly1305
-    #[argh(option, short = 'm', arg_name = "method", from_str_fn(nonempty))]
-    pub encrypt_method: Option<String>,
-
-    /// idle timeout in seconds (default 60)
-    #[argh(option, short = 't', arg_name = "secs", from_str_fn(timeout))]
-    pub timeout: Option<u64>,
-
-    /// relay TCP and UDP
-    #[argh(switch, short = 'u')]
-    pub tcp_and_udp: bool,
-
-    /// relay UDP only
-    #[argh(switch, short = 'U')]
-    pub udp_only: bool,
-
-    /// ss-tunnel: destination HOST:PORT to forward to
-    #[argh(option, short = 'L', arg_name = "host:port", from_str_fn(nonempty))]
-    pub tunnel_address: Option<String>,
-
-    /// prefer IPv6 when resolving names
-    #[argh(switch, short = '6')]
-    pub ipv6_first: bool,
-
-    /// log debug messages
-    #[argh(switch, short = 'v')]
-    pub verbose: bool,
-
-    /// raise the open file limit (RLIMIT_NOFILE) to this
-    #[argh(option, short = 'n', arg_name = "num", from_str_fn(nofile))]
-    pub nofile: Option<u64>,
-
-    /// run as this user after binding
-    #[argh(option, short = 'a', arg_name = "user", from_str_fn(nonempty))]
-    pub user: Option<String>,
-
-    /// write the process id to this file
-    #[argh(option, short = 'f', arg_name = "file")]
-    pub pid_file: Option<PathBuf>,
-
-    /// send traffic to the server (ss-server: to targets) through this network interface
-    #[argh(option, short = 'i', arg_name = "iface", from_str_fn(interface))]
-    pub interface: Option<String>,
-
-    /// ss-server: name server IP[:PORT] for resolving targets; repeat or separate with commas
-    #[argh(option, short = 'd', arg_name = "addr")]
-    pub nameserver: Vec<String>,
-
-    /// ss-redir: transparent TCP via TPROXY instead of REDIRECT
-    #[argh(switch, short = 'T')]
-    pub tcp_tproxy: bool,
-
-    /// enable TCP fast open
-    #[argh(switch)]
-    pub fast_open: bool,
-
-    /// set SO_REUSEPORT on listening sockets
-    #[argh(switch)]
-    pub reuse_port: bool,
-
-    /// set TCP_NODELAY on relayed connections
-    #[argh(switch)]
-    pub no_delay: bool,
-
-    /// MTU of the path, used to size UDP buffers (0: default)
-    #[argh(option, arg_name = "mtu", from_str_fn(mtu))]
-    pub mtu: Option<u32>,
-
-    /// SIP003 plugin program
-    #[argh(option, arg_name = "name")]
-    pub plugin: Option<String>,
-
-    /// SIP003 plugin options, e.g. "obfs=http;obfs-host=example.com"
-    #[argh(option, arg_name = "opts")]
-    pub plugin_opts: Option<String>,
-
-    /// firewall mark (SO_MARK) for sockets to the server, decimal or 0x hex
-    #[argh(option, arg_name = "mark", from_str_fn(fwmark))]
-    pub fwmark: Option<u32>,
-
-    /// most TCP connections relayed at once (default 1024)
-    #[argh(option, arg_name = "num", from_str_fn(max_conns))]
-    pub max_conns: Option<usize>,
-
-    /// buffers allocated at start; bounds relay memory (default 64)
-    #[argh(option, arg_name = "num", from_str_fn(pool_blocks))]
-    pub pool_blocks: Option<usize>,
-
-    /// most UDP associations kept at once (default 256)
-    #[argh(option, arg_name = "num", from_str_fn(udp_assocs))]
-    pub udp_assocs: Option<usize>,
-
-    /// log to syslog (/dev/log) instead of stderr
-    #[argh(switch)]
-    pub use_syslog: bool,
-
-    /// ss-server: recent salts remembered to refuse replayed connections (per half of the
-    /// filter; RAM is about 7.2 bytes per salt, default 65536)
-    #[argh(option, arg_name = "num", from_str_fn(replay_capacity))]
-    pub replay_capacity: Option<usize>,
-
-    /// ss-server: failed authentications from one address (IPv6: one /64) within --ban-window
-    /// that get it refused; 0 disables banning (default 20)
-    #[argh(option, arg_name = "num", from_str_fn(ban_failures))]
-    pub ban_failures: Option<u32>,
-
-    /// ss-server: seconds over which failed authentications are counted (default 60)
-    #[argh(option, arg_name = "secs", from_str_fn(ban_seconds))]
-    pub ban_window: Option<u64>,
-
-    /// ss-server: seconds a banned address is refused (default 120)
-    #[argh(option, arg_name = "secs", from_str_fn(ban_seconds))]
-    pub ban_time: Option<u64>,
-
-    /// ss-server: let clients reach loopback, private (RFC 1918, fc00::/7), link-local and
-    /// similar addresses, which are refused by default
-    #[argh(switch)]
-    pub allow_private_targets: bool,
+/// Reads `args` (without argv[0]) into `s`'s command-line layer. `program` is how the user
+/// invoked us (`ss-local`, `ss-smol local`), for help and messages.
+pub fn parse_args(s: &mut Settings, program: &str, args: &[&str]) -> Result<(), LoadError> {
+    let fail = |msg: String| LoadError::Invalid(format!("{msg} (see {program} --help)"));
+    let mut i = 0;
+    while let Some(&arg) = args.get(i) {
+        i += 1;
+        if arg == "-h" || arg == "--help" {
+            return Err(LoadError::Help(options::help_text(s.mode, program)));
+        }
+        if let Some(long) = arg.strip_prefix("--").filter(|l| !l.is_empty()) {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (long, None),
+            };
+            let shown = format!("--{name}");
+            let o = find(s, program, &shown, |o| o.long == Some(name)).map_err(fail)?;
+            let text = match (o.rule, inline) {
+                (Rule::Switch, Some(_)) => return Err(fail(format!("{shown} takes no value"))),
+                (Rule::Switch, None) => "",
+                (_, Some(v)) => v,
+                (_, None) => next_value(args, &mut i, &shown).map_err(fail)?,
+            };
+            store(s, o, &shown, text).map_err(fail)?;
+        } else if let Some(shorts) = arg.strip_prefix('-').filter(|r| !r.is_empty()) {
+            for (at, c) in shorts.char_indices() {
+                let shown = format!("-{c}");
+                let o = find(s, program, &shown, |o| o.short == Some(c)).map_err(fail)?;
+                if o.rule == Rule::Switch {
+                    store(s, o, &shown, "").map_err(fail)?;
+                    continue;
+                }
+                // `-p8388`: the rest of the word is the value; `-p 8388`: the next word.
+                let rest = &shorts[at + c.len_utf8()..];
+                let text = if rest.is_empty() {
+                    next_value(args, &mut i, &shown).map_err(fail)?
+                } else {
+                    rest
+                };
+                store(s, o, &shown, text).map_err(fail)?;
+                break;
+            }
+        } else {
+            return Err(fail(format!("unexpected argument {arg:?}")));
+        }
+    }
+    Ok(())
 }
 
-fn host_port(s: &str) -> Result<HostPort, String> {
-    value::parse_host_port(s)
+fn next_value<'a>(args: &[&'a str], i: &mut usize, shown: &str) -> Result<&'a str, String> {
+    let v = args
+        .get(*i)
+        .ok_or_else(|| format!("{shown} needs a value"))?;
+    *i += 1;
+    Ok(v)
 }
-fn host(s: &str) -> Result<String, String> {
-    value::check_host(s)
+
+/// The row for a flag in this mode, or an error saying whose flag it is, or what was meant.
+fn find(
+    s: &Settings,
+    program: &str,
+    shown: &str,
+    matches: impl Fn(&Opt) -> bool,
+) -> Result<&'static Opt, String> {
+    if let Some(o) = OPTIONS.iter().find(|o| matches(o) && o.modes.has(s.mode)) {
+        return Ok(o);
+    }
+    let multi = program.starts_with("ss-smol");
+    if let Some(o) = OPTIONS.iter().find(|o| matches(o)) {
+        let owners: Vec<String> = o
+            .modes
+            .iter()
+            .map(|m| options::mode_name(m, multi))
+            .collect();
+        let owners = match owners.as_slice() {
+            [one] => format!("an {one} option"),
+            [init @ .., last] => format!("an option of {} and {last}", init.join(", ")),
+            [] => "not an option here".into(),
+        };
+        return Err(format!("{shown} is {owners}; remove it"));
+    }
+    let hint = shown
+        .strip_prefix("--")
+        .and_then(|l| {
+            options::closest(
+                l,
+                OPTIONS
+                    .iter()
+                    .filter(|o| o.modes.has(s.mode))
+                    .filter_map(|o| o.long),
+            )
+        })
+        .map(|l| format!(" (did you mean --{l}?)"))
+        .unwrap_or_default();
+    Err(format!("unknown option {shown}{hint}"))
 }
-fn port(s: &str) -> Result<u16, String> {
-    value::parse_port(s)
-}
-fn secret(s: &str) -> Result<Secret, String> {
-    value::parse_nonempty(s).map(Secret::new)
-}
-fn nonempty(s: &str) -> Result<String, String> {
-    value::parse_nonempty(s)
-}
-fn timeout(s: &str) -> Result<u64, String> {
-    value::TIMEOUT.parse(s)
-}
-fn nofile(s: &str) -> Result<u64, String> {
-    value::NOFILE.parse(s)
-}
-fn interface(s: &str) -> Result<String, String> {
-    value::parse_interface(s)
-}
-fn mtu(s: &str) -> Result<u32, String> {
-    value::parse_u32(&value::MTU, s)
-}
-fn fwmark(s: &str) -> Result<u32, String> {
-    value::parse_u32(&value::FWMARK, s)
-}
-fn max_conns(s: &str) -> Result<usize, String> {
-    value::parse_usize(&value::MAX_CONNS, s)
-}
-fn pool_blocks(s: &str) -> Result<usize, String> {
-    value::parse_usize(&value::POOL_BLOCKS, s)
-}
-fn udp_assocs(s: &str) -> Result<usize, String> {
-    value::parse_usize(&value::UDP_ASSOCS, s)
-}
-fn replay_capacity(s: &str) -> Result<usize, String> {
-    value::parse_usize(&value::REPLAY_CAPACITY, s)
-}
-fn ban_failures(s: &str) -> Result<u32, String> {
-    value::parse_u32(&value::BAN_FAILURES, s)
-}
-fn ban_seconds(s: &str) -> Result<u64, String> {
-    value::BAN_SECONDS.parse(s)
+
+fn store(s: &mut Settings, o: &Opt, shown: &str, text: &str) -> Result<(), String> {
+    if o.id == options::Id::Config {
+        s.path = Some(PathBuf::from(text));
+        return Ok(());
+    }
+    match value::parse_text(o.rule, text) {
+        Ok(Some(v)) => s.set_cli(o.id, v),
+        Ok(None) => {}
+        // Secrets are never echoed, even when wrong.
+        Err(e) if o.rule == Rule::Secret => return Err(format!("{shown} {e}")),
+        Err(e) => return Err(format!("{shown} {text:?} {e}")),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::options::Id;
+    use crate::config::value::{HostPort, Secret};
+    use crate::config::Mode;
 
-    fn parse(args: &[&str]) -> Cli {
-        match Cli::from_args(&["ss-local"], args) {
-            Ok(cli) => cli,
-            Err(e) => panic!("{args:?}: {}", e.output),
+    fn parse_in(mode: Mode, args: &[&str]) -> Settings {
+        let mut s = Settings::new(mode);
+        match parse_args(&mut s, mode.program(), args) {
+            Ok(()) => s,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn parse(args: &[&str]) -> Settings {
+        parse_in(Mode::Tunnel, args)
+    }
+
+    fn fails_in(mode: Mode, args: &[&str]) -> String {
+        let mut s = Settings::new(mode);
+        match parse_args(&mut s, mode.program(), args) {
+            Ok(()) => panic!("{args:?} accepted: {s:?}"),
+            Err(LoadError::Help(h)) => panic!("{args:?} gave help: {h}"),
+            Err(LoadError::Invalid(e)) => {
+                assert!(
+                    e.ends_with(&format!("(see {} --help)", mode.program())),
+                    "{e}"
+                );
+                e
+            }
         }
     }
 
     fn fails(args: &[&str]) -> String {
-        match Cli::from_args(&["ss-local"], args) {
-            Ok(cli) => panic!("{args:?} accepted: {cli:?}"),
-            Err(e) => {
-                assert!(e.status.is_err(), "{args:?} gave help");
-                e.output
-            }
-        }
+        fails_in(Mode::Local, args)
     }
 
     #[test]
@@ -267,13 +196,10 @@ mod tests {
             "/var/run/ss.pid",
             "-i",
             "eth1",
-            "-d",
-            "192.0.2.1",
-            "-T",
         ]);
-        assert_eq!(cli.config, Some(PathBuf::from("/etc/ss.json")));
+        assert_eq!(cli.path, Some(PathBuf::from("/etc/ss.json")));
         assert_eq!(
-            cli.server,
+            cli.hosts(Id::Server),
             vec![
                 HostPort {
                     host: "203.0.113.1".into(),
@@ -285,21 +211,47 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(cli.server_port, Some(8388));
-        assert_eq!(cli.local_address.as_deref(), Some("0.0.0.0"));
-        assert_eq!(cli.local_port, Some(1080));
-        assert_eq!(cli.password.as_ref().map(Secret::expose), Some("pw"));
-        assert_eq!(cli.encrypt_method.as_deref(), Some("aes-256-gcm"));
-        assert_eq!(cli.timeout, Some(300));
-        assert!(cli.tcp_and_udp && !cli.udp_only);
-        assert_eq!(cli.tunnel_address.as_deref(), Some("192.0.2.53:53"));
-        assert!(cli.ipv6_first && cli.verbose && cli.tcp_tproxy);
-        assert_eq!(cli.nofile, Some(4096));
-        assert_eq!(cli.user.as_deref(), Some("nobody"));
-        assert_eq!(cli.pid_file, Some(PathBuf::from("/var/run/ss.pid")));
-        assert_eq!(cli.interface.as_deref(), Some("eth1"));
-        assert_eq!(cli.nameserver, vec!["192.0.2.1"]);
+        assert_eq!(cli.port(Id::ServerPort), Some(8388));
+        assert_eq!(cli.text(Id::LocalAddress).as_deref(), Some("0.0.0.0"));
+        assert_eq!(cli.port(Id::LocalPort), Some(1080));
+        assert_eq!(cli.secret_cli(Id::Password).map(Secret::expose), Some("pw"));
+        assert_eq!(cli.text(Id::Method).as_deref(), Some("aes-256-gcm"));
+        assert_eq!(cli.num(Id::Timeout), Some(300));
+        assert!(cli.flag(Id::TcpAndUdp) && !cli.flag(Id::UdpOnly));
+        assert_eq!(
+            cli.text(Id::TunnelAddress).as_deref(),
+            Some("192.0.2.53:53")
+        );
+        assert!(cli.flag(Id::Ipv6First) && cli.flag(Id::Verbose));
+        assert_eq!(cli.num(Id::Nofile), Some(4096));
+        assert_eq!(cli.text(Id::User).as_deref(), Some("nobody"));
+        assert_eq!(cli.text(Id::PidFile).as_deref(), Some("/var/run/ss.pid"));
+        assert_eq!(cli.text(Id::Interface).as_deref(), Some("eth1"));
         assert!(!format!("{cli:?}").contains("\"pw\""));
+
+        let server = parse_in(
+            Mode::Server,
+            &["-d", "192.0.2.1", "-d", "192.0.2.2,192.0.2.3"],
+        );
+        assert_eq!(server.nameservers(Id::Nameserver).len(), 3);
+        assert!(parse_in(Mode::Redir, &["-T"]).flag(Id::TcpTproxy));
+    }
+
+    #[test]
+    fn getopt_forms() {
+        let a = parse(&["-p8388", "--local-port=1080", "-uv", "-k", "-x-"]);
+        assert_eq!(a.port(Id::ServerPort), Some(8388));
+        assert_eq!(a.port(Id::LocalPort), Some(1080));
+        assert!(a.flag(Id::TcpAndUdp) && a.flag(Id::Verbose));
+        // A value that looks like a flag is still the value, as with getopt.
+        assert_eq!(a.secret_cli(Id::Password).map(Secret::expose), Some("-x-"));
+        // A switch followed by a value-taking flag in the same word.
+        let b = parse(&["-vp443"]);
+        assert!(b.flag(Id::Verbose));
+        assert_eq!(b.port(Id::ServerPort), Some(443));
+        assert!(fails(&["--fast-open=yes"]).contains("--fast-open takes no value"));
+        assert!(fails(&["-p"]).starts_with("-p needs a value"));
+        assert!(fails(&["--server-port"]).starts_with("--server-port needs a value"));
     }
 
     #[test]
@@ -339,53 +291,85 @@ mod tests {
             "30",
             "--use-syslog",
         ]);
-        assert!(cli.udp_only && cli.fast_open && cli.reuse_port && cli.no_delay && cli.use_syslog);
-        assert_eq!(cli.mtu, Some(1492));
-        assert_eq!(cli.plugin.as_deref(), Some("obfs-local"));
-        assert_eq!(cli.plugin_opts.as_deref(), Some("obfs=http"));
-        assert_eq!(cli.fwmark, Some(1));
+        assert!(
+            cli.flag(Id::UdpOnly)
+                && cli.flag(Id::FastOpen)
+                && cli.flag(Id::ReusePort)
+                && cli.flag(Id::NoDelay)
+                && cli.flag(Id::UseSyslog)
+        );
+        assert_eq!(cli.num(Id::Mtu), Some(1492));
+        assert_eq!(cli.text(Id::Plugin).as_deref(), Some("obfs-local"));
+        assert_eq!(cli.text(Id::PluginOpts).as_deref(), Some("obfs=http"));
+        assert_eq!(cli.num(Id::Fwmark), Some(1));
         assert_eq!(
-            (cli.max_conns, cli.pool_blocks, cli.udp_assocs),
+            (
+                cli.num(Id::MaxConns),
+                cli.num(Id::PoolBlocks),
+                cli.num(Id::UdpAssocs)
+            ),
             (Some(10), Some(20), Some(30))
         );
-        assert_eq!(cli.key.as_ref().map(Secret::expose), Some("AAAA"));
+        assert_eq!(cli.secret_cli(Id::Key).map(Secret::expose), Some("AAAA"));
     }
 
     #[test]
     fn server_defence_flags() {
-        let cli = parse(&[
-            "--replay-capacity",
-            "1024",
-            "--ban-failures",
-            "0",
-            "--ban-window",
-            "30",
-            "--ban-time",
-            "0x258",
-            "--allow-private-targets",
-        ]);
-        assert_eq!(cli.replay_capacity, Some(1024));
-        assert_eq!(cli.ban_failures, Some(0));
-        assert_eq!((cli.ban_window, cli.ban_time), (Some(30), Some(600)));
-        assert!(cli.allow_private_targets);
-        let cli = parse(&[]);
-        assert_eq!(
-            (
-                cli.replay_capacity,
-                cli.ban_failures,
-                cli.ban_window,
-                cli.ban_time
-            ),
-            (None, None, None, None)
+        let cli = parse_in(
+            Mode::Server,
+            &[
+                "--replay-capacity",
+                "1024",
+                "--ban-failures",
+                "0",
+                "--ban-window",
+                "30",
+                "--ban-time",
+                "0x258",
+                "--allow-private-targets",
+            ],
         );
-        assert!(!cli.allow_private_targets);
+        assert_eq!(cli.num(Id::ReplayCapacity), Some(1024));
+        assert_eq!(cli.num(Id::BanFailures), Some(0));
+        assert_eq!(
+            (cli.num(Id::BanWindow), cli.num(Id::BanTime)),
+            (Some(30), Some(600))
+        );
+        assert!(cli.flag(Id::AllowPrivateTargets));
+        let cli = parse_in(Mode::Server, &[]);
+        assert!(cli.cli(Id::ReplayCapacity).is_none() && cli.cli(Id::BanFailures).is_none());
+        assert!(!cli.flag(Id::AllowPrivateTargets));
 
-        assert!(fails(&["--replay-capacity", "0"]).contains("a salt count (1-4194304)"));
-        assert!(fails(&["--replay-capacity", "99999999"]).contains("a salt count"));
-        assert!(fails(&["--ban-failures", "-1"]).contains("a failure count"));
-        assert!(fails(&["--ban-window", "0"]).contains("a number of seconds"));
-        assert!(fails(&["--ban-time", "forever"]).contains("a number of seconds"));
-        assert!(fails(&["--allow-private-targets", "true"]).contains("Unrecognized argument"));
+        let srv = |a: &[&str]| fails_in(Mode::Server, a);
+        assert!(srv(&["--replay-capacity", "0"]).contains("a salt count (1-4194304)"));
+        assert!(srv(&["--replay-capacity", "99999999"]).contains("a salt count"));
+        assert!(srv(&["--ban-failures", "-1"]).contains("a failure count"));
+        assert!(srv(&["--ban-window", "0"]).contains("a number of seconds"));
+        assert!(srv(&["--ban-time", "forever"]).contains("a number of seconds"));
+        assert!(srv(&["--allow-private-targets", "true"]).contains("unexpected argument"));
+    }
+
+    #[test]
+    fn other_programs_flags_are_refused() {
+        assert_eq!(
+            fails(&["--ban-failures", "3"]),
+            "--ban-failures is an ss-server option; remove it (see ss-local --help)"
+        );
+        assert!(fails(&["-T"]).starts_with("-T is an ss-redir option"));
+        assert!(fails(&["-d", "192.0.2.1"]).starts_with("-d is an ss-server option"));
+        assert!(fails(&["-L", "h:1"]).starts_with("-L is an ss-tunnel option"));
+        assert!(fails_in(Mode::Server, &["-l", "1"])
+            .starts_with("-l is an option of ss-local, ss-tunnel and ss-redir; remove it"));
+        let mut s = Settings::new(Mode::Local);
+        let e = parse_args(&mut s, "ss-smol local", &["--replay-capacity", "1"]).unwrap_err();
+        assert_eq!(
+            e,
+            LoadError::Invalid(
+                "--replay-capacity is an ss-smol server option; remove it (see ss-smol local \
+                 --help)"
+                    .into()
+            )
+        );
     }
 
     #[test]
@@ -397,17 +381,22 @@ mod tests {
         assert!(fails(&["-i", "a-very-long-interface-name"]).contains("interface"));
         assert!(fails(&["--pool-blocks", "0"]).contains("buffer count"));
         assert!(fails(&["-k", ""]).contains("must not be empty"));
-        assert!(fails(&["--acl", "x"]).contains("Unrecognized argument"));
-        assert!(fails(&["positional"]).contains("Unrecognized argument"));
+        assert!(!fails(&["--key", ""]).contains("\"\""));
+        assert!(fails(&["--acl", "x"]).contains("unknown option --acl"));
+        assert!(fails(&["--fast-opne"]).contains("(did you mean --fast-open?)"));
+        assert!(fails(&["positional"]).contains("unexpected argument \"positional\""));
+        assert!(fails(&["-x"]).starts_with("unknown option -x"));
     }
 
     #[test]
     fn help_is_not_an_error() {
         for flag in ["-h", "--help"] {
-            let e = Cli::from_args(&["ss-local"], &[flag]).unwrap_err();
-            assert!(e.status.is_ok());
-            assert!(e.output.contains("Usage: ss-local"), "{}", e.output);
-            assert!(e.output.contains("--tunnel-address"));
+            let mut s = Settings::new(Mode::Tunnel);
+            let Err(LoadError::Help(h)) = parse_args(&mut s, "ss-tunnel", &["-v", flag]) else {
+                panic!("{flag}: no help");
+            };
+            assert!(h.starts_with("Usage: ss-tunnel"), "{h}");
+            assert!(h.contains("--tunnel-address"));
         }
     }
 }

@@ -7,49 +7,19 @@
 //! `parse_json_config` is pure and total: any text gives `Ok` or `Err`, never a panic (it is a
 //! fuzz target). File reading is separate, in `read_config_file`.
 
-use super::value::{self, HostPort, IntRule, Secret};
+use super::options::{self, Rule, OPTIONS};
+use super::value::{self, HostPort, IntRule, Secret, Val};
 use super::Transport;
 use miniserde::json::{Number, Value};
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::Path;
 
-/// What a config file said. `None`/empty means the key was absent (or `null`, as in libev).
+/// What a config file said: checked values by JSON key (absent and `null` keys are not
+/// there), and notes about the keys that were not used.
 #[derive(Clone, Debug, Default)]
 pub struct FileConfig {
-    pub server: Vec<HostPort>,
-    pub server_port: Option<u16>,
-    pub local_address: Option<String>,
-    pub local_ipv4_address: Option<String>,
-    pub local_ipv6_address: Option<String>,
-    pub local_port: Option<u16>,
-    pub password: Option<Secret>,
-    pub key: Option<Secret>,
-    pub method: Option<String>,
-    pub timeout: Option<u64>,
-    pub mode: Option<Transport>,
-    pub fast_open: Option<bool>,
-    pub no_delay: Option<bool>,
-    pub reuse_port: Option<bool>,
-    pub ipv6_first: Option<bool>,
-    pub verbose: Option<bool>,
-    pub use_syslog: Option<bool>,
-    pub tcp_tproxy: Option<bool>,
-    pub nofile: Option<u64>,
-    pub user: Option<String>,
-    pub tunnel_address: Option<String>,
-    pub plugin: Option<String>,
-    pub plugin_opts: Option<String>,
-    pub mtu: Option<u32>,
-    pub nameserver: Vec<String>,
-    pub fwmark: Option<u32>,
-    pub max_conns: Option<usize>,
-    pub pool_blocks: Option<usize>,
-    pub udp_assocs: Option<usize>,
-    pub replay_capacity: Option<usize>,
-    pub ban_failures: Option<u32>,
-    pub ban_window: Option<u64>,
-    pub ban_time: Option<u64>,
-    pub allow_private_targets: Option<bool>,
+    pub values: Vec<(&'static str, Val)>,
     /// One message per key we did not use that changes behaviour; logged at warn level.
     pub warnings: Vec<String>,
     /// Keys of other Shadowsocks programs (ss-manager, Python) that make no difference here;
@@ -57,43 +27,11 @@ pub struct FileConfig {
     pub ignored: Vec<String>,
 }
 
-/// Every key this file understands; used for "did you mean" hints.
-const KNOWN_KEYS: &[&str] = &[
-    "server",
-    "server_port",
-    "local_address",
-    "local_ipv4_address",
-    "local_ipv6_address",
-    "local_port",
-    "password",
-    "key",
-    "method",
-    "timeout",
-    "mode",
-    "fast_open",
-    "no_delay",
-    "reuse_port",
-    "ipv6_first",
-    "verbose",
-    "use_syslog",
-    "tcp_tproxy",
-    "nofile",
-    "user",
-    "tunnel_address",
-    "plugin",
-    "plugin_opts",
-    "mtu",
-    "nameserver",
-    "fwmark",
-    "max_conns",
-    "pool_blocks",
-    "udp_assocs",
-    "replay_capacity",
-    "ban_failures",
-    "ban_window",
-    "ban_time",
-    "allow_private_targets",
-];
+impl FileConfig {
+    pub fn get(&self, key: &str) -> Option<&Val> {
+        self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
 
 /// Keys other Shadowsocks programs write whose absence here changes nothing users rely on:
 /// ss-manager/multi-user keys, the Python server's workers, and socket tuning knobs.
@@ -162,88 +100,85 @@ pub fn parse_json_config(text: &str) -> Result<FileConfig, String> {
         ));
     };
     let mut fc = FileConfig::default();
+    let mut misspelt = Vec::new();
     for (key, v) in obj.iter() {
         // libev treats null as "not set" for every key.
         if matches!(v, Value::Null) {
             continue;
         }
-        apply_key(&mut fc, key, v)?;
+        match options::by_key(key) {
+            Some(o) => {
+                if let Some(val) = read_value(o.rule, key, v)? {
+                    fc.values.push((o.key.unwrap_or_default(), val));
+                }
+            }
+            None => misspelt.extend(note_unused(&mut fc, key)),
+        }
+    }
+    // A near miss of a key that changes behaviour is an error only when the real key is
+    // absent: then the file means something other than what it says.
+    for (key, meant, why) in misspelt {
+        let msg = format!("unknown key {key:?} (did you mean {meant:?}?)");
+        if obj.contains_key(meant) {
+            fc.warnings.push(format!("{msg}; ignored"));
+        } else {
+            return Err(format!("{msg}; {why}"));
+        }
     }
     Ok(fc)
 }
 
-fn apply_key(fc: &mut FileConfig, key: &str, v: &Value) -> Result<(), String> {
-    match key {
-        "server" => fc.server = hosts(key, v)?,
-        "server_port" => fc.server_port = Some(port(key, v)?),
-        "local_address" => fc.local_address = Some(host(key, v)?),
-        "local_ipv4_address" => fc.local_ipv4_address = Some(host(key, v)?),
-        "local_ipv6_address" => fc.local_ipv6_address = Some(host(key, v)?),
-        "local_port" => fc.local_port = Some(port(key, v)?),
-        "password" => fc.password = Some(Secret::new(nonempty(key, v, true)?)),
-        "key" => fc.key = Some(Secret::new(nonempty(key, v, true)?)),
-        "method" => fc.method = Some(nonempty(key, v, false)?),
-        "timeout" => fc.timeout = Some(int(key, v, &value::TIMEOUT)?),
-        "mode" => fc.mode = Some(transport(key, v)?),
-        "fast_open" => fc.fast_open = Some(boolean(key, v)?),
-        "no_delay" => fc.no_delay = Some(boolean(key, v)?),
-        "reuse_port" => fc.reuse_port = Some(boolean(key, v)?),
-        "ipv6_first" => fc.ipv6_first = Some(boolean(key, v)?),
-        "verbose" => fc.verbose = Some(boolean(key, v)?),
-        "use_syslog" => fc.use_syslog = Some(boolean(key, v)?),
-        "tcp_tproxy" => fc.tcp_tproxy = Some(boolean(key, v)?),
-        "nofile" => fc.nofile = Some(int(key, v, &value::NOFILE)?),
-        "user" => fc.user = Some(nonempty(key, v, false)?),
-        "tunnel_address" => fc.tunnel_address = Some(nonempty(key, v, false)?),
+/// Checks one value by its option's rule. `None`: the value means "not set".
+fn read_value(rule: Rule, key: &str, v: &Value) -> Result<Option<Val>, String> {
+    Ok(Some(match rule {
+        Rule::Switch => Val::Bool(boolean(key, v)?),
+        Rule::Port => Val::Num(u64::from(port(key, v)?)),
+        Rule::Host => Val::Text(host(key, v)?),
+        Rule::Hosts => Val::Hosts(hosts(key, v)?),
+        Rule::Int(r) => Val::Num(int(key, v, r)?),
+        Rule::Secret => Val::Secret(Secret::new(nonempty(key, v, true)?)),
+        Rule::Text => Val::Text(nonempty(key, v, false)?),
         // libev: an empty plugin means no plugin (UCI front ends write "").
-        "plugin" => fc.plugin = Some(string(key, v, false)?).filter(|s| !s.is_empty()),
-        "plugin_opts" => fc.plugin_opts = Some(string(key, v, false)?).filter(|s| !s.is_empty()),
-        "mtu" => fc.mtu = Some(int_u32(key, v, &value::MTU)?),
-        "nameserver" => fc.nameserver = nameservers(key, v)?,
-        "fwmark" => fc.fwmark = Some(int_u32(key, v, &value::FWMARK)?),
-        "max_conns" => fc.max_conns = Some(int_usize(key, v, &value::MAX_CONNS)?),
-        "pool_blocks" => fc.pool_blocks = Some(int_usize(key, v, &value::POOL_BLOCKS)?),
-        "udp_assocs" => fc.udp_assocs = Some(int_usize(key, v, &value::UDP_ASSOCS)?),
-        // ss-server defences: keys libev does not know (and so ignores).
-        "replay_capacity" => fc.replay_capacity = Some(int_usize(key, v, &value::REPLAY_CAPACITY)?),
-        "ban_failures" => fc.ban_failures = Some(int_u32(key, v, &value::BAN_FAILURES)?),
-        "ban_window" => fc.ban_window = Some(int(key, v, &value::BAN_SECONDS)?),
-        "ban_time" => fc.ban_time = Some(int(key, v, &value::BAN_SECONDS)?),
-        "allow_private_targets" => fc.allow_private_targets = Some(boolean(key, v)?),
-        _ => note_unused(fc, key),
-    }
-    Ok(())
+        Rule::OptionalText => match string(key, v, false)? {
+            s if s.is_empty() => return Ok(None),
+            s => Val::Text(s),
+        },
+        Rule::Interface => {
+            let s = string(key, v, false)?;
+            Val::Text(value::parse_interface(&s).map_err(|e| format!("{key:?} {e}"))?)
+        }
+        Rule::Transport => Val::Transport(transport(key, v)?),
+        Rule::Nameservers => Val::Nameservers(nameservers(key, v)?),
+    }))
 }
 
-fn note_unused(fc: &mut FileConfig, key: &str) {
+/// Records why `key` is not used. A near miss of a guarded key is returned instead, for the
+/// caller to decide between warning and error.
+fn note_unused(fc: &mut FileConfig, key: &str) -> Option<(String, &'static str, &'static str)> {
     if HARMLESS_KEYS.contains(&key) || key.starts_with('_') {
         // A leading underscore is the usual JSON idiom for a comment key ("_comment").
         fc.ignored
             .push(format!("key {key:?} is not used by this program"));
-    } else if let Some((_, why)) = UNSUPPORTED_KEYS.iter().find(|(k, _)| *k == key) {
-        fc.warnings.push(format!("key {key:?} ignored: {why}"));
-    } else {
-        let hint = suggest(key)
-            .map(|k| format!(" (did you mean {k:?}?)"))
-            .unwrap_or_default();
-        fc.warnings
-            .push(format!("unknown key {key:?} ignored{hint}"));
+        return None;
     }
-}
-
-/// Catches the common slips: dashes for underscores and capitals (`server-port`, `Server`).
-fn suggest(key: &str) -> Option<&'static str> {
-    let norm: String = key
-        .chars()
-        .map(|c| {
-            if c == '-' {
-                '_'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect();
-    KNOWN_KEYS.iter().copied().find(|k| *k == norm)
+    if let Some((_, why)) = UNSUPPORTED_KEYS.iter().find(|(k, _)| *k == key) {
+        fc.warnings.push(format!("key {key:?} ignored: {why}"));
+        return None;
+    }
+    let meant = options::closest(key, OPTIONS.iter().filter_map(|o| o.key));
+    let guard = meant.and_then(options::by_key).and_then(|o| o.guard);
+    match (meant, guard) {
+        (Some(m), Some(why)) => Some((key.to_string(), m, why)),
+        (Some(m), None) => {
+            fc.warnings
+                .push(format!("unknown key {key:?} ignored (did you mean {m:?}?)"));
+            None
+        }
+        (None, _) => {
+            fc.warnings.push(format!("unknown key {key:?} ignored"));
+            None
+        }
+    }
 }
 
 /// How a value is shown in an error. Secrets are only described by type.
@@ -313,7 +248,7 @@ fn hosts(key: &str, v: &Value) -> Result<Vec<HostPort>, String> {
     }
 }
 
-fn nameservers(key: &str, v: &Value) -> Result<Vec<String>, String> {
+fn nameservers(key: &str, v: &Value) -> Result<Vec<SocketAddr>, String> {
     let items: Vec<&Value> = match v {
         Value::Array(items) => items.iter().collect(),
         _ => vec![v],
@@ -323,8 +258,9 @@ fn nameservers(key: &str, v: &Value) -> Result<Vec<String>, String> {
         let s = string(key, item, false)?;
         // libev passes the string to c-ares, which takes a comma-separated list.
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            value::parse_nameserver(part).map_err(|e| format!("{key:?} {e}, got {:?}", part))?;
-            out.push(part.to_string());
+            let ns =
+                value::parse_nameserver(part).map_err(|e| format!("{key:?} {e}, got {part:?}"))?;
+            out.push(ns);
         }
     }
     if out.is_empty() {
@@ -353,43 +289,17 @@ fn int(key: &str, v: &Value, rule: &IntRule) -> Result<u64, String> {
     checked.map_err(|_| type_error(key, rule.what, v, false))
 }
 
-fn int_u32(key: &str, v: &Value, rule: &IntRule) -> Result<u32, String> {
-    let n = int(key, v, rule)?;
-    u32::try_from(n).map_err(|_| type_error(key, rule.what, v, false))
-}
-
-fn int_usize(key: &str, v: &Value, rule: &IntRule) -> Result<usize, String> {
-    let n = int(key, v, rule)?;
-    usize::try_from(n).map_err(|_| type_error(key, rule.what, v, false))
-}
-
 fn port(key: &str, v: &Value) -> Result<u16, String> {
     let n = int(key, v, &value::PORT)?;
     u16::try_from(n).map_err(|_| type_error(key, value::PORT.what, v, false))
 }
 
 fn transport(key: &str, v: &Value) -> Result<Transport, String> {
-    // libev falls back to tcp_only on a typo; we refuse, since a silently missing UDP relay is
-    // much harder to diagnose than a start-up error.
     match v {
-        Value::String(s) => match s.as_str() {
-            "tcp_only" => Ok(Transport::TcpOnly),
-            "tcp_and_udp" => Ok(Transport::TcpAndUdp),
-            "udp_only" => Ok(Transport::UdpOnly),
-            _ => Err(type_error(
-                key,
-                "\"tcp_only\", \"tcp_and_udp\" or \"udp_only\"",
-                v,
-                false,
-            )),
-        },
-        _ => Err(type_error(
-            key,
-            "\"tcp_only\", \"tcp_and_udp\" or \"udp_only\"",
-            v,
-            false,
-        )),
+        Value::String(s) => value::parse_transport(s),
+        _ => value::parse_transport(""),
     }
+    .map_err(|e| format!("{key:?} {e}, got {}", describe(v, false)))
 }
 
 /// Removes `//` and `/* */` comments outside strings (hand-edited libev configs have them) and
@@ -487,6 +397,51 @@ fn drop_trailing_commas(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Transport;
+
+    // Typed views of what the file said, so assertions read like the old field accesses.
+    fn hosts_of(fc: &FileConfig, k: &str) -> Vec<HostPort> {
+        match fc.get(k) {
+            Some(Val::Hosts(h)) => h.clone(),
+            _ => Vec::new(),
+        }
+    }
+    fn text_of<'a>(fc: &'a FileConfig, k: &str) -> Option<&'a str> {
+        match fc.get(k) {
+            Some(Val::Text(s)) => Some(s),
+            _ => None,
+        }
+    }
+    fn secret_of<'a>(fc: &'a FileConfig, k: &str) -> Option<&'a str> {
+        match fc.get(k) {
+            Some(Val::Secret(s)) => Some(s.expose()),
+            _ => None,
+        }
+    }
+    fn num_of(fc: &FileConfig, k: &str) -> Option<u64> {
+        match fc.get(k) {
+            Some(Val::Num(n)) => Some(*n),
+            _ => None,
+        }
+    }
+    fn bool_of(fc: &FileConfig, k: &str) -> Option<bool> {
+        match fc.get(k) {
+            Some(Val::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+    fn mode_of(fc: &FileConfig) -> Option<Transport> {
+        match fc.get("mode") {
+            Some(Val::Transport(t)) => Some(*t),
+            _ => None,
+        }
+    }
+    fn nameservers_of(fc: &FileConfig) -> Vec<String> {
+        match fc.get("nameserver") {
+            Some(Val::Nameservers(n)) => n.iter().map(|a| a.to_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
 
     fn parse(text: &str) -> FileConfig {
         match parse_json_config(text) {
@@ -522,24 +477,24 @@ mod tests {
             }"#,
         );
         assert_eq!(
-            fc.server,
+            hosts_of(&fc, "server"),
             vec![HostPort {
                 host: "203.0.113.5".into(),
                 port: None
             }]
         );
-        assert_eq!(fc.server_port, Some(8388));
-        assert_eq!(fc.local_address.as_deref(), Some("0.0.0.0"));
-        assert_eq!(fc.local_port, Some(1080));
-        assert_eq!(fc.password.as_ref().map(Secret::expose), Some("hunter2"));
-        assert_eq!(fc.method.as_deref(), Some("aes-256-gcm"));
-        assert_eq!(fc.timeout, Some(300));
-        assert_eq!(fc.mode, Some(Transport::TcpAndUdp));
-        assert_eq!(fc.fast_open, Some(true));
-        assert_eq!(fc.use_syslog, Some(true));
-        assert_eq!(fc.ipv6_first, Some(false));
-        assert_eq!(fc.reuse_port, Some(true));
-        assert_eq!(fc.user.as_deref(), Some("nobody"));
+        assert_eq!(num_of(&fc, "server_port"), Some(8388));
+        assert_eq!(text_of(&fc, "local_address"), Some("0.0.0.0"));
+        assert_eq!(num_of(&fc, "local_port"), Some(1080));
+        assert_eq!(secret_of(&fc, "password"), Some("hunter2"));
+        assert_eq!(text_of(&fc, "method"), Some("aes-256-gcm"));
+        assert_eq!(num_of(&fc, "timeout"), Some(300));
+        assert_eq!(mode_of(&fc), Some(Transport::TcpAndUdp));
+        assert_eq!(bool_of(&fc, "fast_open"), Some(true));
+        assert_eq!(bool_of(&fc, "use_syslog"), Some(true));
+        assert_eq!(bool_of(&fc, "ipv6_first"), Some(false));
+        assert_eq!(bool_of(&fc, "reuse_port"), Some(true));
+        assert_eq!(text_of(&fc, "user"), Some("nobody"));
         assert!(fc.warnings.is_empty());
         assert!(!format!("{fc:?}").contains("hunter2"));
     }
@@ -550,28 +505,29 @@ mod tests {
             "// leading comment\n{\n  \"plugin_opts\": \"path=/a//b\", // not a comment inside\n  \
              /* block\n comment */ \"password\": \"p/*x*/\\\"q\",\n  \"server_port\": 1,\n}\n",
         );
-        assert_eq!(fc.plugin_opts.as_deref(), Some("path=/a//b"));
-        assert_eq!(fc.password.as_ref().map(Secret::expose), Some("p/*x*/\"q"));
-        assert_eq!(fc.server_port, Some(1));
+        assert_eq!(text_of(&fc, "plugin_opts"), Some("path=/a//b"));
+        assert_eq!(secret_of(&fc, "password"), Some("p/*x*/\"q"));
+        assert_eq!(num_of(&fc, "server_port"), Some(1));
         let fc = parse("{\"server\": [\"a\", \"b\",\n ],}");
-        assert_eq!(fc.server.len(), 2);
+        assert_eq!(hosts_of(&fc, "server").len(), 2);
         assert!(err("{ /* never closed").contains("never closed"));
     }
 
     #[test]
     fn bom_is_skipped() {
-        assert_eq!(parse("\u{feff}{\"local_port\": 1}").local_port, Some(1));
+        assert_eq!(
+            num_of(&parse("\u{feff}{\"local_port\": 1}"), "local_port"),
+            Some(1)
+        );
     }
 
     #[test]
     fn server_string_array_and_ports() {
         let fc =
             parse(r#"{"server": ["198.51.100.1", "[2001:db8::1]:8443", "ss.example:9000", "::"]}"#);
-        let got: Vec<(&str, Option<u16>)> = fc
-            .server
-            .iter()
-            .map(|h| (h.host.as_str(), h.port))
-            .collect();
+        let server = hosts_of(&fc, "server");
+        let got: Vec<(&str, Option<u16>)> =
+            server.iter().map(|h| (h.host.as_str(), h.port)).collect();
         assert_eq!(
             got,
             vec![
@@ -591,10 +547,10 @@ mod tests {
         let fc = parse(
             r#"{"server_port": "8388", "local_port": " 1080 ", "timeout": "60", "fwmark": "0xff"}"#,
         );
-        assert_eq!(fc.server_port, Some(8388));
-        assert_eq!(fc.local_port, Some(1080));
-        assert_eq!(fc.timeout, Some(60));
-        assert_eq!(fc.fwmark, Some(255));
+        assert_eq!(num_of(&fc, "server_port"), Some(8388));
+        assert_eq!(num_of(&fc, "local_port"), Some(1080));
+        assert_eq!(num_of(&fc, "timeout"), Some(60));
+        assert_eq!(num_of(&fc, "fwmark"), Some(255));
     }
 
     #[test]
@@ -626,13 +582,22 @@ mod tests {
             r#"{"replay_capacity": 131072, "ban_failures": 0, "ban_window": "30",
                 "ban_time": 600, "allow_private_targets": true}"#,
         );
-        assert_eq!(fc.replay_capacity, Some(131_072));
-        assert_eq!(fc.ban_failures, Some(0));
-        assert_eq!((fc.ban_window, fc.ban_time), (Some(30), Some(600)));
-        assert_eq!(fc.allow_private_targets, Some(true));
+        assert_eq!(num_of(&fc, "replay_capacity"), Some(131_072));
+        assert_eq!(num_of(&fc, "ban_failures"), Some(0));
+        assert_eq!(
+            (num_of(&fc, "ban_window"), num_of(&fc, "ban_time")),
+            (Some(30), Some(600))
+        );
+        assert_eq!(bool_of(&fc, "allow_private_targets"), Some(true));
         assert!(fc.warnings.is_empty());
         let fc = parse(r#"{"ban_failures": null, "allow_private_targets": null}"#);
-        assert_eq!((fc.ban_failures, fc.allow_private_targets), (None, None));
+        assert_eq!(
+            (
+                num_of(&fc, "ban_failures"),
+                bool_of(&fc, "allow_private_targets")
+            ),
+            (None, None)
+        );
 
         assert_eq!(
             err(r#"{"replay_capacity": 0}"#),
@@ -662,21 +627,21 @@ mod tests {
         assert!(!e.contains("sekrit"), "{e}");
         // Integers are accepted as passwords, as libev does.
         let fc = parse(r#"{"password": 12345678}"#);
-        assert_eq!(fc.password.as_ref().map(Secret::expose), Some("12345678"));
+        assert_eq!(secret_of(&fc, "password"), Some("12345678"));
     }
 
     #[test]
     fn null_means_absent() {
         let fc = parse(r#"{"server": null, "plugin": "", "mode": null}"#);
-        assert!(fc.server.is_empty());
-        assert_eq!(fc.plugin, None);
-        assert_eq!(fc.mode, None);
+        assert!(hosts_of(&fc, "server").is_empty());
+        assert_eq!(fc.get("plugin"), None);
+        assert_eq!(mode_of(&fc), None);
     }
 
     #[test]
     fn unknown_keys_warn_once_each() {
         let fc = parse(
-            r#"{"server-port": 1, "bogus": 2, "acl": "/etc/x.acl", "workers": 4, "_comment": "x"}"#,
+            r#"{"fast-open": 1, "bogus": 2, "acl": "/etc/x.acl", "workers": 4, "_comment": "x"}"#,
         );
         assert_eq!(
             fc.warnings,
@@ -685,18 +650,40 @@ mod tests {
                  treated alike"
                     .to_string(),
                 "unknown key \"bogus\" ignored".to_string(),
-                "unknown key \"server-port\" ignored (did you mean \"server_port\"?)".to_string(),
+                "unknown key \"fast-open\" ignored (did you mean \"fast_open\"?)".to_string(),
             ]
         );
         assert_eq!(fc.ignored.len(), 2);
     }
 
     #[test]
+    fn misspelt_keys_that_matter_are_errors() {
+        assert_eq!(
+            err(r#"{"methd": "aes-256-gcm", "password": "x"}"#),
+            "unknown key \"methd\" (did you mean \"method\"?); a misspelt method would \
+             silently use the default cipher"
+        );
+        assert!(err(r#"{"server-port": 1}"#)
+            .starts_with("unknown key \"server-port\" (did you mean \"server_port\"?); "));
+        assert!(err(r#"{"Password": "x"}"#).contains("did you mean \"password\""));
+        assert!(err(r#"{"plugin_opt": "x"}"#).contains("did you mean \"plugin_opts\""));
+        // The value of a misspelt secret is never shown.
+        assert!(!err(r#"{"pasword": "hunter2"}"#).contains("hunter2"));
+        // With the real key present too, the stray one is only a warning.
+        let fc = parse(r#"{"method": "aes-256-gcm", "methd": "aes-128-gcm"}"#);
+        assert_eq!(
+            fc.warnings,
+            vec!["unknown key \"methd\" (did you mean \"method\"?); ignored".to_string()]
+        );
+        assert_eq!(text_of(&fc, "method"), Some("aes-256-gcm"));
+    }
+
+    #[test]
     fn nameserver_forms() {
         let fc = parse(r#"{"nameserver": "192.0.2.1, 192.0.2.2:5353"}"#);
-        assert_eq!(fc.nameserver, vec!["192.0.2.1", "192.0.2.2:5353"]);
+        assert_eq!(nameservers_of(&fc), vec!["192.0.2.1:53", "192.0.2.2:5353"]);
         let fc = parse(r#"{"nameserver": ["2001:db8::1"]}"#);
-        assert_eq!(fc.nameserver, vec!["2001:db8::1"]);
+        assert_eq!(nameservers_of(&fc), vec!["[2001:db8::1]:53"]);
         assert!(err(r#"{"nameserver": "dns.example"}"#).starts_with("\"nameserver\""));
     }
 

@@ -1,20 +1,19 @@
-//! Command line over config file over libev's defaults, into one checked `Config`.
+//! Command line over config file over defaults, into one checked `Config`.
 //!
-//! Values were already checked one by one where they were read (`cli`, `file`); this layer
-//! decides what each mode requires, which source wins, and derives the master key. Every
-//! failure is one line that says what is missing or wrong and how to give it.
+//! Values were already checked one by one where they were read (`cli`, `file`, by the rules of
+//! `options`); this layer decides what each mode requires, which source wins, and derives the
+//! master key. Every failure is one line that says what is missing or wrong and how to give it.
 
-use super::cli::Cli;
-use super::file::{self, FileConfig};
-use super::value::{self, HostPort, Secret};
-use super::{Config, Limits, Mode, ServerAddr, ServerOpts, Transport};
+use super::options::{self, Id};
+use super::settings::Settings;
+use super::value::{self, Secret, Val};
+use super::{cli, file, Config, Limits, Mode, ServerAddr, ServerOpts, Transport};
 use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
-use argh::FromArgs;
 use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why no `Config` came out of `load`.
@@ -36,41 +35,30 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// libev's defaults.
-const DEFAULT_TIMEOUT_SECS: u64 = 60;
-const DEFAULT_LOCAL_ADDR: &str = "127.0.0.1";
-const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0";
-
 /// Parses `args` (without argv[0]) for `mode`, reads the `-c` file if any, and validates.
-/// `program` is the name shown in usage text. Config-file warnings are logged with `log::warn!`.
+/// `program` is the name the user invoked (`ss-local`, `ss-smol local`), shown in help and
+/// messages. Config-file warnings are logged with `log::warn!`, unused keys with `log::debug!`.
 pub fn load(mode: Mode, program: &str, args: &[&str]) -> Result<Config, LoadError> {
-    let cli = Cli::from_args(&[program], args).map_err(|e| match e.status {
-        Ok(()) => LoadError::Help(e.output),
-        Err(()) => LoadError::Invalid(format!("{} (see {program} --help)", one_line(&e.output))),
-    })?;
-    let file = match &cli.config {
-        Some(path) => {
-            let fc = file::read_config_file(path).map_err(LoadError::Invalid)?;
-            for w in &fc.warnings {
-                log::warn!("config {}: {w}", path.display());
-            }
-            for w in &fc.ignored {
-                log::debug!("config {}: {w}", path.display());
-            }
-            Some(fc)
+    let mut s = Settings::new(mode);
+    cli::parse_args(&mut s, program, args)?;
+    if let Some(path) = s.path.clone() {
+        let fc = file::read_config_file(&path).map_err(LoadError::Invalid)?;
+        for w in &fc.warnings {
+            log::warn!("config {}: {w}", path.display());
         }
-        None => None,
-    };
-    build(mode, &cli, file.as_ref()).map_err(LoadError::Invalid)
-}
-
-/// argh's errors can span lines ("Required options…", "Did you mean…"); we promise one.
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+        for w in &fc.ignored {
+            log::debug!("config {}: {w}", path.display());
+        }
+        s.set_file(fc.values);
+        // One file often serves ss-local and ss-redir alike; libev ignores the other's keys.
+        for k in s.unused_file_keys() {
+            log::debug!(
+                "config {}: key {k:?} is not used by {program}",
+                path.display()
+            );
+        }
+    }
+    build(&s).map_err(LoadError::Invalid)
 }
 
 /// Names a setting the way the user would look for it, for messages about missing values.
@@ -78,46 +66,46 @@ fn both(flag: &str, key: &str) -> String {
     format!("{flag} or \"{key}\" in the config file")
 }
 
+fn count(s: &Settings, id: Id) -> usize {
+    // The table's rules cap every count far below usize::MAX on any target we build for.
+    s.num(id).and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
+}
+
+fn secs(s: &Settings, id: Id) -> Duration {
+    Duration::from_secs(s.num(id).unwrap_or(0))
+}
+
 /// Merges and validates. Pure (no I/O, no logging) so tests can drive it.
-pub fn build(mode: Mode, cli: &Cli, fc: Option<&FileConfig>) -> Result<Config, String> {
-    let empty = FileConfig::default();
-    let fc = fc.unwrap_or(&empty);
-    let path = cli.config.as_deref().unwrap_or(Path::new("(none)"));
-    let in_file = |key: &str| format!("\"{key}\" in config {}", path.display());
+pub fn build(s: &Settings) -> Result<Config, String> {
+    let mode = s.mode;
+    let server_mode = mode == Mode::Server;
 
     // Method and key.
-    let method = match cli.encrypt_method.as_deref().or(fc.method.as_deref()) {
-        Some(name) => Method::from_name(name).map_err(|e| e.to_string())?,
+    let method = match s.text(Id::Method) {
+        Some(name) => Method::from_name(&name).map_err(|e| e.to_string())?,
         None => Method::default(),
     };
-    let key = master_key(method, cli, fc, &in_file)?;
+    let key = master_key(method, s)?;
 
     // Servers: remote servers for clients, listen addresses for ss-server.
-    let hosts: Vec<HostPort> = if !cli.server.is_empty() {
-        cli.server.clone()
+    let (hosts_id, port_id) = if server_mode {
+        (Id::ListenAddr, Id::ListenPort)
     } else {
-        fc.server.clone()
+        (Id::Server, Id::ServerPort)
     };
-    let server_port = cli.server_port.or(fc.server_port);
-    let hosts = if hosts.is_empty() {
-        if mode != Mode::Server {
-            return Err(format!(
-                "no server given: use {} (and -p PORT)",
-                both("-s HOST", "server")
-            ));
-        }
-        vec![HostPort {
-            host: DEFAULT_LISTEN_ADDR.into(),
-            port: None,
-        }]
-    } else {
-        hosts
-    };
+    let hosts = s.hosts(hosts_id);
+    if hosts.is_empty() {
+        return Err(format!(
+            "no server given: use {} (and -p PORT)",
+            both("-s HOST", "server")
+        ));
+    }
+    let server_port = s.port(port_id);
     let mut servers = Vec::with_capacity(hosts.len());
     for h in hosts {
         let port = match h.port.or(server_port) {
             Some(p) => p,
-            None if mode == Mode::Server => {
+            None if server_mode => {
                 return Err(format!(
                     "no port to listen on: use {}",
                     both("-p PORT", "server_port")
@@ -134,10 +122,11 @@ pub fn build(mode: Mode, cli: &Cli, fc: Option<&FileConfig>) -> Result<Config, S
         servers.push(ServerAddr { host: h.host, port });
     }
 
-    // Local side.
-    let local_port = match cli.local_port.or(fc.local_port) {
+    // Local side. ss-server has no listen address of its own here: `servers` is where it
+    // listens, and -b means the source of outgoing connections.
+    let local_port = match s.port(Id::LocalPort) {
         Some(p) => p,
-        None if mode == Mode::Server => 0,
+        None if server_mode => 0,
         None => {
             return Err(format!(
                 "no local port to listen on: use {}",
@@ -145,31 +134,26 @@ pub fn build(mode: Mode, cli: &Cli, fc: Option<&FileConfig>) -> Result<Config, S
             ))
         }
     };
-    let local_address = cli.local_address.clone().or(fc.local_address.clone());
-    let (local_addr, outbound_bind_v4, outbound_bind_v6) = if mode == Mode::Server {
-        let (v4, v6) = outbound_binds(cli, fc, &in_file)?;
-        (DEFAULT_LOCAL_ADDR.to_string(), v4, v6)
+    let (local_addr, outbound_bind_v4, outbound_bind_v6) = if server_mode {
+        let (v4, v6) = outbound_binds(s)?;
+        ("127.0.0.1".to_string(), v4, v6)
     } else {
-        let addr = local_address.unwrap_or_else(|| DEFAULT_LOCAL_ADDR.into());
-        (addr, None, None)
+        (s.text(Id::LocalAddress).unwrap_or_default(), None, None)
     };
 
     let tunnel_addr = if mode == Mode::Tunnel {
-        let (text, source) = match (&cli.tunnel_address, &fc.tunnel_address) {
-            (Some(t), _) => (t.as_str(), "-L".to_string()),
-            (None, Some(t)) => (t.as_str(), in_file("tunnel_address")),
-            (None, None) => {
-                return Err(format!(
-                    "ss-tunnel needs a destination: use {}",
-                    both("-L HOST:PORT", "tunnel_address")
-                ))
-            }
+        let Some(text) = s.text(Id::TunnelAddress) else {
+            return Err(format!(
+                "ss-tunnel needs a destination: use {}",
+                both("-L HOST:PORT", "tunnel_address")
+            ));
         };
-        match Address::from_host_port(text) {
+        match Address::from_host_port(&text) {
             Some(a) if a.port() != 0 => Some(a),
             _ => {
                 return Err(format!(
-                    "{source} must be HOST:PORT or [IPv6]:PORT with a port 1-65535, got {text:?}"
+                    "{} must be HOST:PORT or [IPv6]:PORT with a port 1-65535, got {text:?}",
+                    s.source(Id::TunnelAddress)
                 ))
             }
         }
@@ -177,70 +161,43 @@ pub fn build(mode: Mode, cli: &Cli, fc: Option<&FileConfig>) -> Result<Config, S
         None
     };
 
-    let transport = match (cli.tcp_and_udp, cli.udp_only) {
+    let transport = match (s.flag(Id::TcpAndUdp), s.flag(Id::UdpOnly)) {
         (true, true) => {
             return Err("-u (TCP and UDP) and -U (UDP only) contradict each other: use one".into())
         }
         (true, false) => Transport::TcpAndUdp,
         (false, true) => Transport::UdpOnly,
-        (false, false) => fc.mode.unwrap_or_default(),
+        (false, false) => s.transport(Id::TransportMode).unwrap_or_default(),
     };
 
-    let nameservers = if mode == Mode::Server {
-        let list: Vec<&str> = if !cli.nameserver.is_empty() {
-            cli.nameserver
-                .iter()
-                .flat_map(|s| s.split(','))
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect()
-        } else {
-            fc.nameserver.iter().map(String::as_str).collect()
-        };
-        let mut out = Vec::with_capacity(list.len());
-        for ns in list {
-            out.push(value::parse_nameserver(ns).map_err(|e| format!("-d {ns:?} {e}"))?);
-        }
-        out
-    } else {
-        Vec::new()
-    };
-
-    let defaults = Limits::default();
     let limits = Limits {
-        max_conns: cli.max_conns.or(fc.max_conns).unwrap_or(defaults.max_conns),
-        pool_blocks: cli
-            .pool_blocks
-            .or(fc.pool_blocks)
-            .unwrap_or(defaults.pool_blocks),
-        udp_assocs: cli
-            .udp_assocs
-            .or(fc.udp_assocs)
-            .unwrap_or(defaults.udp_assocs),
+        max_conns: count(s, Id::MaxConns),
+        pool_blocks: count(s, Id::PoolBlocks),
+        udp_assocs: count(s, Id::UdpAssocs),
     };
-
-    let flag = |c: bool, f: Option<bool>| c || f.unwrap_or(false);
-    let server = {
-        let d = ServerOpts::default();
-        let secs = |c: Option<u64>, f: Option<u64>, default: Duration| {
-            c.or(f).map_or(default, Duration::from_secs)
-        };
+    let server = if server_mode {
         ServerOpts {
-            replay_capacity: cli
-                .replay_capacity
-                .or(fc.replay_capacity)
-                .unwrap_or(d.replay_capacity),
+            replay_capacity: count(s, Id::ReplayCapacity),
             ban: BanConfig {
-                failures: cli
-                    .ban_failures
-                    .or(fc.ban_failures)
-                    .unwrap_or(d.ban.failures),
-                window: secs(cli.ban_window, fc.ban_window, d.ban.window),
-                duration: secs(cli.ban_time, fc.ban_time, d.ban.duration),
-                capacity: d.ban.capacity,
+                failures: s
+                    .num(Id::BanFailures)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                window: secs(s, Id::BanWindow),
+                duration: secs(s, Id::BanTime),
+                capacity: BanConfig::default().capacity,
             },
-            allow_private_targets: flag(cli.allow_private_targets, fc.allow_private_targets),
+            allow_private_targets: s.flag(Id::AllowPrivateTargets),
         }
+    } else {
+        ServerOpts::default()
+    };
+    let u32_of = |id| s.num(id).and_then(|n| u32::try_from(n).ok());
+    let plugin = s.text(Id::Plugin);
+    let plugin_source = match (&plugin, s.cli(Id::Plugin)) {
+        (None, _) => "",
+        (Some(_), Some(_)) => "--plugin",
+        (Some(_), None) => "\"plugin\" in the config file",
     };
     Ok(Config {
         mode,
@@ -251,35 +208,32 @@ pub fn build(mode: Mode, cli: &Cli, fc: Option<&FileConfig>) -> Result<Config, S
         local_port,
         tunnel_addr,
         transport,
-        timeout: Duration::from_secs(cli.timeout.or(fc.timeout).unwrap_or(DEFAULT_TIMEOUT_SECS)),
-        fast_open: flag(cli.fast_open, fc.fast_open),
-        no_delay: flag(cli.no_delay, fc.no_delay),
-        reuse_port: flag(cli.reuse_port, fc.reuse_port),
-        ipv6_first: flag(cli.ipv6_first, fc.ipv6_first),
-        tcp_tproxy: flag(cli.tcp_tproxy, fc.tcp_tproxy),
+        timeout: secs(s, Id::Timeout),
+        fast_open: s.flag(Id::FastOpen),
+        no_delay: s.flag(Id::NoDelay),
+        reuse_port: s.flag(Id::ReusePort),
+        ipv6_first: s.flag(Id::Ipv6First),
+        tcp_tproxy: s.flag(Id::TcpTproxy),
         // 0 is libev's "leave the limit alone".
-        nofile: cli.nofile.or(fc.nofile).filter(|&n| n != 0),
-        user: cli.user.clone().or(fc.user.clone()),
-        pid_file: cli.pid_file.clone(),
-        interface: cli.interface.clone(),
+        nofile: s.num(Id::Nofile).filter(|&n| n != 0),
+        user: s.text(Id::User),
+        pid_file: s.text(Id::PidFile).map(PathBuf::from),
+        interface: s.text(if server_mode {
+            Id::TargetInterface
+        } else {
+            Id::Interface
+        }),
         // A zero mark is no mark.
-        fwmark: cli.fwmark.or(fc.fwmark).filter(|&m| m != 0),
-        mtu: cli.mtu.or(fc.mtu).unwrap_or(0),
-        verbose: flag(cli.verbose, fc.verbose),
-        use_syslog: flag(cli.use_syslog, fc.use_syslog),
-        plugin: cli
-            .plugin
-            .clone()
-            .filter(|s| !s.is_empty())
-            .or(fc.plugin.clone()),
-        plugin_opts: cli
-            .plugin_opts
-            .clone()
-            .filter(|s| !s.is_empty())
-            .or(fc.plugin_opts.clone()),
+        fwmark: u32_of(Id::Fwmark).filter(|&m| m != 0),
+        mtu: u32_of(Id::Mtu).unwrap_or(0),
+        verbose: s.flag(Id::Verbose),
+        use_syslog: s.flag(Id::UseSyslog),
+        plugin,
+        plugin_source,
+        plugin_opts: s.text(Id::PluginOpts),
         outbound_bind_v4,
         outbound_bind_v6,
-        nameservers,
+        nameservers: s.nameservers(Id::Nameserver),
         limits,
         server,
     })
@@ -287,23 +241,18 @@ pub fn build(mode: Mode, cli: &Cli, fc: Option<&FileConfig>) -> Result<Config, S
 
 /// The command line beats the file as a whole: a `-k` password replaces the file's key. Within
 /// one source a key beats a password, as in libev.
-fn master_key(
-    method: Method,
-    cli: &Cli,
-    fc: &FileConfig,
-    in_file: &dyn Fn(&str) -> String,
-) -> Result<MasterKey, String> {
+fn master_key(method: Method, s: &Settings) -> Result<MasterKey, String> {
     enum Cred<'a> {
         Key(&'a Secret, String),
         Password(&'a Secret),
     }
-    let cred = if let Some(k) = &cli.key {
-        Cred::Key(k, "--key".into())
-    } else if let Some(p) = &cli.password {
+    let cred = if let Some(k) = s.secret_cli(Id::Key) {
+        Cred::Key(k, s.source(Id::Key))
+    } else if let Some(p) = s.secret_cli(Id::Password) {
         Cred::Password(p)
-    } else if let Some(k) = &fc.key {
-        Cred::Key(k, in_file("key"))
-    } else if let Some(p) = &fc.password {
+    } else if let Some(k) = s.secret_file(Id::Key) {
+        Cred::Key(k, s.source(Id::Key))
+    } else if let Some(p) = s.secret_file(Id::Password) {
         Cred::Password(p)
     } else {
         return Err(
@@ -337,33 +286,34 @@ fn master_key(
 
 /// ss-server's source addresses for outgoing connections, one per family: `-b` (either family),
 /// else `local_ipv4_address`/`local_ipv6_address`, else `local_address` from the file.
-fn outbound_binds(
-    cli: &Cli,
-    fc: &FileConfig,
-    in_file: &dyn Fn(&str) -> String,
-) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), String> {
-    let ip = |text: &Option<String>, source: String| -> Result<Option<IpAddr>, String> {
+fn outbound_binds(s: &Settings) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), String> {
+    let ip = |text: Option<&Val>, source: String| -> Result<Option<IpAddr>, String> {
         match text {
-            None => Ok(None),
-            Some(t) => t.parse::<IpAddr>().map(Some).map_err(|_| {
-                format!("{source} must be an IP address (the source of outgoing connections), got {t:?}")
+            Some(Val::Text(t)) => t.parse::<IpAddr>().map(Some).map_err(|_| {
+                format!(
+                    "{source} must be an IP address (the source of outgoing connections), got \
+                     {t:?}"
+                )
             }),
+            _ => Ok(None),
         }
     };
-    let cli_b = ip(&cli.local_address, "-b".into())?;
-    let file_any = ip(&fc.local_address, in_file("local_address"))?;
-    let file_v4 = ip(&fc.local_ipv4_address, in_file("local_ipv4_address"))?;
-    let file_v6 = ip(&fc.local_ipv6_address, in_file("local_ipv6_address"))?;
+    let b = Id::OutboundAddr;
+    let cli_b = ip(s.cli(b), options::opt(b).flag())?;
+    let file_any = ip(s.file(b), s.file_source(b))?;
+    let (v4_id, v6_id) = (Id::LocalIpv4Address, Id::LocalIpv6Address);
+    let file_v4 = ip(s.file(v4_id), s.file_source(v4_id))?;
+    let file_v6 = ip(s.file(v6_id), s.file_source(v6_id))?;
     if let Some(IpAddr::V6(_)) = file_v4 {
         return Err(format!(
             "{} must be an IPv4 address",
-            in_file("local_ipv4_address")
+            s.source(Id::LocalIpv4Address)
         ));
     }
     if let Some(IpAddr::V4(_)) = file_v6 {
         return Err(format!(
             "{} must be an IPv6 address",
-            in_file("local_ipv6_address")
+            s.source(Id::LocalIpv6Address)
         ));
     }
     let pick_v4 = |a: Option<IpAddr>| match a {
@@ -389,24 +339,25 @@ mod tests {
     use super::*;
     use crate::config::file::parse_json_config;
 
-    fn cli(args: &[&str]) -> Cli {
-        match Cli::from_args(&["ss-local"], args) {
-            Ok(c) => c,
-            Err(e) => panic!("{args:?}: {}", e.output),
+    /// Settings as `load` makes them, without the file system.
+    fn settings(mode: Mode, args: &[&str], json: Option<&str>) -> Result<Settings, String> {
+        let mut s = Settings::new(mode);
+        cli::parse_args(&mut s, mode.program(), args).map_err(|e| e.to_string())?;
+        if let Some(j) = json {
+            s.set_file(parse_json_config(j)?.values);
         }
+        Ok(s)
     }
 
     fn ok(mode: Mode, args: &[&str], json: Option<&str>) -> Config {
-        let fc = json.map(|j| parse_json_config(j).unwrap());
-        match build(mode, &cli(args), fc.as_ref()) {
+        match settings(mode, args, json).and_then(|s| build(&s)) {
             Ok(c) => c,
             Err(e) => panic!("{args:?} {json:?}: {e}"),
         }
     }
 
     fn err(mode: Mode, args: &[&str], json: Option<&str>) -> String {
-        let fc = json.map(|j| parse_json_config(j).unwrap());
-        match build(mode, &cli(args), fc.as_ref()) {
+        match settings(mode, args, json).and_then(|s| build(&s)) {
             Ok(c) => panic!("{args:?} {json:?}: accepted {c:?}"),
             Err(e) => e,
         }
@@ -627,14 +578,44 @@ mod tests {
         assert!(e.starts_with("-L must be HOST:PORT"), "{e}");
         let e = err(Mode::Tunnel, &[MIN, &["-L", "h:0"]].concat(), None);
         assert!(e.starts_with("-L must be"), "{e}");
-        // Other modes ignore it, as libev does.
-        assert!(ok(Mode::Local, &[MIN, &["-L", "x"]].concat(), None)
+        // Other modes refuse the flag, and ignore the key (one file serves several programs).
+        let e = err(Mode::Local, &[MIN, &["-L", "x"]].concat(), None);
+        assert!(e.starts_with("-L is an ss-tunnel option; remove it"), "{e}");
+        assert!(ok(Mode::Local, MIN, Some(r#"{"tunnel_address": "x"}"#))
             .tunnel_addr
             .is_none());
     }
 
     #[test]
+    fn other_programs_keys_in_a_file_are_ignored() {
+        let json =
+            r#"{"tcp_tproxy": true, "ban_time": 5, "local_port": 7, "method": "aes-128-gcm"}"#;
+        let s = settings(Mode::Local, MIN, Some(json)).unwrap();
+        let unused: Vec<&str> = s.unused_file_keys().collect();
+        assert_eq!(unused, vec!["ban_time", "tcp_tproxy"]);
+        let c = build(&s).unwrap();
+        assert!(!c.tcp_tproxy);
+        assert_eq!(c.method, Method::Aes128Gcm);
+        // ss-server has no local port: the shared file's one is not used.
+        let s = settings(Mode::Server, &["-p", "1", "-k", "x"], Some(json)).unwrap();
+        assert_eq!(
+            s.unused_file_keys().collect::<Vec<_>>(),
+            vec!["local_port", "tcp_tproxy"]
+        );
+        let c = build(&s).unwrap();
+        assert_eq!(
+            (c.local_port, c.server.ban.duration),
+            (0, Duration::from_secs(5))
+        );
+    }
+
+    #[test]
     fn server_mode() {
+        // -i has its own row for ss-server (targets, not the server); both reach Config.
+        let c = ok(Mode::Server, &["-p", "1", "-k", "x", "-i", "eth1"], None);
+        assert_eq!(c.interface.as_deref(), Some("eth1"));
+        let c = ok(Mode::Local, &[MIN, &["-i", "wan"]].concat(), None);
+        assert_eq!(c.interface.as_deref(), Some("wan"));
         let c = ok(Mode::Server, &["-p", "8388", "-k", "x"], None);
         assert_eq!(
             c.servers,
@@ -773,6 +754,13 @@ mod tests {
 
         match load(Mode::Local, "ss-local", &["--help"]) {
             Err(LoadError::Help(h)) => assert!(h.starts_with("Usage: ss-local")),
+            other => panic!("{other:?}"),
+        }
+        match load(Mode::Local, "ss-smol local", &["--ban-time", "1"]) {
+            Err(LoadError::Invalid(m)) => assert_eq!(
+                m,
+                "--ban-time is an ss-smol server option; remove it (see ss-smol local --help)"
+            ),
             other => panic!("{other:?}"),
         }
         match load(Mode::Local, "ss-local", &["-p"]) {

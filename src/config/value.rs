@@ -5,13 +5,69 @@
 //! name where it came from (`-p` or `"server_port" in FILE`). Messages here are fragments such as
 //! `must be a port number (1-65535)`; the caller adds the name and, for files, the value.
 
+use super::options::Rule;
+use super::Transport;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use core::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+/// A checked value of some option, from the command line, the file or a default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Val {
+    Bool(bool),
+    Num(u64),
+    Text(String),
+    Secret(Secret),
+    Hosts(Vec<HostPort>),
+    Nameservers(Vec<SocketAddr>),
+    Transport(Transport),
+}
+
+/// Reads a command-line value or a default by `rule`. Errors are fragments (`must be …`).
+/// `None` means "not set" (an empty `OptionalText`).
+pub fn parse_text(rule: Rule, s: &str) -> Result<Option<Val>, String> {
+    Ok(Some(match rule {
+        Rule::Switch => Val::Bool(true),
+        Rule::Port => Val::Num(u64::from(parse_port(s)?)),
+        Rule::Host => Val::Text(check_host(s)?),
+        Rule::Hosts => Val::Hosts(vec![parse_host_port(s)?]),
+        Rule::Int(r) => Val::Num(r.parse(s)?),
+        Rule::Secret => Val::Secret(Secret::new(parse_nonempty(s)?)),
+        Rule::Text => Val::Text(parse_nonempty(s)?),
+        Rule::OptionalText if s.is_empty() => return Ok(None),
+        Rule::OptionalText => Val::Text(s.to_string()),
+        Rule::Interface => Val::Text(parse_interface(s)?),
+        Rule::Transport => Val::Transport(parse_transport(s)?),
+        Rule::Nameservers => Val::Nameservers(parse_nameservers(s)?),
+    }))
+}
+
+/// libev falls back to tcp_only on a typo; we refuse, since a silently missing UDP relay is
+/// much harder to diagnose than a start-up error.
+pub fn parse_transport(s: &str) -> Result<Transport, String> {
+    match s {
+        "tcp_only" => Ok(Transport::TcpOnly),
+        "tcp_and_udp" => Ok(Transport::TcpAndUdp),
+        "udp_only" => Ok(Transport::UdpOnly),
+        _ => Err("must be \"tcp_only\", \"tcp_and_udp\" or \"udp_only\"".into()),
+    }
+}
+
+/// libev hands the text to c-ares, which takes a comma-separated list.
+pub fn parse_nameservers(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        out.push(parse_nameserver(part)?);
+    }
+    if out.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(out)
+}
+
 /// An integer option: its range and how to describe it in an error.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IntRule {
     pub what: &'static str,
     pub min: u64,
