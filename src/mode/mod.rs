@@ -20,7 +20,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if let Some(plugin) = &cfg.plugin {
         return Err(format!(
             "plugin '{plugin}' is configured, but this build cannot launch SIP003 plugins yet; \
-             remove \"plugin\" to connect to the server directly"
+             remove {} to connect to the server directly",
+            cfg.plugin_source
         ));
     }
     let opts = startup::outbound_opts(&cfg);
