@@ -333,6 +333,40 @@ fn bad_json_config() {
     assert_startup_failure(&done, &["bad-config.json"], "bad JSON config");
 }
 
+/// Plugins are not launched yet: the refusal names the setting the way it was given.
+#[test]
+fn plugin_refusal_names_where_it_was_set() {
+    let port = free_port();
+    let mut args = local_args(port, METHOD);
+    args.extend(["--plugin".to_string(), "obfs-local".to_string()]);
+    let done = ss_smol(
+        &[
+            &["local"],
+            &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ]
+        .concat(),
+    );
+    assert_startup_failure(&done, &["obfs-local", "remove --plugin"], "--plugin");
+
+    let dir = TempDir::new("plugin-json");
+    let path = dir.join("plugin.json");
+    std::fs::write(
+        &path,
+        r#"{"plugin": "obfs-local", "plugin_opts": "obfs=http"}"#,
+    )
+    .unwrap();
+    let mut args = local_args(port, METHOD);
+    args.extend(["-c".to_string(), path.display().to_string()]);
+    let done = ss_smol(
+        &[
+            &["local"],
+            &args.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ]
+        .concat(),
+    );
+    assert_startup_failure(&done, &["obfs-local", "remove \"plugin\""], "JSON plugin");
+}
+
 #[test]
 fn missing_config_file() {
     let dir = TempDir::new("missing-config");
