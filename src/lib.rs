@@ -3,6 +3,13 @@
 //! Layers, dependencies pointing down only: `mode` (composition) → `relay` (async glue) →
 //! `proto` (sans-IO wire formats and ciphers); `rt` is the event loop the async layers run on,
 //! and `sys` the only place with OS specifics.
+//!
+//! `unsafe` is denied everywhere but in `sys`, and there every block needs a `// SAFETY:`
+//! comment; `proto` and `dns::wire`, which read untrusted bytes, also deny every construct that
+//! can panic (see [`proto`]).
+
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
 pub mod dns;
@@ -12,4 +19,5 @@ pub mod policy;
 pub mod proto;
 pub mod relay;
 pub mod rt;
+#[allow(unsafe_code)]
 pub mod sys;

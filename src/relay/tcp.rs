@@ -127,13 +127,14 @@ impl Default for Activity {
 }
 
 /// Seals `plain_len` bytes of plaintext sitting in the payload slots of `block` into chunks,
-/// and returns the range to send (salt included when `with_salt`).
+/// and returns the range to send (salt included when `with_salt`). On error nothing in the
+/// block may be sent.
 fn seal_block(
     enc: &mut Encryptor,
     block: &mut [u8],
     plain_len: usize,
     with_salt: bool,
-) -> (usize, usize) {
+) -> Result<(usize, usize), RelayError> {
     let mut start = chunk_at(0);
     if with_salt {
         let salt = enc.salt();
@@ -146,12 +147,12 @@ fn seal_block(
     while left > 0 {
         let len = left.min(SEAL_PAYLOAD);
         let frame = &mut block[chunk_at(i)..chunk_at(i) + len + OVERHEAD];
-        enc.seal_chunk(frame);
+        enc.seal_chunk(frame).map_err(RelayError::Seal)?;
         end = chunk_at(i) + len + OVERHEAD;
         left -= len;
         i += 1;
     }
-    (start, end)
+    Ok((start, end))
 }
 
 /// Reads into the payload slots of a block, after `skip` bytes already placed in slot 0.
@@ -227,7 +228,7 @@ pub fn encrypt_pump<'a>(
             block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip]
                 .copy_from_slice(&first.prefix[..skip]);
             if skip + n > 0 {
-                let (start, end) = seal_block(enc, &mut block, skip + n, true);
+                let (start, end) = seal_block(enc, &mut block, skip + n, true)?;
                 salt_sent = true;
                 send(dst, block, start..end, pool)
                     .await
@@ -257,7 +258,7 @@ pub fn encrypt_pump<'a>(
                 Err(e) => return Err(RelayError::PlainIo(e)),
             };
             streak.read(src, n, 2 * SEAL_PAYLOAD);
-            let (start, end) = seal_block(enc, &mut block, n, !salt_sent);
+            let (start, end) = seal_block(enc, &mut block, n, !salt_sent)?;
             salt_sent = true;
             send(dst, block, start..end, pool)
                 .await

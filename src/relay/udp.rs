@@ -133,7 +133,7 @@ impl UdpRelay {
                 continue;
             }
             let packet = &mut block[..plain_end + TAG_LEN];
-            if udp::seal(self.method, &self.key, &salt, packet).is_none() {
+            if udp::seal(self.method, &self.key, &salt, packet).is_err() {
                 continue;
             }
             if let Err(e) = assoc.send(packet).await {

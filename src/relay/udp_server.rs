@@ -197,7 +197,7 @@ impl UdpServer {
                 continue;
             }
             let packet = &mut block[plain_at - salt_len..data_at + n + TAG_LEN];
-            if udp::seal(self.method, &self.key, &salt, packet).is_none() {
+            if udp::seal(self.method, &self.key, &salt, packet).is_err() {
                 continue;
             }
             if let Err(e) = self.listener.send_to(packet, client).await {
