@@ -322,7 +322,7 @@ fn read_name(msg: &[u8], mut pos: usize) -> Result<(Vec<u8>, usize), WireError> 
     let mut end = None;
     let mut pointers = 0usize;
     // `pos` always indexes a byte of `msg` when a step begins, and a step moves it by at most
-    // 64 bytes, so none of the sums below can overflow; saturating says so without a branch.
+    // 64 bytes, so none of the sums below can overflow (saturating only makes that explicit).
     loop {
         let (&len, rest) = msg
             .get(pos..)

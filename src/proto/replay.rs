@@ -42,7 +42,7 @@ const K: usize = 20;
 /// ln 2 ≈ LN_2_NUMER / LN_2_DENOM (0.693147180…).
 const LN_2_NUMER: u64 = 693_147_180;
 const LN_2_DENOM: u64 = 1_000_000_000;
-/// `K / ln 2` scaled by LN_2_NUMER: bits per salt in the ideal filter.
+/// `K * LN_2_DENOM`: divided by LN_2_NUMER, the `K / ln 2` bits each salt needs.
 const K_SCALED: u64 = K as u64 * LN_2_DENOM;
 /// Fewest bits per half: more than `K`, so that a salt's `K` positions can all differ.
 const MIN_BITS: u64 = K as u64 + 1;

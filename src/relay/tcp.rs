@@ -647,6 +647,24 @@ mod tests {
         f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
     }
 
+    /// A chunk that cannot be sealed ends the pump with an error; nothing is left to send.
+    #[test]
+    fn seal_block_propagates_a_seal_failure() {
+        use crate::proto::cipher::{MasterKey, Method};
+        use crate::proto::SealError;
+        let m = Method::ChaCha20Poly1305;
+        let key = MasterKey::from_password(m, b"k");
+        let mut block = vec![0u8; BLOCK_SIZE];
+        let mut good = Encryptor::new(m, &key, &[3; 32]);
+        let (start, end) = seal_block(&mut good, &mut block, 10, true).unwrap();
+        assert_eq!(end - start, 32 + 10 + OVERHEAD);
+        let mut short = Encryptor::new(m, &key, &[3; 16]);
+        assert!(matches!(
+            seal_block(&mut short, &mut block, 10, true),
+            Err(RelayError::Seal(SealError::ShortSalt))
+        ));
+    }
+
     /// While reads keep filling the buffer the source stays ready and the pump goes on, but
     /// yields every `YIELD_EVERY` blocks; a short read marks the source drained, so the next
     /// call waits for the kernel; so does a read that found nothing.
