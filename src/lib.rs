@@ -4,6 +4,13 @@
 //! program runs) → `ingress` (front doors) → `relay` (pool, pumps, connections) → `proto` and
 //! `policy` (sans-IO); `rt` is the event loop the async layers run on, and `sys` the only place
 //! with OS specifics. ARCHITECTURE.md has the whole picture.
+//!
+//! `unsafe` is denied everywhere but in `sys`, and there every block needs a `// SAFETY:`
+//! comment; `proto` and `dns::wire`, which read untrusted bytes, also deny every construct that
+//! can panic (see [`proto`]).
+
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
 pub mod dns;
@@ -15,4 +22,5 @@ pub mod proto;
 pub mod relay;
 pub mod rt;
 pub mod serve;
+#[allow(unsafe_code)]
 pub mod sys;

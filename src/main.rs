@@ -2,6 +2,8 @@
 //! (`ss-local`, `ss-tunnel`, `ss-redir`, `ss-server`) or from the first argument
 //! (`ss-smol local …`).
 
+#![deny(unsafe_code)]
+
 use ss_smol::config::{self, LoadError, Mode};
 use ss_smol::{logger, mode};
 use std::process::ExitCode;

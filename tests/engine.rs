@@ -136,7 +136,7 @@ impl SsStream {
             let n = self.sizes.range(1, MAX_PAYLOAD).min(rest.len());
             let mut frame = vec![0u8; n + OVERHEAD];
             frame[HEADER_LEN..HEADER_LEN + n].copy_from_slice(&rest[..n]);
-            assert!(self.enc.seal_chunk(&mut frame));
+            self.enc.seal_chunk(&mut frame).unwrap();
             out.extend_from_slice(&frame);
             rest = &rest[n..];
         }

@@ -233,7 +233,7 @@ impl Codec {
         for piece in data.chunks(MAX_PAYLOAD) {
             let mut frame = vec![0u8; piece.len() + OVERHEAD];
             frame[HEADER_LEN..HEADER_LEN + piece.len()].copy_from_slice(piece);
-            assert!(self.enc.seal_chunk(&mut frame));
+            self.enc.seal_chunk(&mut frame).unwrap();
             out.extend_from_slice(&frame);
         }
         out

@@ -122,7 +122,9 @@ fn seal_stream(method: Method, key: &MasterKey, salt: &[u8], payloads: &[Vec<u8>
     for p in payloads {
         let mut frame = vec![0u8; p.len() + OVERHEAD];
         frame[HEADER_LEN..HEADER_LEN + p.len()].copy_from_slice(p);
-        assert!(enc.seal_chunk(&mut frame), "seal_chunk refused {} bytes", p.len());
+        if let Err(e) = enc.seal_chunk(&mut frame) {
+            panic!("seal_chunk refused {} bytes: {e}", p.len());
+        }
         wire.extend_from_slice(&frame);
     }
     wire

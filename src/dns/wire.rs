@@ -5,7 +5,19 @@
 //! the addresses with the smallest TTL on the chain. Every read goes through `get`, every
 //! compression pointer must point strictly backwards (so decoding always terminates), and
 //! any input, however truncated or hostile, yields `Ok` or a [`WireError`], never a panic.
-//! The layout is drawn in the [module documentation of `dns`](super).
+//! The layout is drawn in the [module documentation of `dns`](super). The lints below hold
+//! that promise at compile time, as in `proto` (see its module documentation).
+
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::arithmetic_side_effects
+)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -120,7 +132,8 @@ pub fn check_name(name: &str) -> Result<&str, WireError> {
 /// A standard recursive query (RD set, one question, class IN) for `name` of type `qtype`.
 pub fn encode_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, WireError> {
     let name = check_name(name)?;
-    let mut q = Vec::with_capacity(HEADER_LEN + name.len() + 2 + 4);
+    // check_name bounds the name to 253 bytes.
+    let mut q = Vec::with_capacity(name.len().saturating_add(HEADER_LEN + 2 + 4));
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[FLAG_RD, 0]); // QR=0 OPCODE=0 AA=0 TC=0 RD=1 | RA=0 Z=0 RCODE=0
     q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // QDCOUNT=1, AN/NS/ARCOUNT=0
@@ -158,34 +171,27 @@ pub struct Response {
 /// other types (RRSIG, …) are skipped. When TC is set, a record cut off at the end of the
 /// message ends the walk instead of failing it.
 pub fn decode_response(msg: &[u8], query: &[u8]) -> Result<Response, WireError> {
-    let (qhead, qquestion) = query
-        .split_at_checked(HEADER_LEN)
+    let (&[qid0, qid1, ..], qquestion) = query
+        .split_first_chunk::<HEADER_LEN>()
         .ok_or(WireError::BadName)?;
-    let qtype = qquestion
-        .len()
-        .checked_sub(4)
-        .and_then(|i| qquestion.get(i..i + 2))
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    let (qname, &[qt0, qt1, _, _]) = qquestion
+        .split_last_chunk::<4>()
         .ok_or(WireError::BadName)?;
-    let qname = qquestion
-        .get(..qquestion.len() - 4)
-        .ok_or(WireError::BadName)?;
+    let qtype = u16::from_be_bytes([qt0, qt1]);
 
-    let (head, _) = msg.split_at_checked(HEADER_LEN).ok_or(WireError::Short)?;
-    let flags0 = head[2];
-    let flags1 = head[3];
+    let (&[id0, id1, flags0, flags1, qd0, qd1, an0, an1, ..], body) = msg
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or(WireError::Short)?;
     if flags0 & FLAG_QR == 0 {
         return Err(WireError::NotResponse);
     }
-    if head[..2] != qhead[..2] {
+    if [id0, id1] != [qid0, qid1] {
         return Err(WireError::IdMismatch);
     }
-    if be16(head, 4)? != 1 {
+    if u16::from_be_bytes([qd0, qd1]) != 1 {
         return Err(WireError::QuestionMismatch);
     }
-    let question = msg
-        .get(HEADER_LEN..HEADER_LEN + qquestion.len())
-        .ok_or(WireError::Short)?;
+    let question = body.get(..qquestion.len()).ok_or(WireError::Short)?;
     if !question.eq_ignore_ascii_case(qquestion) {
         return Err(WireError::QuestionMismatch);
     }
@@ -206,8 +212,9 @@ pub fn decode_response(msg: &[u8], query: &[u8]) -> Result<Response, WireError> 
     }
 
     // Walk the answer section once, keeping what may matter.
-    let ancount = be16(head, 6)?;
-    let mut pos = HEADER_LEN + qquestion.len();
+    let ancount = u16::from_be_bytes([an0, an1]);
+    // The question lies inside `msg`, so this is a position in it.
+    let mut pos = HEADER_LEN.saturating_add(question.len());
     let mut cnames: Vec<(Vec<u8>, Vec<u8>, u32)> = Vec::new();
     let mut found: Vec<(Vec<u8>, IpAddr, u32)> = Vec::new();
     for _ in 0..ancount {
@@ -280,17 +287,21 @@ struct Record {
 
 fn read_record(msg: &[u8], pos: usize) -> Result<Record, WireError> {
     let (owner, pos) = read_name(msg, pos)?;
-    let fixed = msg.get(pos..pos + 10).ok_or(WireError::Short)?;
-    let rtype = be16(fixed, 0)?;
-    let class = be16(fixed, 2)?;
+    let &[t0, t1, c0, c1, ttl0, ttl1, ttl2, ttl3, l0, l1] = msg
+        .get(pos..)
+        .and_then(<[u8]>::first_chunk::<10>)
+        .ok_or(WireError::Short)?;
+    let rtype = u16::from_be_bytes([t0, t1]);
+    let class = u16::from_be_bytes([c0, c1]);
     // RFC 2181 §8: a TTL with the top bit set is treated as zero.
-    let ttl = match u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]) {
+    let ttl = match u32::from_be_bytes([ttl0, ttl1, ttl2, ttl3]) {
         t if t > i32::MAX as u32 => 0,
         t => t,
     };
-    let len = usize::from(be16(fixed, 8)?);
-    let data_start = pos + 10;
-    let next = data_start + len;
+    let len = usize::from(u16::from_be_bytes([l0, l1]));
+    // The ten bytes were there, so data_start <= msg.len().
+    let data_start = pos.saturating_add(10);
+    let next = data_start.checked_add(len).ok_or(WireError::Short)?;
     if next > msg.len() {
         return Err(WireError::Short);
     }
@@ -309,37 +320,40 @@ fn read_record(msg: &[u8], pos: usize) -> Result<Record, WireError> {
 fn read_name(msg: &[u8], mut pos: usize) -> Result<(Vec<u8>, usize), WireError> {
     let mut name = Vec::with_capacity(32);
     let mut end = None;
-    let mut pointers = 0;
+    let mut pointers = 0usize;
+    // `pos` always indexes a byte of `msg` when a step begins, and a step moves it by at most
+    // 64 bytes, so none of the sums below can overflow (saturating only makes that explicit).
     loop {
-        let len = *msg.get(pos).ok_or(WireError::Short)?;
+        let (&len, rest) = msg
+            .get(pos..)
+            .and_then(<[u8]>::split_first)
+            .ok_or(WireError::Short)?;
         match len & 0xc0 {
             0x00 if len == 0 => {
                 name.push(0);
                 if name.len() > MAX_NAME_WIRE {
                     return Err(WireError::BadLabel);
                 }
-                return Ok((name, end.unwrap_or(pos + 1)));
+                return Ok((name, end.unwrap_or(pos.saturating_add(1))));
             }
             0x00 => {
-                let label = msg
-                    .get(pos + 1..pos + 1 + usize::from(len))
-                    .ok_or(WireError::Short)?;
+                let label = rest.get(..usize::from(len)).ok_or(WireError::Short)?;
                 name.push(len);
                 name.extend(label.iter().map(u8::to_ascii_lowercase));
                 if name.len() >= MAX_NAME_WIRE {
                     return Err(WireError::BadLabel);
                 }
-                pos += 1 + usize::from(len);
+                pos = pos.saturating_add(usize::from(len)).saturating_add(1);
             }
             0xc0 => {
-                let low = *msg.get(pos + 1).ok_or(WireError::Short)?;
+                let &low = rest.first().ok_or(WireError::Short)?;
                 let target = usize::from(u16::from_be_bytes([len & 0x3f, low]));
-                pointers += 1;
+                pointers = pointers.saturating_add(1);
                 // Strictly backwards: every jump lands earlier, so the walk ends.
                 if target >= pos || pointers > MAX_POINTERS {
                     return Err(WireError::BadLabel);
                 }
-                end.get_or_insert(pos + 2);
+                end.get_or_insert(pos.saturating_add(2));
                 pos = target;
             }
             // 0x40 (extended label types) and 0x80 are reserved.
@@ -348,15 +362,15 @@ fn read_name(msg: &[u8], mut pos: usize) -> Result<(Vec<u8>, usize), WireError> 
     }
 }
 
-fn be16(buf: &[u8], at: usize) -> Result<u16, WireError> {
-    match buf.get(at..at + 2) {
-        Some(&[a, b]) => Ok(u16::from_be_bytes([a, b])),
-        _ => Err(WireError::Short),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )]
     use super::*;
 
     /// `example.com` A, ID 0x1234 (what `dig +norec`-style tools send, with RD set).

@@ -329,9 +329,8 @@ impl DatagramFront for ShadowsocksDatagrams {
         let Some(packet) = buf.get_mut(plain_at - salt_len..data.end + TAG_LEN) else {
             return Ok(());
         };
-        if udp::seal(self.method, &self.key, &salt, packet).is_none() {
-            return Ok(());
-        }
+        udp::seal(self.method, &self.key, &salt, packet)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         send_now(&self.socket, packet, client)
     }
 }

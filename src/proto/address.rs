@@ -10,7 +10,7 @@
 //! +------+----------------------------+---------+
 //! ```
 
-use super::{take, Invalid, ParseError};
+use super::{take, take_array, Invalid, ParseError};
 use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -34,34 +34,38 @@ pub enum Address {
 impl Address {
     /// Parses an address at the start of `buf`; returns it and the bytes it used.
     pub fn parse(buf: &[u8]) -> Result<(Address, usize), ParseError> {
-        let atyp = take(buf, 0, 1)?[0];
+        let [atyp] = *take_array(buf, 0)?;
         match atyp {
             ATYP_IPV4 => {
-                let b = take(buf, 1, 6)?;
-                let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-                let port = u16::from_be_bytes([b[4], b[5]]);
+                let [a, b, c, d, p0, p1] = *take_array(buf, 1)?;
+                let ip = Ipv4Addr::new(a, b, c, d);
+                let port = u16::from_be_bytes([p0, p1]);
                 Ok((Address::Ip(SocketAddr::new(IpAddr::V4(ip), port)), 7))
             }
             ATYP_IPV6 => {
-                let b = take(buf, 1, 18)?;
-                let mut octets = [0u8; 16];
-                octets.copy_from_slice(&b[..16]);
-                let port = u16::from_be_bytes([b[16], b[17]]);
+                let [octets @ .., p0, p1] = *take_array::<18>(buf, 1)?;
                 let ip = IpAddr::V6(Ipv6Addr::from(octets));
+                let port = u16::from_be_bytes([p0, p1]);
                 Ok((Address::Ip(SocketAddr::new(ip, port)), 19))
             }
             ATYP_DOMAIN => {
-                let len = take(buf, 1, 1)?[0] as usize;
+                let [len] = *take_array(buf, 1)?;
+                let len = usize::from(len);
                 if len == 0 {
                     return Err(Invalid::EmptyDomain.into());
                 }
-                let b = take(buf, 2, len + 2)?;
-                let name = core::str::from_utf8(&b[..len]).map_err(|_| Invalid::DomainNotUtf8)?;
-                let port = u16::from_be_bytes([b[len], b[len + 1]]);
+                // Name and port in one read, so that NeedMore counts both. len <= 255: no
+                // overflow in the sums below.
+                let used = len.saturating_add(4);
+                let field = take(buf, 2, len.saturating_add(2))?;
+                let (name, &port) = field
+                    .split_last_chunk::<2>()
+                    .ok_or(ParseError::NeedMore(2))?;
+                let name = core::str::from_utf8(name).map_err(|_| Invalid::DomainNotUtf8)?;
                 let mut s = heapless::String::new();
                 // Cannot fail: len <= 255 is the capacity.
                 let _ = s.push_str(name);
-                Ok((Address::Domain(s, port), 2 + len + 2))
+                Ok((Address::Domain(s, u16::from_be_bytes(port)), used))
             }
             other => Err(Invalid::AddressType(other).into()),
         }
@@ -72,7 +76,8 @@ impl Address {
         match self {
             Address::Ip(SocketAddr::V4(_)) => 7,
             Address::Ip(SocketAddr::V6(_)) => 19,
-            Address::Domain(name, _) => 2 + name.len() + 2,
+            // A heapless::String<255>: the sum is at most 259.
+            Address::Domain(name, _) => name.len().saturating_add(4),
         }
     }
 
@@ -80,24 +85,32 @@ impl Address {
     pub fn write_to(&self, out: &mut [u8]) -> Option<usize> {
         let len = self.wire_len();
         let out = out.get_mut(..len)?;
-        match self {
+        let (atyp, rest) = out.split_first_mut()?;
+        let (port_out, port) = match self {
             Address::Ip(SocketAddr::V4(a)) => {
-                out[0] = ATYP_IPV4;
-                out[1..5].copy_from_slice(&a.ip().octets());
-                out[5..7].copy_from_slice(&a.port().to_be_bytes());
+                *atyp = ATYP_IPV4;
+                let (addr, port) = rest.split_first_chunk_mut::<4>()?;
+                *addr = a.ip().octets();
+                (port, a.port())
             }
             Address::Ip(SocketAddr::V6(a)) => {
-                out[0] = ATYP_IPV6;
-                out[1..17].copy_from_slice(&a.ip().octets());
-                out[17..19].copy_from_slice(&a.port().to_be_bytes());
+                *atyp = ATYP_IPV6;
+                let (addr, port) = rest.split_first_chunk_mut::<16>()?;
+                *addr = a.ip().octets();
+                (port, a.port())
             }
             Address::Domain(name, port) => {
-                out[0] = ATYP_DOMAIN;
-                out[1] = name.len() as u8;
-                out[2..2 + name.len()].copy_from_slice(name.as_bytes());
-                out[2 + name.len()..].copy_from_slice(&port.to_be_bytes());
+                *atyp = ATYP_DOMAIN;
+                let (name_len, rest) = rest.split_first_mut()?;
+                // heapless::String<255>: the length fits.
+                *name_len = u8::try_from(name.len()).ok()?;
+                let (dst, rest) = rest.split_at_mut_checked(name.len())?;
+                dst.copy_from_slice(name.as_bytes());
+                (rest, *port)
             }
-        }
+        };
+        // `out` is exactly wire_len long, so two bytes remain for the port.
+        *<&mut [u8; 2]>::try_from(port_out).ok()? = port.to_be_bytes();
         Some(len)
     }
 
@@ -154,6 +167,13 @@ impl From<SocketAddr> for Address {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )]
     use super::*;
 
     #[test]

@@ -5,7 +5,7 @@
 //! info = "ss-subkey"). The nonce is a little-endian counter from zero, bumped after every seal
 //! or open.
 
-use super::Invalid;
+use super::{Invalid, SealError};
 use core::fmt;
 use md5::{Digest, Md5};
 use ss_aead::{Aead, Algorithm, Op};
@@ -152,18 +152,22 @@ impl fmt::Debug for MasterKey {
 impl MasterKey {
     /// OpenSSL EVP_BytesToKey with MD5, no salt, one round, as every Shadowsocks peer does.
     pub fn from_password(method: Method, password: &[u8]) -> MasterKey {
+        let len = method.key_len();
         let mut key = heapless::Vec::new();
         let mut prev: Option<[u8; 16]> = None;
-        while key.len() < method.key_len() {
+        while key.len() < len {
             let mut md5 = Md5::new();
             if let Some(p) = prev {
                 md5.update(p);
             }
             md5.update(password);
             let d: [u8; 16] = md5.finalize().into();
-            let want = (method.key_len() - key.len()).min(16);
-            // Cannot fail: we stop at key_len <= MAX_KEY_LEN.
-            let _ = key.extend_from_slice(&d[..want]);
+            for &b in d.iter().take(len.saturating_sub(key.len())) {
+                // Cannot fail: key_len <= MAX_KEY_LEN; stopping keeps the loop finite anyway.
+                if key.push(b).is_err() {
+                    return MasterKey(key);
+                }
+            }
             prev = Some(d);
         }
         MasterKey(key)
@@ -193,8 +197,13 @@ pub struct Session {
 fn subkey(method: Method, key: &MasterKey, salt: &[u8]) -> [u8; MAX_KEY_LEN] {
     let mut subkey = [0u8; MAX_KEY_LEN];
     let hk = hkdf::Hkdf::<sha1::Sha1>::new(Some(salt), key.as_bytes());
-    // Cannot fail: key_len (<= 32) is far below HKDF-SHA1's 255 * 20 bytes.
-    let _ = hk.expand(b"ss-subkey", &mut subkey[..method.key_len()]);
+    // Cannot fail: key_len (<= 32) is far below HKDF-SHA1's 255 * 20 bytes. HKDF output is
+    // a prefix of any longer output, so the fallback (never taken: key_len <= MAX_KEY_LEN)
+    // would derive the same key, only with one more HMAC block.
+    let _ = match subkey.get_mut(..method.key_len()) {
+        Some(out) => hk.expand(b"ss-subkey", out),
+        None => hk.expand(b"ss-subkey", &mut subkey),
+    };
     subkey
 }
 
@@ -204,17 +213,23 @@ fn one_shot(
     key: &MasterKey,
     salt: &[u8],
     op: Op,
-) -> Result<[u8; TAG_LEN], Invalid> {
+) -> Result<[u8; TAG_LEN], ss_aead::Error> {
     let sub = subkey(method, key, salt);
     let zero = [0u8; MAX_NONCE_LEN];
-    ss_aead::once(method.algorithm(), &sub, &zero[..method.nonce_len()], op)
-        .map_err(|_| Invalid::BadTag)
+    let nonce = zero
+        .get(..method.nonce_len())
+        .ok_or(ss_aead::Error::BadLength)?;
+    ss_aead::once(method.algorithm(), &sub, nonce, op)
 }
 
 /// Seals a UDP packet body in place (subkey from `salt`, nonce zero); returns the tag.
-pub fn seal_packet(method: Method, key: &MasterKey, salt: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
-    // Cannot fail: the key and nonce lengths come from `method`.
-    one_shot(method, key, salt, Op::Seal(body)).unwrap_or([0; TAG_LEN])
+pub fn seal_packet(
+    method: Method,
+    key: &MasterKey,
+    salt: &[u8],
+    body: &mut [u8],
+) -> Result<[u8; TAG_LEN], SealError> {
+    one_shot(method, key, salt, Op::Seal(body)).map_err(|_| SealError::Cipher)
 }
 
 /// Opens a UDP packet body in place if `tag` authenticates it.
@@ -225,7 +240,9 @@ pub fn open_packet(
     body: &mut [u8],
     tag: &[u8],
 ) -> Result<(), Invalid> {
-    one_shot(method, key, salt, Op::Open(body, tag)).map(|_| ())
+    one_shot(method, key, salt, Op::Open(body, tag))
+        .map(|_| ())
+        .map_err(|_| Invalid::BadTag)
 }
 
 impl Session {
@@ -239,13 +256,19 @@ impl Session {
         }
     }
 
-    /// Encrypts `buf` in place and returns its tag; advances the nonce.
-    pub fn seal(&mut self, buf: &mut [u8]) -> [u8; TAG_LEN] {
-        // Cannot fail: the nonce length comes from the method and chunks are <= 64 KiB.
+    /// The nonce for the next seal or open. The length comes from the method, so the
+    /// fallback (the whole array, which the AEAD would refuse) is never taken.
+    fn nonce(&self) -> &[u8] {
+        self.nonce.get(..self.nonce_len).unwrap_or(&self.nonce)
+    }
+
+    /// Encrypts `buf` in place and returns its tag; advances the nonce. Fails only if the AEAD
+    /// refuses the nonce, which the method's own length rules out.
+    pub fn seal(&mut self, buf: &mut [u8]) -> Result<[u8; TAG_LEN], SealError> {
         let tag = self
             .aead
-            .seal(&self.nonce[..self.nonce_len], buf)
-            .unwrap_or([0; TAG_LEN]);
+            .seal(self.nonce(), buf)
+            .map_err(|_| SealError::Cipher);
         self.bump();
         tag
     }
@@ -254,15 +277,15 @@ impl Session {
     pub fn open(&mut self, buf: &mut [u8], tag: &[u8]) -> Result<(), Invalid> {
         let ok = self
             .aead
-            .open(&self.nonce[..self.nonce_len], buf, tag)
+            .open(self.nonce(), buf, tag)
             .map_err(|_| Invalid::BadTag);
         self.bump();
         ok
     }
 
-    /// Little-endian increment of the nonce counter.
+    /// Little-endian increment of the nonce counter; wrapping is the counter's carry.
     fn bump(&mut self) {
-        for b in &mut self.nonce[..self.nonce_len] {
+        for b in self.nonce.iter_mut().take(self.nonce_len) {
             *b = b.wrapping_add(1);
             if *b != 0 {
                 break;
@@ -273,6 +296,13 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )]
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
@@ -332,13 +362,13 @@ mod tests {
             let mut rx = Session::new(m, &key, &salt[..m.salt_len()]);
             for round in 0..3u8 {
                 let mut buf = [round; 40];
-                let tag = tx.seal(&mut buf);
+                let tag = tx.seal(&mut buf).unwrap();
                 assert_ne!(buf, [round; 40]);
                 rx.open(&mut buf, &tag).unwrap();
                 assert_eq!(buf, [round; 40]);
             }
             let mut buf = [1u8; 8];
-            let mut tag = tx.seal(&mut buf);
+            let mut tag = tx.seal(&mut buf).unwrap();
             tag[0] ^= 1;
             assert_eq!(rx.open(&mut buf, &tag), Err(Invalid::BadTag));
         }

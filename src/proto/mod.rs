@@ -1,6 +1,28 @@
 //! Sans-IO protocol core: wire formats and cipher state machines over caller-owned byte
 //! slices. Nothing here touches sockets, clocks or async, and nothing allocates on the data
 //! path. Every parser distinguishes "need more bytes" from "this is invalid" and never panics.
+//!
+//! # The no-panic contract
+//!
+//! Everything here reads bytes from the network, and a release build aborts the whole proxy on
+//! a panic, so the compiler checks it: the lints below are denied for the whole module (and
+//! for `dns::wire`), and CI's `clippy -D warnings` fails on any of them. No indexing or slicing
+//! (`get`, `split_*_checked`, `first_chunk`, iterators instead), no `unwrap`/`expect`/`panic!`
+//! and friends, and no arithmetic that could overflow: `checked_*` where an input bounds the
+//! value, `saturating_*` only where the bound is proven next to it, `wrapping_*` only where
+//! wrap-around is the meaning (the nonce counter). Test modules may opt out. A failure to seal
+//! is a `SealError` the caller must handle: nothing is ever sent with a made-up tag.
+
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::arithmetic_side_effects
+)]
 
 pub mod address;
 pub mod cipher;
@@ -65,6 +87,31 @@ impl fmt::Display for Invalid {
     }
 }
 
+/// Why a chunk or packet could not be sealed. Always the caller's mistake or this crate's,
+/// never the peer's; the buffer must then not be sent, since its tag would be missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealError {
+    /// A TCP frame whose payload is empty or over `MAX_PAYLOAD` (the frame length is given).
+    FrameLength(usize),
+    /// A UDP packet buffer too short to hold salt and tag.
+    NoRoom,
+    /// A salt shorter than the method's.
+    ShortSalt,
+    /// The AEAD refused its inputs (a nonce not of the method's length).
+    Cipher,
+}
+
+impl fmt::Display for SealError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SealError::FrameLength(n) => write!(f, "cannot seal a frame of {n} bytes"),
+            SealError::NoRoom => f.write_str("packet buffer has no room for salt and tag"),
+            SealError::ShortSalt => f.write_str("salt shorter than the method's"),
+            SealError::Cipher => f.write_str("cipher refused to seal"),
+        }
+    }
+}
+
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -80,9 +127,15 @@ impl From<Invalid> for ParseError {
     }
 }
 
-/// `buf.get(range)` or "need more": the one way parsers read fixed-size fields.
+/// `buf.get(range)` or "need more": the one way parsers read variable-size fields.
 pub(crate) fn take(buf: &[u8], at: usize, len: usize) -> Result<&[u8], ParseError> {
+    // Saturating: an end past usize::MAX is as unreachable as usize::MAX itself.
     let end = at.saturating_add(len);
     buf.get(at..end)
         .ok_or(ParseError::NeedMore(end.saturating_sub(buf.len())))
+}
+
+/// [`take`] for fixed-size fields, as an array to destructure.
+pub(crate) fn take_array<const N: usize>(buf: &[u8], at: usize) -> Result<&[u8; N], ParseError> {
+    take(buf, at, N).and_then(|b| b.first_chunk().ok_or(ParseError::NeedMore(N)))
 }

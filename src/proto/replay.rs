@@ -42,6 +42,10 @@ const K: usize = 20;
 /// ln 2 ≈ LN_2_NUMER / LN_2_DENOM (0.693147180…).
 const LN_2_NUMER: u64 = 693_147_180;
 const LN_2_DENOM: u64 = 1_000_000_000;
+/// `K * LN_2_DENOM`: divided by LN_2_NUMER, the `K / ln 2` bits each salt needs.
+const K_SCALED: u64 = K as u64 * LN_2_DENOM;
+/// Fewest bits per half: more than `K`, so that a salt's `K` positions can all differ.
+const MIN_BITS: u64 = K as u64 + 1;
 
 /// Two ping-pong Bloom filters over salts. See the module documentation. `S` is the keyed
 /// hash; only tests choose another one than `RandomState`, to be deterministic.
@@ -72,8 +76,11 @@ impl<S: BuildHasher> ReplayFilter<S> {
         // m = n * k / ln 2 is the size at which k hash functions are optimal for n entries.
         // Integer arithmetic (ln 2 to nine digits, rounded up): soft-float routines would add
         // about 7 KiB to the MIPS build for this one line.
-        let ideal = (capacity as u64 * K as u64 * LN_2_DENOM).div_ceil(LN_2_NUMER);
-        let bits = next_prime(ideal.max(K as u64 + 1));
+        // At most 2^22 * 20 * 10^9 < 2^57: saturating never saturates.
+        let ideal = (capacity as u64)
+            .saturating_mul(K_SCALED)
+            .div_ceil(LN_2_NUMER);
+        let bits = next_prime(ideal.max(MIN_BITS));
         let words = usize::try_from(bits.div_ceil(64)).unwrap_or(usize::MAX);
         ReplayFilter {
             // vec![0; n] is calloc: large arrays come from fresh mmap'd pages, which use no
@@ -108,7 +115,7 @@ impl<S: BuildHasher> ReplayFilter<S> {
         if self.half_contains(self.current, &pos) {
             return true;
         }
-        let seen = self.half_contains(1 - self.current, &pos);
+        let seen = self.half_contains(self.current ^ 1, &pos);
         self.insert_positions(&pos);
         seen
     }
@@ -117,7 +124,7 @@ impl<S: BuildHasher> ReplayFilter<S> {
     pub fn memory_bytes(&self) -> usize {
         self.halves
             .iter()
-            .map(|h| h.len() * std::mem::size_of::<u64>())
+            .map(|h| std::mem::size_of_val(h.as_slice()))
             .sum()
     }
 
@@ -135,17 +142,21 @@ impl<S: BuildHasher> ReplayFilter<S> {
         // SipHash over `salt || 0xff`: a second, independent-looking value under the same key.
         h.write_u8(0xff);
         let h2 = h.finish();
+        // m is a prime above K (`with_keys`), so neither divisor below is zero.
         let m = self.bits;
-        let mut at = h1 % m;
+        let mut at = h1.checked_rem(m).unwrap_or(0);
         // A stride in 1..m; m is prime, so the K positions are distinct.
-        let stride = h2 % (m - 1) + 1;
+        let stride = h2
+            .checked_rem(m.saturating_sub(1))
+            .unwrap_or(0)
+            .saturating_add(1);
         let mut pos = [0u64; K];
         for p in pos.iter_mut() {
             *p = at;
-            // at + stride < 2m, and m < 2^63: no overflow, one subtraction reduces it.
-            at += stride;
+            // at + stride < 2m, and m < 2^63: exact, and one subtraction reduces it.
+            at = at.saturating_add(stride);
             if at >= m {
-                at -= m;
+                at = at.saturating_sub(m);
             }
         }
         pos
@@ -170,7 +181,7 @@ impl<S: BuildHasher> ReplayFilter<S> {
         if self.count >= self.capacity {
             // The older half holds salts older than the full current one: forget them, and
             // start filling that half. The full one keeps answering for `capacity` salts.
-            self.current = 1 - self.current;
+            self.current ^= 1;
             if let Some(older) = self.halves.get_mut(self.current) {
                 older.fill(0);
             }
@@ -183,7 +194,8 @@ impl<S: BuildHasher> ReplayFilter<S> {
                 }
             }
         }
-        self.count += 1;
+        // count < capacity here (it was reset above when it reached it).
+        self.count = self.count.saturating_add(1);
     }
 }
 
@@ -202,11 +214,9 @@ impl<S: BuildHasher> fmt::Debug for ReplayFilter<S> {
 /// The smallest prime `>= n` (n >= 2). Trial division is fine: it runs once, at start-up, on
 /// numbers below 2^27, where prime gaps are a few dozen.
 fn next_prime(n: u64) -> u64 {
-    let mut c = n.max(2);
-    while !is_prime(c) {
-        c += 1;
-    }
-    c
+    (n.max(2)..=u64::MAX)
+        .find(|&c| is_prime(c))
+        .unwrap_or(u64::MAX)
 }
 
 fn is_prime(n: u64) -> bool {
@@ -216,18 +226,26 @@ fn is_prime(n: u64) -> bool {
     if n.is_multiple_of(2) {
         return false;
     }
-    let mut d = 3;
-    while d * d <= n {
+    let mut d: u64 = 3;
+    // d stays below 2^32 + 2: d * d <= n < 2^64 ends the loop first.
+    while d.checked_mul(d).is_some_and(|square| square <= n) {
         if n.is_multiple_of(d) {
             return false;
         }
-        d += 2;
+        d = d.saturating_add(2);
     }
     true
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )]
     use super::*;
     use std::collections::hash_map::DefaultHasher;
     use std::hash::BuildHasherDefault;

@@ -11,7 +11,7 @@
 //! ADDRESS is the Shadowsocks address form (see `address`).
 
 use super::address::Address;
-use super::{take, Invalid, ParseError};
+use super::{take, take_array, Invalid, ParseError};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 pub const VERSION: u8 = 0x05;
@@ -40,16 +40,18 @@ pub enum Command {
 
 /// Parses the method-selection greeting; returns whether "no authentication" is offered.
 pub fn parse_greeting(buf: &[u8]) -> Result<(bool, usize), ParseError> {
-    let head = take(buf, 0, 2)?;
-    if head[0] != VERSION {
-        return Err(Invalid::SocksVersion(head[0]).into());
+    let [version, n] = *take_array(buf, 0)?;
+    if version != VERSION {
+        return Err(Invalid::SocksVersion(version).into());
     }
-    let n = head[1] as usize;
     if n == 0 {
         return Err(Invalid::SocksNoMethods.into());
     }
-    let methods = take(buf, 2, n)?;
-    Ok((methods.contains(&METHOD_NO_AUTH), 2 + n))
+    let methods = take(buf, 2, usize::from(n))?;
+    Ok((
+        methods.contains(&METHOD_NO_AUTH),
+        usize::from(n).saturating_add(2),
+    ))
 }
 
 /// A request whose command we parsed. The address may fail separately (see `parse_request`).
@@ -61,62 +63,72 @@ pub struct Request {
 
 /// Parses a request. An unknown address type is `Invalid::AddressType` (reply 08).
 pub fn parse_request(buf: &[u8]) -> Result<(Request, usize), ParseError> {
-    let head = take(buf, 0, 3)?;
-    if head[0] != VERSION {
-        return Err(Invalid::SocksVersion(head[0]).into());
+    let [version, command, reserved] = *take_array(buf, 0)?;
+    if version != VERSION {
+        return Err(Invalid::SocksVersion(version).into());
     }
-    let command = match head[1] {
+    let command = match command {
         0x01 => Command::Connect,
         0x02 => Command::Bind,
         0x03 => Command::UdpAssociate,
         other => Command::Other(other),
     };
-    if head[2] != 0 {
-        return Err(Invalid::SocksReserved(head[2]).into());
+    if reserved != 0 {
+        return Err(Invalid::SocksReserved(reserved).into());
     }
     let rest = buf.get(3..).unwrap_or(&[]);
     let (address, used) = Address::parse(rest)?;
-    Ok((Request { command, address }, 3 + used))
+    // `used` <= MAX_LEN.
+    Ok((Request { command, address }, used.saturating_add(3)))
 }
 
 /// Writes a reply with `code` and the bound address (0.0.0.0:0 if none); returns its length.
 pub fn write_reply(code: u8, bound: Option<SocketAddr>, out: &mut [u8; MAX_REPLY_LEN]) -> usize {
     let bound = bound.unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
-    out[0] = VERSION;
-    out[1] = code;
-    out[2] = 0;
+    let [version, rep, reserved, rest @ ..] = out;
+    (*version, *rep, *reserved) = (VERSION, code, 0);
     // Cannot fail: an IP address needs at most 19 bytes and 19 remain.
-    3 + Address::Ip(bound).write_to(&mut out[3..]).unwrap_or(0)
+    Address::Ip(bound)
+        .write_to(rest)
+        .unwrap_or(0)
+        .saturating_add(3)
 }
 
 /// Parses the header of a SOCKS5 UDP datagram; returns the target and the header length.
 /// Fragments (FRAG != 0) are refused: no peer implements reassembly.
 pub fn parse_udp_header(buf: &[u8]) -> Result<(Address, usize), ParseError> {
-    let head = take(buf, 0, 3)?;
-    if head[0] != 0 || head[1] != 0 {
-        return Err(Invalid::SocksReserved(head[0] | head[1]).into());
+    let [rsv0, rsv1, frag] = *take_array(buf, 0)?;
+    if rsv0 != 0 || rsv1 != 0 {
+        return Err(Invalid::SocksReserved(rsv0 | rsv1).into());
     }
-    if head[2] != 0 {
-        return Err(Invalid::SocksFragment(head[2]).into());
+    if frag != 0 {
+        return Err(Invalid::SocksFragment(frag).into());
     }
     let (addr, used) = Address::parse(buf.get(3..).unwrap_or(&[]))?;
-    Ok((addr, 3 + used))
+    Ok((addr, used.saturating_add(3)))
 }
 
 /// Length of the UDP header for `addr`.
 pub fn udp_header_len(addr: &Address) -> usize {
-    3 + addr.wire_len()
+    addr.wire_len().saturating_add(3)
 }
 
 /// Writes `00 00 00 ADDRESS` at the start of `out`; `None` if it does not fit.
 pub fn write_udp_header(addr: &Address, out: &mut [u8]) -> Option<usize> {
     let head = out.get_mut(..3)?;
     head.copy_from_slice(&[0, 0, 0]);
-    Some(3 + addr.write_to(out.get_mut(3..)?)?)
+    Some(addr.write_to(out.get_mut(3..)?)?.saturating_add(3))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )]
     use super::*;
 
     #[test]

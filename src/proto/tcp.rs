@@ -12,7 +12,7 @@
 //! with room for its header and tag, the decryptor opens chunks where they were received.
 
 use super::cipher::{MasterKey, Method, Session, MAX_SALT_LEN, TAG_LEN};
-use super::{take, Invalid, ParseError};
+use super::{take, Invalid, ParseError, SealError};
 use core::ops::Range;
 
 /// Largest payload of one chunk.
@@ -26,7 +26,9 @@ pub const MAX_CHUNK: usize = OVERHEAD + MAX_PAYLOAD;
 
 /// Sealing half of a stream.
 pub struct Encryptor {
-    session: Session,
+    /// `None` when `new` was given a salt shorter than the method's: every seal then fails
+    /// rather than sealing under a salt nobody chose.
+    session: Option<Session>,
     salt: [u8; MAX_SALT_LEN],
     salt_len: u8,
 }
@@ -36,32 +38,43 @@ impl Encryptor {
     pub fn new(method: Method, key: &MasterKey, salt: &[u8]) -> Encryptor {
         let salt_len = method.salt_len();
         let mut own = [0u8; MAX_SALT_LEN];
-        own[..salt_len].copy_from_slice(&salt[..salt_len]);
+        let session = match (own.get_mut(..salt_len), salt.get(..salt_len)) {
+            (Some(dst), Some(src)) => {
+                dst.copy_from_slice(src);
+                Some(Session::new(method, key, src))
+            }
+            _ => None,
+        };
         Encryptor {
-            session: Session::new(method, key, &own[..salt_len]),
+            session,
             salt: own,
+            // At most MAX_SALT_LEN (32).
             salt_len: salt_len as u8,
         }
     }
 
     pub fn salt(&self) -> &[u8] {
-        &self.salt[..self.salt_len as usize]
+        self.salt.get(..usize::from(self.salt_len)).unwrap_or(&[])
     }
 
     /// Seals one chunk in place. `frame` is `[HEADER_LEN spare][payload][TAG_LEN spare]` with a
-    /// payload of 1..=MAX_PAYLOAD bytes; anything else is left untouched and returns `false`.
-    pub fn seal_chunk(&mut self, frame: &mut [u8]) -> bool {
-        let payload_len = frame.len().wrapping_sub(OVERHEAD);
-        if frame.len() <= OVERHEAD || payload_len > MAX_PAYLOAD {
-            return false;
-        }
-        let (header, rest) = frame.split_at_mut(HEADER_LEN);
-        let (len_bytes, len_tag) = header.split_at_mut(2);
-        len_bytes.copy_from_slice(&(payload_len as u16).to_be_bytes());
-        len_tag.copy_from_slice(&self.session.seal(len_bytes));
-        let (payload, tag) = rest.split_at_mut(payload_len);
-        tag.copy_from_slice(&self.session.seal(payload));
-        true
+    /// payload of 1..=MAX_PAYLOAD bytes; any other frame is left untouched and refused. On
+    /// error the frame must not be sent: it is not (or not entirely) sealed.
+    #[must_use = "an unsealed chunk must not be sent"]
+    pub fn seal_chunk(&mut self, frame: &mut [u8]) -> Result<(), SealError> {
+        let bad = SealError::FrameLength(frame.len());
+        let session = self.session.as_mut().ok_or(SealError::ShortSalt)?;
+        let (len_bytes, rest) = frame.split_first_chunk_mut::<2>().ok_or(bad)?;
+        let (len_tag, rest) = rest.split_first_chunk_mut::<TAG_LEN>().ok_or(bad)?;
+        let (payload, tag) = rest.split_last_chunk_mut::<TAG_LEN>().ok_or(bad)?;
+        let len = u16::try_from(payload.len())
+            .ok()
+            .filter(|&n| n != 0 && usize::from(n) <= MAX_PAYLOAD)
+            .ok_or(bad)?;
+        *len_bytes = len.to_be_bytes();
+        *len_tag = session.seal(len_bytes)?;
+        *tag = session.seal(payload)?;
+        Ok(())
     }
 }
 
@@ -125,7 +138,8 @@ impl Decryptor {
     /// payload, so that a receive buffer can be placed for that payload to start aligned.
     pub fn payload_offset(&self) -> usize {
         match self.expect {
-            Expect::Salt => self.method.salt_len() + HEADER_LEN,
+            // At most 32 + 18.
+            Expect::Salt => self.method.salt_len().saturating_add(HEADER_LEN),
             Expect::Length | Expect::Failed => HEADER_LEN,
             Expect::Payload(_) => 0,
         }
@@ -136,7 +150,8 @@ impl Decryptor {
         match self.expect {
             Expect::Salt => self.method.salt_len(),
             Expect::Length | Expect::Failed => HEADER_LEN,
-            Expect::Payload(n) => n as usize + TAG_LEN,
+            // At most 0x3FFF + 16.
+            Expect::Payload(n) => usize::from(n).saturating_add(TAG_LEN),
         }
     }
 
@@ -148,7 +163,10 @@ impl Decryptor {
             (Expect::Salt, _) => {
                 let salt = take(buf, 0, need)?;
                 self.session = Some(Session::new(self.method, &self.key, salt));
-                self.salt[..need].copy_from_slice(salt);
+                // need = salt_len <= MAX_SALT_LEN: the whole salt is kept.
+                for (own, &b) in self.salt.iter_mut().zip(salt) {
+                    *own = b;
+                }
                 self.expect = Expect::Length;
                 Ok(Step {
                     consumed: need,
@@ -156,12 +174,11 @@ impl Decryptor {
                 })
             }
             (Expect::Length, Some(session)) => {
-                let header = buf
-                    .get_mut(..need)
-                    .ok_or(ParseError::NeedMore(need.saturating_sub(have)))?;
-                let (len, tag) = header.split_at_mut(2);
+                let more = ParseError::NeedMore(need.saturating_sub(have));
+                let header = buf.get_mut(..need).ok_or(more)?;
+                let (len, tag) = header.split_first_chunk_mut::<2>().ok_or(more)?;
                 session.open(len, tag)?;
-                let len = u16::from_be_bytes([len[0], len[1]]);
+                let len = u16::from_be_bytes(*len);
                 if len & !(MAX_PAYLOAD as u16) != 0 {
                     return Err(Invalid::ChunkLengthReserved(len).into());
                 }
@@ -174,17 +191,15 @@ impl Decryptor {
                     plain: 0..0,
                 })
             }
-            (Expect::Payload(len), Some(session)) => {
-                let len = *len as usize;
-                let chunk = buf
-                    .get_mut(..need)
-                    .ok_or(ParseError::NeedMore(need.saturating_sub(have)))?;
-                let (payload, tag) = chunk.split_at_mut(len);
+            (&Expect::Payload(len), Some(session)) => {
+                let more = ParseError::NeedMore(need.saturating_sub(have));
+                let chunk = buf.get_mut(..need).ok_or(more)?;
+                let (payload, tag) = chunk.split_last_chunk_mut::<TAG_LEN>().ok_or(more)?;
                 session.open(payload, tag)?;
                 self.expect = Expect::Length;
                 Ok(Step {
                     consumed: need,
-                    plain: 0..len,
+                    plain: 0..usize::from(len),
                 })
             }
             // Length/Payload are only entered after the salt created the session.
@@ -195,6 +210,13 @@ impl Decryptor {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )]
     use super::*;
     use crate::proto::cipher::METHODS;
 
@@ -205,7 +227,7 @@ mod tests {
         for piece in data.chunks(MAX_PAYLOAD) {
             let mut frame = vec![0u8; piece.len() + OVERHEAD];
             frame[HEADER_LEN..HEADER_LEN + piece.len()].copy_from_slice(piece);
-            assert!(enc.seal_chunk(&mut frame));
+            enc.seal_chunk(&mut frame).unwrap();
             out.extend_from_slice(&frame);
         }
         out
@@ -283,7 +305,7 @@ mod tests {
             let mut s = Session::new(m, &key, &[2; 32]);
             let mut wire = vec![2u8; 32];
             let mut len = bad_len.to_be_bytes();
-            let tag = s.seal(&mut len);
+            let tag = s.seal(&mut len).unwrap();
             wire.extend_from_slice(&len);
             wire.extend_from_slice(&tag);
             let err = open_stream(m, &key, &wire, 100).unwrap_err();
@@ -298,8 +320,31 @@ mod tests {
     fn seal_chunk_refuses_bad_frames() {
         let m = Method::ChaCha20Poly1305;
         let mut enc = Encryptor::new(m, &MasterKey::from_password(m, b"k"), &[0; 32]);
-        assert!(!enc.seal_chunk(&mut [0u8; OVERHEAD]));
-        assert!(!enc.seal_chunk(&mut vec![0u8; MAX_CHUNK + 1]));
-        assert!(enc.seal_chunk(&mut vec![0u8; MAX_CHUNK]));
+        let empty = [7u8; OVERHEAD];
+        let mut frame = empty;
+        assert_eq!(
+            enc.seal_chunk(&mut frame),
+            Err(SealError::FrameLength(OVERHEAD))
+        );
+        assert_eq!(frame, empty, "a refused frame is left untouched");
+        assert_eq!(
+            enc.seal_chunk(&mut vec![0u8; MAX_CHUNK + 1]),
+            Err(SealError::FrameLength(MAX_CHUNK + 1))
+        );
+        assert_eq!(
+            enc.seal_chunk(&mut [0u8; 3]),
+            Err(SealError::FrameLength(3))
+        );
+        assert_eq!(enc.seal_chunk(&mut vec![0u8; MAX_CHUNK]), Ok(()));
+    }
+
+    #[test]
+    fn short_salt_never_seals() {
+        let m = Method::Aes256Gcm;
+        let mut enc = Encryptor::new(m, &MasterKey::from_password(m, b"k"), &[1; 31]);
+        assert_eq!(
+            enc.seal_chunk(&mut [0u8; OVERHEAD + 1]),
+            Err(SealError::ShortSalt)
+        );
     }
 }

@@ -9,47 +9,62 @@
 //! Client→server the address is the target; server→client it is the remote peer.
 
 use super::cipher::{open_packet, seal_packet, MasterKey, Method, TAG_LEN};
-use super::Invalid;
+use super::{Invalid, SealError};
 use core::ops::Range;
 
 /// Bytes a sealed packet adds to its plaintext.
 pub fn overhead(method: Method) -> usize {
-    method.salt_len() + TAG_LEN
+    // At most 32 + 16.
+    method.salt_len().saturating_add(TAG_LEN)
 }
 
 /// Seals `packet` in place. Layout on entry: `[salt_len bytes, ignored][plaintext][16 bytes,
 /// ignored]`; `salt` (salt_len bytes) is copied to the front and the tag to the end.
-/// Returns `None` if `packet` cannot hold salt + tag.
-pub fn seal(method: Method, key: &MasterKey, salt: &[u8], packet: &mut [u8]) -> Option<()> {
+/// On error nothing may be sent: the packet has no valid tag.
+#[must_use = "an unsealed packet must not be sent"]
+pub fn seal(
+    method: Method,
+    key: &MasterKey,
+    salt: &[u8],
+    packet: &mut [u8],
+) -> Result<(), SealError> {
     let salt_len = method.salt_len();
-    let salt = salt.get(..salt_len)?;
-    let body_end = packet.len().checked_sub(TAG_LEN)?;
-    if body_end < salt_len {
-        return None;
-    }
-    let (head, rest) = packet.split_at_mut(salt_len);
+    let salt = salt.get(..salt_len).ok_or(SealError::ShortSalt)?;
+    let (head, rest) = packet
+        .split_at_mut_checked(salt_len)
+        .ok_or(SealError::NoRoom)?;
+    let (body, tag_out) = rest
+        .split_last_chunk_mut::<TAG_LEN>()
+        .ok_or(SealError::NoRoom)?;
     head.copy_from_slice(salt);
-    let (body, tag_out) = rest.split_at_mut(body_end - salt_len);
-    let tag = seal_packet(method, key, salt, body);
-    tag_out.copy_from_slice(&tag);
-    Some(())
+    *tag_out = seal_packet(method, key, salt, body)?;
+    Ok(())
 }
 
 /// Opens `packet` in place; returns where the plaintext (address + payload) now lies.
 pub fn open(method: Method, key: &MasterKey, packet: &mut [u8]) -> Result<Range<usize>, Invalid> {
     let salt_len = method.salt_len();
-    if packet.len() < salt_len + TAG_LEN {
-        return Err(Invalid::ShortPacket);
-    }
-    let body_end = packet.len() - TAG_LEN;
-    let (salt, rest) = packet.split_at_mut(salt_len);
-    let (body, tag) = rest.split_at_mut(body_end - salt_len);
+    let (salt, rest) = packet
+        .split_at_mut_checked(salt_len)
+        .ok_or(Invalid::ShortPacket)?;
+    let (body, tag) = rest
+        .split_last_chunk_mut::<TAG_LEN>()
+        .ok_or(Invalid::ShortPacket)?;
+    let body_len = body.len();
     open_packet(method, key, salt, body, tag)?;
-    Ok(salt_len..body_end)
+    // The body lies inside `packet`, so the end cannot overflow.
+    Ok(salt_len..salt_len.saturating_add(body_len))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )]
     use super::*;
     use crate::proto::cipher::METHODS;
 
@@ -75,6 +90,13 @@ mod tests {
         assert_eq!(open(m, &key, &mut [0u8; 31]), Err(Invalid::ShortPacket));
         let mut pkt = [0u8; 40];
         assert_eq!(open(m, &key, &mut pkt), Err(Invalid::BadTag));
-        assert!(seal(m, &key, &[0; 16], &mut [0u8; 20]).is_none());
+        assert_eq!(
+            seal(m, &key, &[0; 16], &mut [0u8; 20]),
+            Err(SealError::NoRoom)
+        );
+        assert_eq!(
+            seal(m, &key, &[0; 15], &mut [0u8; 40]),
+            Err(SealError::ShortSalt)
+        );
     }
 }

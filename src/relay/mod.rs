@@ -6,7 +6,7 @@ pub mod direct;
 pub mod pool;
 pub mod tcp;
 
-use crate::proto::Invalid;
+use crate::proto::{Invalid, SealError};
 use core::fmt;
 use std::io;
 
@@ -22,6 +22,8 @@ pub enum RelayError {
     Truncated,
     /// No traffic in either direction for the idle timeout.
     Idle,
+    /// Our own data could not be sealed (a bug, not the peer's doing); nothing unsealed left.
+    Seal(SealError),
 }
 
 impl fmt::Display for RelayError {
@@ -31,6 +33,7 @@ impl fmt::Display for RelayError {
             RelayError::Sealed(why) => why.fmt(f),
             RelayError::Truncated => f.write_str("stream closed mid-chunk (truncated)"),
             RelayError::Idle => f.write_str("idle timeout"),
+            RelayError::Seal(why) => why.fmt(f),
         }
     }
 }

@@ -127,13 +127,14 @@ impl Default for Activity {
 }
 
 /// Seals `plain_len` bytes of plaintext sitting in the payload slots of `block` into chunks,
-/// and returns the range to send (salt included when `with_salt`).
+/// and returns the range to send (salt included when `with_salt`). On error nothing in the
+/// block may be sent.
 fn seal_block(
     enc: &mut Encryptor,
     block: &mut [u8],
     plain_len: usize,
     with_salt: bool,
-) -> (usize, usize) {
+) -> Result<(usize, usize), RelayError> {
     let mut start = chunk_at(0);
     if with_salt {
         let salt = enc.salt();
@@ -146,12 +147,12 @@ fn seal_block(
     while left > 0 {
         let len = left.min(SEAL_PAYLOAD);
         let frame = &mut block[chunk_at(i)..chunk_at(i) + len + OVERHEAD];
-        enc.seal_chunk(frame);
+        enc.seal_chunk(frame).map_err(RelayError::Seal)?;
         end = chunk_at(i) + len + OVERHEAD;
         left -= len;
         i += 1;
     }
-    (start, end)
+    Ok((start, end))
 }
 
 /// Reads into the payload slots of a block, after `skip` bytes already placed in slot 0.
@@ -228,7 +229,7 @@ pub fn encrypt_pump<'a>(
             block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip]
                 .copy_from_slice(&first.prefix[..skip]);
             if skip + n > 0 {
-                let (start, end) = seal_block(enc, &mut block, skip + n, true);
+                let (start, end) = seal_block(enc, &mut block, skip + n, true)?;
                 salt_sent = true;
                 *sent = n > 0;
                 send(dst, block, start..end, pool)
@@ -259,7 +260,7 @@ pub fn encrypt_pump<'a>(
                 Err(e) => return Err(RelayError::PlainIo(e)),
             };
             streak.read(src, n, 2 * SEAL_PAYLOAD);
-            let (start, end) = seal_block(enc, &mut block, n, !salt_sent);
+            let (start, end) = seal_block(enc, &mut block, n, !salt_sent)?;
             salt_sent = true;
             *sent = true;
             send(dst, block, start..end, pool)
@@ -657,6 +658,24 @@ mod tests {
     fn poll_once<F: std::future::Future>(f: F) -> Poll<F::Output> {
         let mut f = std::pin::pin!(f);
         f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// A chunk that cannot be sealed ends the pump with an error; nothing is left to send.
+    #[test]
+    fn seal_block_propagates_a_seal_failure() {
+        use crate::proto::cipher::{MasterKey, Method};
+        use crate::proto::SealError;
+        let m = Method::ChaCha20Poly1305;
+        let key = MasterKey::from_password(m, b"k");
+        let mut block = vec![0u8; BLOCK_SIZE];
+        let mut good = Encryptor::new(m, &key, &[3; 32]);
+        let (start, end) = seal_block(&mut good, &mut block, 10, true).unwrap();
+        assert_eq!(end - start, 32 + 10 + OVERHEAD);
+        let mut short = Encryptor::new(m, &key, &[3; 16]);
+        assert!(matches!(
+            seal_block(&mut short, &mut block, 10, true),
+            Err(RelayError::Seal(SealError::ShortSalt))
+        ));
     }
 
     /// While reads keep filling the buffer the source stays ready and the pump goes on, but

@@ -255,7 +255,7 @@ fn hint_silent_server(ctx: &Context, open: &Opened, result: &Result<(), RelayErr
 fn log_end(who: &str, sealed: &str, result: Result<(), RelayError>) {
     match result {
         Ok(()) => log::debug!("{who}: closed"),
-        Err(e @ (RelayError::Sealed(_) | RelayError::Truncated)) => {
+        Err(e @ (RelayError::Sealed(_) | RelayError::Truncated | RelayError::Seal(_))) => {
             log::warn!("{who}: {sealed}: {e}")
         }
         Err(e @ RelayError::SealedIo(_)) => log::debug!("{who}: {sealed}: {e}"),

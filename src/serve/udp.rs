@@ -133,8 +133,8 @@ impl UdpRelay {
             return log::error!("udp: the system random number generator failed");
         }
         let packet = &mut block[plain_at - salt_len..d.data.end + TAG_LEN];
-        if udp::seal(self.method, &self.key, &salt, packet).is_none() {
-            return;
+        if let Err(e) = udp::seal(self.method, &self.key, &salt, packet) {
+            return log::warn!("udp: {}: not sent: {e}", d.client);
         }
         if let Err(e) = socket.send(packet).await {
             log::debug!("udp: {}: send to server: {e}", d.client);

@@ -116,7 +116,7 @@ mod tests {
     fn resident_pages(p: *mut u8, len: usize) -> usize {
         let pages = len.div_ceil(PAGE_ALIGN);
         let mut vec = vec![0u8; pages];
-        // SAFETY (test): `p` is page-aligned and mapped for `len` bytes; `vec` has one byte
+        // SAFETY: (test) `p` is page-aligned and mapped for `len` bytes; `vec` has one byte
         // per page.
         let rc = unsafe { nix::libc::mincore(p.cast(), len, vec.as_mut_ptr()) };
         assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
@@ -127,7 +127,7 @@ mod tests {
     fn large_zeroed_blocks_are_zero_and_cost_no_rss_until_written() {
         let a = Allocator;
         let size = 8 << 20;
-        // SAFETY (test): a non-zero layout; the block is freed with the same layout.
+        // SAFETY: (test) a non-zero layout; the block is freed with the same layout.
         unsafe {
             let p = a.alloc_zeroed(layout(size));
             assert!(!p.is_null());
@@ -151,7 +151,7 @@ mod tests {
             (DIRECT * 3, DIRECT + 1),
             (100, 200),
         ] {
-            // SAFETY (test): each block is used within its size and freed with its layout.
+            // SAFETY: (test) each block is used within its size and freed with its layout.
             unsafe {
                 let p = a.alloc(layout(from));
                 assert!(!p.is_null());
@@ -177,7 +177,7 @@ mod tests {
         assert!(is_direct(layout(DIRECT)));
         let a = Allocator;
         let l = Layout::from_size_align(DIRECT, 2 * PAGE_ALIGN).unwrap();
-        // SAFETY (test): freed with the layout it was allocated with.
+        // SAFETY: (test) freed with the layout it was allocated with.
         unsafe {
             let p = a.alloc(l);
             assert!(!p.is_null());

@@ -9,6 +9,10 @@
 //!
 //! All option numbers come from `libc`/`nix`: on MIPS (most OpenWrt routers) `SOL_SOCKET`,
 //! `SO_REUSEADDR`, `SOCK_STREAM` and friends have different values than on x86/ARM.
+//!
+//! The one module where `unsafe` is allowed (the crate root denies it everywhere else, and
+//! `lib.rs` lifts that for `sys` alone); clippy rejects any unsafe block here without a
+//! `// SAFETY:` comment.
 
 mod alloc;
 mod net;
