@@ -165,6 +165,8 @@ mod tests {
     #![allow(
         clippy::indexing_slicing,
         clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
         clippy::arithmetic_side_effects
     )]
     use super::*;
