@@ -210,7 +210,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     };
     let ex = Rc::new(LocalExecutor::new());
     let ctx = Rc::new(Context {
-        pool: Pool::new(cfg.limits.pool_blocks),
+        pool: Pool::new(cfg.limits.pool_blocks)?,
         upstream: Rc::new(Upstream::new(servers, opts)),
         limit: Limit::new(cfg.limits.max_conns),
         ex: Rc::clone(&ex),
