@@ -199,7 +199,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
     }
     if let Some(user) = &cfg.user {
-        sys::run_as(user).map_err(|e| format!("cannot run as user '{user}': {e}"))?;
+        let keep = sys::kept_capabilities(binds.iter().map(|a| a.port()), false);
+        sys::run_as(user, &keep).map_err(|e| format!("cannot run as user '{user}': {e}"))?;
     }
     let opts = OutboundOpts {
         fwmark: cfg.fwmark,

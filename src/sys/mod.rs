@@ -23,7 +23,10 @@ pub use net::{
     udp_listener, OutboundOpts,
 };
 pub use poll::{accept, read_term_signal, term_signals, Events, Poller, Readiness};
-pub use process::{nofile, raise_nofile_to_hard, run_as, set_nofile};
+pub use process::{
+    capability_mask, kept_capabilities, nofile, raise_nofile_to_hard, run_as, set_nofile,
+    Capability,
+};
 pub use random::random_salt;
 pub use redir::{
     original_dst, recv_orig_dst, set_ip_transparent, udp_tproxy_listener, udp_tproxy_reply_socket,
