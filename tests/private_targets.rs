@@ -8,21 +8,13 @@
 
 mod support;
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::*;
-
-extern "C" {
-    fn setns(fd: i32, nstype: i32) -> i32;
-}
-const CLONE_NEWNET: i32 = 0x4000_0000;
 
 /// Refused unless `--allow-private-targets`: one of each range the policy names.
 const PRIVATE: [&str; 6] = [
@@ -36,77 +28,6 @@ const PRIVATE: [&str; 6] = [
 /// TEST-NET-1: not private, so reached by default.
 const PUBLIC: &str = "192.0.2.1";
 const ECHO_PORT: u16 = 7007;
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace with lo up holding `addrs` too (lo, not a dummy interface: kernels
-/// without the dummy module are common in containers); deleted on drop.
-struct NetNs {
-    name: String,
-}
-
-impl NetNs {
-    fn new(addrs: &[&str]) -> NetNs {
-        let name = format!("smol-priv-{}", std::process::id());
-        // A namespace left by a killed earlier run of the same pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        let ns = NetNs { name };
-        let n = ns.name.as_str();
-        ip(&["-n", n, "link", "set", "lo", "up"]);
-        for a in addrs {
-            let a: IpAddr = a.parse().unwrap();
-            let (cidr, extra) = match a {
-                IpAddr::V4(_) => (format!("{a}/32"), None),
-                // No duplicate address detection: usable at once.
-                IpAddr::V6(_) => (format!("{a}/128"), Some("nodad")),
-            };
-            let mut args = vec!["-n", n, "addr", "add", &cidr, "dev", "lo"];
-            args.extend(extra);
-            ip(&args);
-        }
-        ns
-    }
-
-    /// Runs `f` on a thread that has entered the namespace: sockets it creates live there.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        thread::scope(|s| {
-            s.spawn(|| {
-                let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                // SAFETY: plain syscall on a descriptor we own; it changes only this thread.
-                let rc = unsafe { setns(fd.as_raw_fd(), CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
-
-    /// `cmd` (program and arguments) run inside the namespace.
-    fn command(&self, program: &std::path::Path) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
-        cmd
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
 
 /// TCP echo on every listener until dropped.
 struct Echo {
@@ -232,7 +153,7 @@ fn private_targets_are_refused_unless_allowed_and_public_ones_reached() {
     let _watchdog = Watchdog::new("private targets in a netns", Duration::from_secs(120));
     let mut addrs = PRIVATE.to_vec();
     addrs.push(PUBLIC);
-    let ns = NetNs::new(&addrs);
+    let ns = NetNs::new("priv", &addrs);
     let listeners = ns.run(|| {
         addrs
             .iter()
