@@ -134,7 +134,7 @@ impl Pool {
 fn human_bytes(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
     if bytes >= 1 << 30 {
-        format!("{}.{} GiB", bytes >> 30, (bytes % (1 << 30)) * 10 >> 30)
+        format!("{}.{} GiB", bytes >> 30, ((bytes % (1 << 30)) * 10) >> 30)
     } else {
         format!("{} MiB", bytes.div_ceil(MIB))
     }
