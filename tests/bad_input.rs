@@ -103,6 +103,7 @@ fn send_and_expect_close(proxy: SocketAddr, bytes: &[u8], what: &str) {
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn socks5_wrong_version_byte() {
     let Some(mut s) = setup("socks5-version") else {
         return;
@@ -118,6 +119,7 @@ fn socks5_wrong_version_byte() {
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn socks5_garbage() {
     let Some(mut s) = setup("socks5-garbage") else {
         return;
@@ -130,6 +132,7 @@ fn socks5_garbage() {
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn socks5_garbage_after_greeting() {
     let Some(mut s) = setup("socks5-garbage-request") else {
         return;
@@ -147,6 +150,7 @@ fn socks5_garbage_after_greeting() {
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn socks5_no_acceptable_method() {
     let Some(mut s) = setup("socks5-methods") else {
         return;
@@ -162,6 +166,7 @@ fn socks5_no_acceptable_method() {
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn socks5_unsupported_command_and_address_type() {
     let Some(mut s) = setup("socks5-unsupported") else {
         return;
@@ -195,6 +200,7 @@ fn socks5_unsupported_command_and_address_type() {
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn idle_clients_are_closed_after_the_timeout_while_others_are_served() {
     let Some(mut s) = setup("idle") else {
         return;
@@ -237,6 +243,7 @@ fn idle_clients_are_closed_after_the_timeout_while_others_are_served() {
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn malformed_udp_datagrams_are_dropped() {
     let Some(mut s) = setup("udp-malformed") else {
         return;
@@ -357,11 +364,13 @@ fn against_fake_server(tag: &str, answer: Vec<u8>, keyword: &str) {
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn fake_server_answers_garbage() {
     against_fake_server("fake-garbage", data(666, 4096), "authentication failed");
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn fake_server_closes_mid_chunk() {
     // A salt, then the first 10 bytes of a length chunk (which needs 2 + 16), then FIN.
     against_fake_server(
@@ -372,6 +381,7 @@ fn fake_server_closes_mid_chunk() {
 }
 
 #[test]
+#[ignore = "needs shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn wrong_password() {
     let Some(s) = setup("wrong-password") else {
         return;

@@ -327,21 +327,25 @@ macro_rules! suites {
         $arch:ident => $local:ident, $tunnel:ident, $server_local:ident, $server_tunnel:ident;
     )*) => {$(
         #[test]
+        #[ignore = "needs cross builds, qemu-user and shadowsocks-libev; bash tests/run-all.sh runs it"]
         fn $local() {
             local_suite(&$arch, Role::Client);
         }
 
         #[test]
+        #[ignore = "needs cross builds, qemu-user and shadowsocks-libev; bash tests/run-all.sh runs it"]
         fn $tunnel() {
             tunnel_suite(&$arch, Role::Client);
         }
 
         #[test]
+        #[ignore = "needs cross builds, qemu-user and shadowsocks-libev; bash tests/run-all.sh runs it"]
         fn $server_local() {
             local_suite(&$arch, Role::Server);
         }
 
         #[test]
+        #[ignore = "needs cross builds, qemu-user and shadowsocks-libev; bash tests/run-all.sh runs it"]
         fn $server_tunnel() {
             tunnel_suite(&$arch, Role::Server);
         }
@@ -378,6 +382,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// connection tasks keep only what the relay needs; 3.2 and 4.2 KiB before that, 5.6 KiB for
 /// ss-tunnel before the relay's future got an allocation of its own).
 #[test]
+#[ignore = "needs cross builds, qemu-user and shadowsocks-libev; bash tests/run-all.sh runs it"]
 fn x86_64_router_build_memory() {
     const IDLE_CONNS: usize = 300;
     for role in [Role::Client, Role::Server] {

@@ -155,6 +155,7 @@ fn assert_file(body: &[u8], what: &str) {
 }
 
 #[test]
+#[ignore = "needs curl and shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn curl_socks5_hostname_localhost() {
     let Some((_w, tmp, http, server)) = setup("curl-hostname") else {
         return;
@@ -169,6 +170,7 @@ fn curl_socks5_hostname_localhost() {
 }
 
 #[test]
+#[ignore = "needs curl and shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn curl_socks5_ipv4_and_ipv6_literals() {
     let Some((_w, tmp, http, server)) = setup("curl-literals") else {
         return;
@@ -185,6 +187,7 @@ fn curl_socks5_ipv4_and_ipv6_literals() {
 }
 
 #[test]
+#[ignore = "needs curl and shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn curl_upload_through_socks5() {
     let Some((_w, tmp, http, server)) = setup("curl-upload") else {
         return;
@@ -205,6 +208,7 @@ fn curl_upload_through_socks5() {
 }
 
 #[test]
+#[ignore = "needs curl and shadowsocks-libev (ss-server); bash tests/run-all.sh runs it"]
 fn curl_through_tunnel() {
     let Some((_w, tmp, http, server)) = setup("curl-tunnel") else {
         return;

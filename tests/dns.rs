@@ -70,6 +70,7 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 #[test]
+#[ignore = "needs dnsmasq; bash tests/run-all.sh runs it"]
 fn a_record() {
     let _w = Watchdog::new("a_record", LIMIT);
     let Some((_dnsmasq, ns)) = start_dnsmasq() else {
@@ -88,6 +89,7 @@ fn a_record() {
 }
 
 #[test]
+#[ignore = "needs dnsmasq; bash tests/run-all.sh runs it"]
 fn aaaa_record() {
     let _w = Watchdog::new("aaaa_record", LIMIT);
     let Some((_dnsmasq, ns)) = start_dnsmasq() else {
@@ -103,6 +105,7 @@ fn aaaa_record() {
 }
 
 #[test]
+#[ignore = "needs dnsmasq; bash tests/run-all.sh runs it"]
 fn both_families_in_preferred_order() {
     let _w = Watchdog::new("both_families_in_preferred_order", LIMIT);
     let Some((_dnsmasq, ns)) = start_dnsmasq() else {
@@ -121,6 +124,7 @@ fn both_families_in_preferred_order() {
 }
 
 #[test]
+#[ignore = "needs dnsmasq; bash tests/run-all.sh runs it"]
 fn cname_chains_are_followed() {
     let _w = Watchdog::new("cname_chains_are_followed", LIMIT);
     let Some((_dnsmasq, ns)) = start_dnsmasq() else {
@@ -137,6 +141,7 @@ fn cname_chains_are_followed() {
 }
 
 #[test]
+#[ignore = "needs dnsmasq; bash tests/run-all.sh runs it"]
 fn nxdomain_is_not_found_and_cached_briefly() {
     let _w = Watchdog::new("nxdomain_is_not_found_and_cached_briefly", LIMIT);
     let Some((_dnsmasq, ns)) = start_dnsmasq() else {
@@ -160,6 +165,7 @@ fn nxdomain_is_not_found_and_cached_briefly() {
 }
 
 #[test]
+#[ignore = "needs dnsmasq; bash tests/run-all.sh runs it"]
 fn name_without_addresses_is_not_found() {
     let _w = Watchdog::new("name_without_addresses_is_not_found", LIMIT);
     let Some((_dnsmasq, ns)) = start_dnsmasq() else {
@@ -185,6 +191,7 @@ fn name_without_addresses_is_not_found() {
 }
 
 #[test]
+#[ignore = "needs dnsmasq; bash tests/run-all.sh runs it"]
 fn cache_answers_after_the_server_is_gone() {
     let _w = Watchdog::new("cache_answers_after_the_server_is_gone", LIMIT);
     let Some((mut dnsmasq, ns)) = start_dnsmasq() else {
@@ -215,6 +222,7 @@ fn cache_answers_after_the_server_is_gone() {
 }
 
 #[test]
+#[ignore = "needs dnsmasq; bash tests/run-all.sh runs it"]
 fn second_nameserver_answers_when_the_first_is_silent() {
     let _w = Watchdog::new("second_nameserver_answers_when_the_first_is_silent", LIMIT);
     let Some((_dnsmasq, ns)) = start_dnsmasq() else {

@@ -114,11 +114,16 @@ pub const MAX_CONNS: IntRule = IntRule {
     max: 1 << 20,
     zero_ok: false,
 };
-/// The pool is allocated up front; the cap keeps a typo from aborting on allocation.
+/// The pool is allocated up front; the cap (the pool's, smaller on 32-bit targets) keeps a typo
+/// from failing the allocation. `what` is a literal per width; a test checks it names the cap.
 pub const POOL_BLOCKS: IntRule = IntRule {
-    what: "a buffer count (1-65536)",
+    what: if usize::BITS == 32 {
+        "a buffer count (1-16328)"
+    } else {
+        "a buffer count (1-65536)"
+    },
     min: 1,
-    max: 1 << 16,
+    max: crate::relay::pool::MAX_BLOCKS as u64,
     zero_ok: false,
 };
 pub const UDP_ASSOCS: IntRule = IntRule {
@@ -374,6 +379,10 @@ mod tests {
         assert!(TIMEOUT.parse("0").is_err());
         assert!(TIMEOUT.parse("99999999999999999999999").is_err());
         assert!(parse_usize(&POOL_BLOCKS, "0").is_err());
+        let cap = crate::relay::pool::MAX_BLOCKS;
+        assert!(POOL_BLOCKS.what.ends_with(&format!("(1-{cap})")));
+        assert!(parse_usize(&POOL_BLOCKS, &cap.to_string()).is_ok());
+        assert!(parse_usize(&POOL_BLOCKS, &(cap + 1).to_string()).is_err());
         assert!(parse_usize(&REPLAY_CAPACITY, "0").is_err());
         assert_eq!(parse_usize(&REPLAY_CAPACITY, "4194304"), Ok(1 << 22));
         assert!(parse_usize(&REPLAY_CAPACITY, "4194305").is_err());

@@ -52,10 +52,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     startup::write_pid_file(&cfg)?;
     if let Some(user) = &cfg.user {
-        sys::run_as(user).map_err(|e| format!("cannot run as user '{user}': {e}"))?;
+        let keep = sys::kept_capabilities(binds.iter().map(|a| a.port()), false);
+        sys::run_as(user, &keep).map_err(|e| format!("cannot run as user '{user}': {e}"))?;
     }
     let ex = Rc::new(LocalExecutor::new());
-    let ctx = Rc::new(Context::new(&cfg, far, Rc::clone(&ex)));
+    let ctx = Rc::new(Context::new(&cfg, far, Rc::clone(&ex))?);
     // One replay filter and ban list for every listener of ss-server.
     let guard = (cfg.mode == Mode::Server).then(|| server::guard(&cfg));
     let mut serving = Vec::new();

@@ -19,6 +19,25 @@ use std::rc::Rc;
 /// arena starts 16-byte aligned.
 pub const BLOCK_SIZE: usize = (4 + MAX_SALT_LEN + 2 * MAX_CHUNK).next_multiple_of(16);
 
+/// Most blocks a pool may have on this target; `--pool-blocks` is checked against it.
+pub const MAX_BLOCKS: usize = max_blocks(usize::BITS);
+
+/// The block cap for a target whose pointers are `pointer_bits` wide. The pool and its spill
+/// budget (as large again) together take at most a quarter of the address space, so on a 32-bit
+/// router they leave room for the program, its libraries and the stack (65,536 blocks would be
+/// 4 GiB there, and the allocation could only fail); on 64-bit targets the cap is 65,536, what a
+/// typo would be.
+pub const fn max_blocks(pointer_bits: u32) -> usize {
+    let quarter = 1u64 << (pointer_bits - 2);
+    let by_address_space = quarter / 2 / BLOCK_SIZE as u64;
+    let cap = 1 << 16;
+    if by_address_space < cap {
+        by_address_space as usize
+    } else {
+        cap as usize
+    }
+}
+
 pub struct Pool {
     free: RefCell<Vec<&'static mut [u8]>>,
     /// One unit per free block: `take` waits on it.
@@ -29,18 +48,34 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Allocates `blocks` blocks (at least one). The memory lives for the whole process.
-    pub fn new(blocks: usize) -> Rc<Pool> {
+    /// Allocates `blocks` blocks (at least one). The memory lives for the whole process. The
+    /// error is the one line start-up prints: more than [`MAX_BLOCKS`], or no memory for them.
+    pub fn new(blocks: usize) -> Result<Rc<Pool>, String> {
         let blocks = blocks.max(1);
-        let arena: &'static mut [u8] = Box::leak(vec![0u8; blocks * BLOCK_SIZE].into_boxed_slice());
+        // Both in u64: the product overflows a 32-bit usize for the values refused here.
+        let budget = human_bytes(2 * blocks as u64 * BLOCK_SIZE as u64);
+        if blocks > MAX_BLOCKS {
+            return Err(format!(
+                "--pool-blocks {blocks}: {budget} of buffers (the pool and its spill budget) is \
+                 more than this system can address; at most {MAX_BLOCKS}"
+            ));
+        }
+        let arena = crate::sys::zeroed_bytes(blocks * BLOCK_SIZE).ok_or_else(|| {
+            format!(
+                "--pool-blocks {blocks}: cannot allocate {} of buffers (out of memory or \
+                 address space); use fewer",
+                human_bytes(blocks as u64 * BLOCK_SIZE as u64)
+            )
+        })?;
+        let arena: &'static mut [u8] = Box::leak(arena);
         // Reversed so the first blocks are lent first: reuse keeps the resident set small.
         let free = arena.chunks_exact_mut(BLOCK_SIZE).rev().collect();
-        Rc::new(Pool {
+        Ok(Rc::new(Pool {
             free: RefCell::new(free),
             units: Semaphore::new(blocks),
             blocks,
             spill_left: Cell::new(blocks * BLOCK_SIZE),
-        })
+        }))
     }
 
     /// Borrows a block, waiting while none is free.
@@ -90,6 +125,16 @@ impl Pool {
             bytes: parts.concat().into_boxed_slice(),
             pool: Rc::clone(self),
         })
+    }
+}
+
+/// `bytes` for a person: "514 MiB", "4.0 GiB".
+fn human_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes >= 1 << 30 {
+        format!("{}.{} GiB", bytes >> 30, ((bytes % (1 << 30)) * 10) >> 30)
+    } else {
+        format!("{} MiB", bytes.div_ceil(MIB))
     }
 }
 
@@ -205,8 +250,37 @@ mod tests {
     use futures_lite::future;
 
     #[test]
+    fn the_cap_keeps_pool_and_spills_within_a_quarter_of_a_32_bit_address_space() {
+        let cap = max_blocks(32);
+        assert_eq!(BLOCK_SIZE, 32_880, "recompute the numbers below");
+        // 512 MiB / 32,880 bytes.
+        assert_eq!(cap, 16_328);
+        assert!(2 * cap as u64 * BLOCK_SIZE as u64 <= 1 << 30);
+        assert!(
+            2 * (cap as u64 + 1) * BLOCK_SIZE as u64 > 1 << 30,
+            "not the largest"
+        );
+        assert_eq!(max_blocks(64), 65_536);
+        assert_eq!(MAX_BLOCKS, max_blocks(usize::BITS));
+    }
+
+    #[test]
+    fn too_many_blocks_is_one_line_naming_the_value_and_the_limit() {
+        let e = Pool::new(MAX_BLOCKS + 1).err().unwrap();
+        assert!(
+            e.starts_with(&format!("--pool-blocks {}: ", MAX_BLOCKS + 1)),
+            "{e}"
+        );
+        assert!(e.ends_with(&format!("at most {MAX_BLOCKS}")), "{e}");
+        assert!(!e.contains('\n'));
+        assert_eq!(human_bytes(2 * 65_536 * BLOCK_SIZE as u64), "4.0 GiB");
+        assert_eq!(human_bytes(4 * BLOCK_SIZE as u64), "1 MiB");
+        assert_eq!(Pool::new(0).unwrap().capacity(), 1);
+    }
+
+    #[test]
     fn lends_and_returns() {
-        let pool = Pool::new(2);
+        let pool = Pool::new(2).unwrap();
         let a = pool.try_take().unwrap();
         let mut b = pool.try_take().unwrap();
         assert_eq!(a.len(), BLOCK_SIZE);
@@ -220,7 +294,7 @@ mod tests {
 
     #[test]
     fn take_waits_for_a_returned_block() {
-        let pool = Pool::new(1);
+        let pool = Pool::new(1).unwrap();
         let held = pool.try_take().unwrap();
         let ex = async_executor::LocalExecutor::new();
         let p = pool.clone();

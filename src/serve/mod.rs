@@ -51,18 +51,19 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(cfg: &Config, far: Far, ex: Rc<LocalExecutor<'static>>) -> Context {
-        Context {
+    /// Fails (one line for the user) when the pool cannot be allocated.
+    pub fn new(cfg: &Config, far: Far, ex: Rc<LocalExecutor<'static>>) -> Result<Context, String> {
+        Ok(Context {
             method: cfg.method,
             key: cfg.key.clone(),
-            pool: Pool::new(cfg.limits.pool_blocks),
+            pool: Pool::new(cfg.limits.pool_blocks)?,
             limit: Rc::new(Semaphore::new(cfg.limits.max_conns.max(1))),
             ex,
             far,
             timeout: cfg.timeout,
             no_delay: cfg.no_delay,
             hinted: Cell::new(false),
-        }
+        })
     }
 }
 

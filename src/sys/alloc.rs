@@ -104,9 +104,47 @@ unsafe impl GlobalAlloc for Allocator {
     }
 }
 
+/// `len` zero bytes on the heap, or `None` when the allocator has no room: unlike `vec![0; len]`,
+/// which aborts the process with no message when the allocation fails. With [`Allocator`]
+/// installed a large request is a fresh mapping, so pages nobody writes cost no RSS.
+pub fn zeroed_bytes(len: usize) -> Option<Box<[u8]>> {
+    if len == 0 {
+        return Some(Box::default());
+    }
+    // Fails for more than isize::MAX bytes, which no allocation may have.
+    let layout = Layout::array::<u8>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size (checked above).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a live allocation of the global allocator made with `layout` (`len` bytes,
+    // alignment 1), which is the layout `Box<[u8]>` frees a slice of `len` bytes with; every
+    // byte is initialised (zero), and nothing else points at it, so the box owns it uniquely.
+    Some(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, len)) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroed_bytes_are_zero_and_impossible_sizes_fail_without_aborting() {
+        for len in [0, 1, 4095, DIRECT, 3 * DIRECT + 5] {
+            let b = zeroed_bytes(len).unwrap();
+            assert_eq!(b.len(), len);
+            assert!(b.iter().all(|&x| x == 0), "{len}");
+        }
+        // Writable and freed with the right layout (a wrong one would trip the allocator).
+        let mut b = zeroed_bytes(DIRECT).unwrap();
+        b[DIRECT - 1] = 1;
+        drop(b);
+        assert!(zeroed_bytes(usize::MAX).is_none(), "above isize::MAX");
+        assert!(
+            zeroed_bytes(isize::MAX as usize).is_none(),
+            "no address space"
+        );
+    }
 
     fn layout(size: usize) -> Layout {
         Layout::from_size_align(size, 8).unwrap()

@@ -21,13 +21,16 @@ mod process;
 mod random;
 mod redir;
 
-pub use alloc::Allocator;
+pub use alloc::{zeroed_bytes, Allocator};
 pub use net::{
     bytes_queued, outbound_udp_socket, set_recv_lowat, start_tcp_connect, tcp_listener,
     udp_listener, OutboundOpts,
 };
 pub use poll::{accept, read_term_signal, term_signals, Events, Poller, Readiness};
-pub use process::{nofile, raise_nofile_to_hard, run_as, set_nofile};
+pub use process::{
+    capability_mask, kept_capabilities, nofile, raise_nofile_to_hard, run_as, set_nofile,
+    Capability,
+};
 pub use random::random_salt;
 pub use redir::{
     original_dst, recv_orig_dst, set_ip_transparent, udp_tproxy_listener, udp_tproxy_reply_socket,

@@ -1,5 +1,9 @@
 //! Process-wide settings made once at start-up: the open-file limit that bounds how many
-//! connections can exist, and dropping root to an unprivileged user (libev `-a`).
+//! connections can exist, and dropping root to an unprivileged user (libev `-a`), keeping only
+//! the capabilities the mode still needs while it runs.
+//!
+//! Capabilities are set with the raw `capset` system call: OpenWrt has no libcap, and nix does
+//! not wrap it.
 
 use super::{ctx, ctx_hint};
 use nix::errno::Errno;
@@ -53,13 +57,55 @@ pub fn raise_nofile_to_hard() -> io::Result<u64> {
     }
 }
 
+/// A capability a mode may need after the switch to an unprivileged user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// Binding ports below 1024 (listeners opened again later, plugins).
+    NetBindService,
+    /// Transparent sockets (IP_TRANSPARENT) for ss-redir's UDP replies.
+    NetAdmin,
+}
+
+impl Capability {
+    /// The number in linux/capability.h.
+    pub const fn number(self) -> u32 {
+        match self {
+            Capability::NetBindService => 10,
+            Capability::NetAdmin => 12,
+        }
+    }
+}
+
+/// The capability set (bit N for capability N) holding exactly `keep`.
+pub fn capability_mask(keep: &[Capability]) -> u64 {
+    keep.iter().fold(0, |m, c| m | 1 << c.number())
+}
+
+/// What a process listening on `ports` must keep across `-a USER`: CAP_NET_BIND_SERVICE when a
+/// port is below 1024, CAP_NET_ADMIN when it needs transparent sockets (ss-redir's UDP).
+pub fn kept_capabilities(
+    ports: impl IntoIterator<Item = u16>,
+    transparent: bool,
+) -> Vec<Capability> {
+    let mut keep = Vec::new();
+    if ports.into_iter().any(|p| p < 1024) {
+        keep.push(Capability::NetBindService);
+    }
+    if transparent {
+        keep.push(Capability::NetAdmin);
+    }
+    keep
+}
+
 /// setgid/setgroups/setuid to the named user (like libev's `-a`), also accepting a numeric
-/// uid as libev does. A no-op when already running as that user; an error if the user does
-/// not exist or we are not root.
+/// uid as libev does, keeping exactly the capabilities in `keep` (permitted and effective) and
+/// nothing else, not even in the bounding set, so no program started later (a plugin) can gain
+/// more. A no-op when already running as that user; an error if the user does not exist or we
+/// are not root.
 ///
-/// Call after binding privileged ports. Both glibc and musl apply the change to every
-/// thread of the process.
-pub fn run_as(user: &str) -> io::Result<()> {
+/// Call after binding privileged ports. Both glibc and musl apply the uid change to every
+/// thread of the process; capabilities are per thread, so call it before starting any.
+pub fn run_as(user: &str, keep: &[Capability]) -> io::Result<()> {
     let pw = lookup_user(user)?;
     if pw.uid == getuid() {
         return Ok(());
@@ -71,12 +117,92 @@ pub fn run_as(user: &str) -> io::Result<()> {
         ));
     }
     let name = CString::new(pw.name.as_str()).map_err(|_| bad_user(user))?;
+    let mask = capability_mask(keep);
+    // While we are still root (CAP_SETPCAP): the bounding set is what any later exec can have.
+    drop_bounding_except(mask)?;
     // Supplementary groups first: they are root's (e.g. 0) until replaced, and replacing
     // them needs the privilege that setuid is about to drop.
     initgroups(&name, pw.gid).map_err(|e| ctx(e, format_args!("initgroups for {user}")))?;
     setgid(pw.gid).map_err(|e| ctx(e, format_args!("setgid to {}", pw.gid)))?;
+    // Without KEEPCAPS, setuid away from root empties the permitted set, and nothing can
+    // bring a capability back.
+    set_keepcaps(mask != 0)?;
     setuid(pw.uid).map_err(|e| ctx(e, format_args!("setuid to {}", pw.uid)))?;
+    if mask != 0 {
+        set_capabilities(mask)?;
+        set_keepcaps(false)?;
+    }
     Ok(())
+}
+
+fn set_keepcaps(on: bool) -> io::Result<()> {
+    // SAFETY: PR_SET_KEEPCAPS takes one integer argument and touches no memory of ours.
+    let rc = unsafe { nix::libc::prctl(nix::libc::PR_SET_KEEPCAPS, nix::libc::c_ulong::from(on)) };
+    Errno::result(rc)
+        .map(drop)
+        .map_err(|e| ctx(e, "prctl(PR_SET_KEEPCAPS)"))
+}
+
+/// Removes every capability not in `mask` from the bounding set.
+fn drop_bounding_except(mask: u64) -> io::Result<()> {
+    for cap in 0..64u32 {
+        if mask & 1 << cap != 0 {
+            continue;
+        }
+        // SAFETY: PR_CAPBSET_DROP takes one integer argument and touches no memory of ours.
+        let rc =
+            unsafe { nix::libc::prctl(nix::libc::PR_CAPBSET_DROP, nix::libc::c_ulong::from(cap)) };
+        match Errno::result(rc) {
+            Ok(_) => {}
+            // Past the last capability this kernel knows.
+            Err(Errno::EINVAL) => break,
+            Err(e) => return Err(ctx(e, format_args!("prctl(PR_CAPBSET_DROP, {cap})"))),
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's capability header and one of its two data words (linux/capability.h).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Version 3: 64-bit sets as two 32-bit words.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Permitted and effective sets of this thread to exactly `mask`; inheritable empty.
+fn set_capabilities(mask: u64) -> io::Result<()> {
+    let header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [mask as u32, (mask >> 32) as u32].map(|word| CapData {
+        effective: word,
+        permitted: word,
+        inheritable: 0,
+    });
+    // SAFETY: capset reads one header and, for version 3, two data structs, which is what
+    // both pointers point at (repr(C), the kernel's layout); it writes nothing of ours.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_capset,
+            &header as *const CapHeader,
+            data.as_ptr(),
+        )
+    };
+    Errno::result(rc)
+        .map(drop)
+        .map_err(|e| ctx(e, format_args!("capset({mask:#x})")))
 }
 
 fn lookup_user(user: &str) -> io::Result<User> {
@@ -159,20 +285,39 @@ mod tests {
 
     #[test]
     fn run_as_unknown_user_fails() {
-        let e = run_as("nonexistent-user-xyz").unwrap_err();
+        let e = run_as("nonexistent-user-xyz", &[]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("nonexistent-user-xyz"), "{e}");
-        assert_eq!(run_as("").unwrap_err().kind(), io::ErrorKind::InvalidInput);
         assert_eq!(
-            run_as("a\0b").unwrap_err().kind(),
+            run_as("", &[]).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            run_as("a\0b", &[]).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
         if !is_root() {
             assert_eq!(
-                run_as("root").unwrap_err().kind(),
+                run_as("root", &[]).unwrap_err().kind(),
                 io::ErrorKind::PermissionDenied
             );
         }
+    }
+
+    #[test]
+    fn keep_lists_become_the_kernel_bit_numbers() {
+        use Capability::*;
+        assert_eq!(capability_mask(&[]), 0);
+        assert_eq!(capability_mask(&[NetBindService]), 0x400);
+        assert_eq!(capability_mask(&[NetAdmin]), 0x1000);
+        assert_eq!(
+            capability_mask(&[NetAdmin, NetBindService, NetAdmin]),
+            0x1400
+        );
+        assert_eq!(kept_capabilities([8388, 1024], false), []);
+        assert_eq!(kept_capabilities([8388, 1023], false), [NetBindService]);
+        assert_eq!(kept_capabilities([80], true), [NetBindService, NetAdmin]);
+        assert_eq!(kept_capabilities([], true), [NetAdmin]);
     }
 
     const CHILD_ENV: &str = "SS_SMOL_TEST_RUN_AS";
@@ -208,7 +353,7 @@ mod tests {
             return;
         };
         let pw = User::from_name(&user).unwrap().unwrap();
-        run_as(&user).unwrap();
+        run_as(&user, &[]).unwrap();
         assert_eq!((getuid(), nix::unistd::getgid()), (pw.uid, pw.gid));
         assert_eq!(nix::unistd::geteuid(), pw.uid);
         // Root's supplementary groups must be gone.
@@ -224,10 +369,10 @@ mod tests {
     fn run_as_self_is_a_no_op() {
         let me = User::from_uid(getuid()).unwrap();
         if let Some(me) = me {
-            run_as(&me.name).unwrap();
+            run_as(&me.name, &[]).unwrap();
             assert_eq!(getuid(), me.uid);
         }
         // A numeric uid is accepted too, as in libev.
-        run_as(&getuid().to_string()).unwrap();
+        run_as(&getuid().to_string(), &[]).unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests (std + sha1 only).
 //!
-//! Everything here talks to loopback only (127.0.0.1 and ::1). Every socket operation has a
+//! Everything here talks to loopback only (127.0.0.1 and ::1), or to addresses inside a network
+//! namespace the test creates ([`NetNs`]). Every socket operation has a
 //! timeout, every child process is killed and reaped when its guard drops, and a test can arm a
 //! [`Watchdog`] so that nothing hangs for ever.
 //!
@@ -1220,5 +1221,87 @@ pub fn assert_log_format(stderr: &str) {
             ok,
             "log line not in `YYYY-MM-DD HH:MM:SS LEVEL: message` form: {line:?}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network namespaces (root only)
+
+extern "C" {
+    fn setns(fd: i32, nstype: i32) -> i32;
+}
+const CLONE_NEWNET: i32 = 0x4000_0000;
+
+/// Runs `ip ARGS`, failing the test with its message if it fails.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with lo up holding `addrs` too (lo, not a dummy interface: kernels
+/// without the dummy module are common in containers); deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    /// `tag` names it (with this process's id), so parallel tests get their own.
+    pub fn new(tag: &str, addrs: &[&str]) -> NetNs {
+        let name = format!("smol-{tag}-{}", std::process::id());
+        // A namespace left by a killed earlier run of the same pid would make `add` fail.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = NetNs { name };
+        let n = ns.name.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+        for a in addrs {
+            let a: IpAddr = a.parse().unwrap();
+            let (cidr, extra) = match a {
+                IpAddr::V4(_) => (format!("{a}/32"), None),
+                // No duplicate address detection: usable at once.
+                IpAddr::V6(_) => (format!("{a}/128"), Some("nodad")),
+            };
+            let mut args = vec!["-n", n, "addr", "add", &cidr, "dev", "lo"];
+            args.extend(extra);
+            ip(&args);
+        }
+        ns
+    }
+
+    /// Runs `f` on a thread that has entered the namespace: sockets it creates live there and
+    /// stay there when used from other threads.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        thread::scope(|s| {
+            s.spawn(|| {
+                let fd = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                // SAFETY: plain syscall on a descriptor we own; it changes only this thread.
+                let rc = unsafe { setns(std::os::fd::AsRawFd::as_raw_fd(&fd), CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// `cmd` (program and arguments) run inside the namespace.
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
