@@ -88,7 +88,7 @@ pub struct ServerAddr {
     pub port: u16,
 }
 
-/// Memory and connection limits. Peak buffer memory is `pool_blocks * relay::pool::BLOCK_SIZE`.
+/// Memory and connection limits. Peak buffer memory is `pool_blocks * policy::memory::BLOCK_SIZE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Simultaneous TCP connections; the accept loop waits when reached.

@@ -123,7 +123,7 @@ pub const POOL_BLOCKS: IntRule = IntRule {
         "a buffer count (1-65536)"
     },
     min: 1,
-    max: crate::relay::pool::MAX_BLOCKS as u64,
+    max: crate::policy::memory::MAX_BLOCKS as u64,
     zero_ok: false,
 };
 pub const UDP_ASSOCS: IntRule = IntRule {
@@ -379,7 +379,7 @@ mod tests {
         assert!(TIMEOUT.parse("0").is_err());
         assert!(TIMEOUT.parse("99999999999999999999999").is_err());
         assert!(parse_usize(&POOL_BLOCKS, "0").is_err());
-        let cap = crate::relay::pool::MAX_BLOCKS;
+        let cap = crate::policy::memory::MAX_BLOCKS;
         assert!(POOL_BLOCKS.what.ends_with(&format!("(1-{cap})")));
         assert!(parse_usize(&POOL_BLOCKS, &cap.to_string()).is_ok());
         assert!(parse_usize(&POOL_BLOCKS, &(cap + 1).to_string()).is_err());

@@ -6,37 +6,13 @@
 //! `blocks * BLOCK_SIZE`, and pages the kernel never saw touched cost no RSS: the pool is one
 //! large zeroed allocation, which the allocator gets straight from mmap.
 
-use crate::proto::cipher::MAX_SALT_LEN;
-use crate::proto::tcp::MAX_CHUNK;
 use crate::relay::tcp::Pending;
 use crate::rt::Semaphore;
 use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut, Range};
 use std::rc::Rc;
 
-/// One block holds a salt and two full AEAD chunks (the most one read is sealed into), with a
-/// few bytes to spare for relay/tcp.rs to align payloads, rounded so that every block in the
-/// arena starts 16-byte aligned.
-pub const BLOCK_SIZE: usize = (4 + MAX_SALT_LEN + 2 * MAX_CHUNK).next_multiple_of(16);
-
-/// Most blocks a pool may have on this target; `--pool-blocks` is checked against it.
-pub const MAX_BLOCKS: usize = max_blocks(usize::BITS);
-
-/// The block cap for a target whose pointers are `pointer_bits` wide. The pool and its spill
-/// budget (as large again) together take at most a quarter of the address space, so on a 32-bit
-/// router they leave room for the program, its libraries and the stack (65,536 blocks would be
-/// 4 GiB there, and the allocation could only fail); on 64-bit targets the cap is 65,536, what a
-/// typo would be.
-pub const fn max_blocks(pointer_bits: u32) -> usize {
-    let quarter = 1u64 << (pointer_bits - 2);
-    let by_address_space = quarter / 2 / BLOCK_SIZE as u64;
-    let cap = 1 << 16;
-    if by_address_space < cap {
-        by_address_space as usize
-    } else {
-        cap as usize
-    }
-}
+pub use crate::policy::memory::{max_blocks, BLOCK_SIZE, MAX_BLOCKS};
 
 pub struct Pool {
     free: RefCell<Vec<&'static mut [u8]>>,
