@@ -122,6 +122,23 @@ pub trait DatagramFront {
     ) -> io::Result<()>;
 }
 
+/// Receives one datagram into `buf[at..]` without waiting: its length and sender, or `None`
+/// for one that filled the buffer (it may have been cut short, so it is dropped).
+pub fn recv_whole(
+    socket: &Async<UdpSocket>,
+    buf: &mut [u8],
+    at: usize,
+) -> io::Result<Option<(usize, SocketAddr)>> {
+    let room = buf.len().saturating_sub(at);
+    let (n, client) =
+        socket.try_read_with(|s| s.recv_from(buf.get_mut(at..).unwrap_or_default()))?;
+    if n == room {
+        log::debug!("udp: {client}: datagram too large, dropped");
+        return Ok(None);
+    }
+    Ok(Some((n, client)))
+}
+
 /// Sends one datagram if the socket takes it now.
 pub fn send_now(socket: &Async<UdpSocket>, buf: &[u8], to: SocketAddr) -> io::Result<()> {
     socket.try_write_with(|s| s.send_to(buf, to)).map(drop)

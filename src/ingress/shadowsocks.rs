@@ -10,7 +10,7 @@
 //! UDP: `salt | seal(ADDRESS | data)` each way; a packet that fails is dropped silently and
 //! never counts towards a ban (UDP sources can be forged to get a victim banned).
 
-use super::{send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Request};
+use super::{recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Request};
 use crate::policy::ban::{Ban, BanConfig};
 use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
@@ -280,7 +280,9 @@ impl DatagramFront for ShadowsocksDatagrams {
     }
 
     fn receive(&self, buf: &mut [u8], at: usize) -> io::Result<Option<Datagram>> {
-        let (n, client) = self.socket.try_read_with(|s| s.recv_from(&mut buf[at..]))?;
+        let Some((n, client)) = recv_whole(&self.socket, buf, at)? else {
+            return Ok(None);
+        };
         if self.guard.banned(client.ip()) {
             return Ok(None);
         }

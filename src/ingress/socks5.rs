@@ -4,7 +4,9 @@
 //! A UDP datagram is `00 00 FRAG | ADDRESS | DATA`; ADDRESS | DATA is exactly the Shadowsocks
 //! plaintext, so the relay seals it where it was received.
 
-use super::{send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request};
+use super::{
+    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request,
+};
 use crate::proto::address::Address;
 use crate::proto::socks5::{self, Command};
 use crate::proto::{Invalid, ParseError};
@@ -215,12 +217,9 @@ impl DatagramFront for Socks5Datagrams {
     }
 
     fn receive(&self, buf: &mut [u8], at: usize) -> io::Result<Option<Datagram>> {
-        let room = buf.len();
-        let (n, client) = self.socket.try_read_with(|s| s.recv_from(&mut buf[at..]))?;
-        if at + n == room {
-            log::debug!("udp: {client}: datagram too large, dropped");
+        let Some((n, client)) = recv_whole(&self.socket, buf, at)? else {
             return Ok(None);
-        }
+        };
         match socks5::parse_udp_header(&buf[at..at + n]) {
             Ok((target, header)) => Ok(Some(Datagram {
                 client,

@@ -2,7 +2,9 @@
 //! destination (`-L host:port`) through the server. Nothing is read before relaying: the
 //! client's first bytes leave with the salt and the destination's address.
 
-use super::{send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request};
+use super::{
+    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request,
+};
 use crate::proto::address::Address;
 use crate::rt::Async;
 use std::io;
@@ -55,12 +57,9 @@ impl DatagramFront for TunnelDatagrams {
     }
 
     fn receive(&self, buf: &mut [u8], at: usize) -> io::Result<Option<Datagram>> {
-        let room = buf.len();
-        let (n, client) = self.socket.try_read_with(|s| s.recv_from(&mut buf[at..]))?;
-        if at + n == room {
-            log::debug!("udp: {client}: datagram too large, dropped");
+        let Some((n, client)) = recv_whole(&self.socket, buf, at)? else {
             return Ok(None);
-        }
+        };
         Ok(Some(Datagram {
             client,
             target: self.target.clone(),
