@@ -202,3 +202,63 @@ fn udp_associate_keeps_working_for_many_datagrams() {
     }
     local.proc.assert_running();
 }
+
+/// A client whose server never answers the data it was sent (here because the client has
+/// another password) says what that usually means, at the default log level, once for the
+/// episode rather than once per connection; a server that answers ends the episode.
+#[test]
+#[ignore = "needs shadowsocks-libev; bash tests/run-all.sh runs it"]
+fn a_silent_server_is_named_once_per_episode() {
+    const HINT: &str = "no reply from the server: wrong password or method?";
+    if !require_tool("ss-server") {
+        return;
+    }
+    let _watchdog = Watchdog::new("silent server hint", Duration::from_secs(120));
+    let echo = EchoServer::start();
+    let method = "chacha20-ietf-poly1305";
+    let server = SsServer::start(method, PASSWORD);
+    let target = echo.v4().to_string();
+    let wrong = ClientProc::start(
+        "tunnel",
+        server.port,
+        method,
+        "not-the-password",
+        &["-t", "2", "-L", &target],
+    );
+    for _ in 0..3 {
+        let mut c = connect(wrong.addr()).expect("connect to the tunnel");
+        std::io::Write::write_all(&mut c, b"hello?").unwrap();
+        // The server closes or stays silent; either way nothing comes back.
+        let got = read_to_close(&mut c, Duration::from_secs(10)).unwrap_or(0);
+        assert_eq!(got, 0, "a server with another password answered");
+    }
+    assert!(
+        wrong.proc.wait_for_stderr(HINT, Duration::from_secs(10)),
+        "no hint logged:\n{}",
+        wrong.proc.stderr()
+    );
+    thread::sleep(Duration::from_secs(3));
+    let hints = wrong.proc.stderr().matches(HINT).count();
+    assert_eq!(
+        hints,
+        1,
+        "one hint for the episode:\n{}",
+        wrong.proc.stderr()
+    );
+    assert_log_format(&wrong.proc.stderr());
+
+    // The same password as the server: echoes, and no hint.
+    let right = ClientProc::start("tunnel", server.port, method, PASSWORD, &["-L", &target]);
+    assert_echo(
+        connect(right.addr()).unwrap(),
+        7,
+        1000,
+        "the right password",
+    );
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        !right.proc.stderr().contains(HINT),
+        "{}",
+        right.proc.stderr()
+    );
+}
