@@ -89,7 +89,7 @@ fn a_pool_that_cannot_be_allocated_is_one_line_not_an_abort() {
 
 /// Connections in the load test: enough that each holding a block and a spill (what a large
 /// pool allows) is megabytes more than the small pool's whole budget.
-const CONNS: usize = 48;
+const CONNS: usize = 96;
 /// A source write that makes no progress for this long means every buffer on the path is full.
 const STALL: Duration = Duration::from_secs(3);
 const KIB: u64 = 1024;
@@ -228,8 +228,8 @@ fn loaded_rss_growth(blocks: &str) -> u64 {
 
 /// The pool bounds memory: with 4 blocks the relays' RSS grows by at most the pool and its
 /// spill budget (twice the pool, per process) plus allocator slack, however much piles up;
-/// with 1,024 blocks the same load makes them hold visibly more (a good part of a block per
-/// connection), so a flag that bounded nothing would fail here.
+/// with 1,024 blocks the same load makes them hold more than twice that bound (part of a block
+/// per connection and direction), so a flag that bounded nothing would fail here.
 #[test]
 fn pool_blocks_bounds_memory_under_stalled_bulk_transfers() {
     let _watchdog = Watchdog::new("pool bound under load", Duration::from_secs(300));
@@ -242,11 +242,12 @@ fn pool_blocks_bounds_memory_under_stalled_bulk_transfers() {
         small <= bound,
         "--pool-blocks 4: RSS grew {small} KiB, bound {bound} KiB"
     );
+    // The same load with a large pool must hold more than the small pool's bound allows (in
+    // practice several times more), or staying under that bound proved nothing.
     let large = loaded_rss_growth("1024");
-    let more = CONNS as u64 * block / 2;
     assert!(
-        large >= small + more,
-        "--pool-blocks 1024 grew {large} KiB, --pool-blocks 4 {small} KiB (want {more} KiB more): \
-         the pool bounds nothing?"
+        large > 2 * bound,
+        "--pool-blocks 1024 grew {large} KiB, not more than twice the 4-block bound {bound} KiB \
+         (--pool-blocks 4 grew {small} KiB): the load does not show what the pool bounds"
     );
 }
