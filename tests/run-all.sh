@@ -34,6 +34,10 @@ TOOLS=(
     ss-server:shadowsocks-libev
     ss-local:shadowsocks-libev
     ss-tunnel:shadowsocks-libev
+    ss-redir:shadowsocks-libev
+    nft:nftables
+    iptables-legacy:iptables
+    ipset:ipset
     curl:curl
     dnsmasq:dnsmasq-base
     qemu-mipsel-static:qemu-user-static
