@@ -20,7 +20,7 @@ A small Shadowsocks client and server for routers, compatible with shadowsocks-l
 modes:
   local     SOCKS5 proxy (ss-local)
   tunnel    port forward through the server, e.g. DNS (ss-tunnel)
-  redir     transparent proxy for nftables/iptables (ss-redir): not yet, refused at start
+  redir     transparent proxy for nftables/iptables REDIRECT and TPROXY (ss-redir)
   server    Shadowsocks server (ss-server)
 
 `ss-smol MODE --help` lists a mode's options; `ss-smol --version` prints the version.";

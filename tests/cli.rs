@@ -117,15 +117,15 @@ fn help_lists_the_modes() {
 }
 
 #[test]
-fn help_lists_redir_as_not_yet() {
+fn help_lists_redir_with_both_ways_of_diverting() {
     let done = ss_smol(&["--help"]);
     let redir = done
         .stdout
         .lines()
         .find(|l| l.trim_start().starts_with("redir"));
     assert!(
-        redir.is_some_and(|l| l.contains("not yet")),
-        "ss-smol --help does not say redir is not built yet:\n{}",
+        redir.is_some_and(|l| l.contains("REDIRECT") && l.contains("TPROXY")),
+        "ss-smol --help does not describe redir:\n{}",
         done.stdout
     );
 }

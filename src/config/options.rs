@@ -724,7 +724,9 @@ fn mode_summary(mode: Mode) -> &'static str {
     match mode {
         Mode::Local => "SOCKS5 proxy (CONNECT, UDP ASSOCIATE) through a Shadowsocks server.",
         Mode::Tunnel => "Port forward through a Shadowsocks server to one fixed destination.",
-        Mode::Redir => "Transparent proxy for nftables/iptables REDIRECT or TPROXY (not yet).",
+        Mode::Redir => {
+            "Transparent proxy: TCP by nftables/iptables REDIRECT or TPROXY (-T), UDP by TPROXY."
+        }
         Mode::Server => "Shadowsocks server (TCP and UDP, probe-resistant).",
     }
 }

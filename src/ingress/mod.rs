@@ -11,8 +11,10 @@
 //! |------------|-----------------------------|--------------------------------------------|
 //! | ss-local   | [`socks5::Socks5`]          | [`socks5::Socks5Datagrams`]                |
 //! | ss-tunnel  | [`tunnel::Tunnel`]          | [`tunnel::TunnelDatagrams`]                |
+//! | ss-redir   | [`redir::Redir`]            | [`redir::RedirDatagrams`]                  |
 //! | ss-server  | [`shadowsocks::Shadowsocks`]| [`shadowsocks::ShadowsocksDatagrams`]      |
 
+pub mod redir;
 pub mod shadowsocks;
 pub mod socks5;
 pub mod tunnel;

@@ -3,6 +3,7 @@
 //! is one clear line and a non-zero exit.
 
 mod local;
+mod redir;
 mod server;
 mod tunnel;
 
@@ -27,7 +28,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let opts = startup::outbound_opts(&cfg);
     let resolver = startup::resolver(&cfg, &opts)?;
     let (binds, far) = match cfg.mode {
-        Mode::Local | Mode::Tunnel => {
+        Mode::Local | Mode::Tunnel | Mode::Redir => {
             let servers = resolve_servers(&cfg, &resolver)?;
             let listen = listen_address(&resolver, &cfg.local_addr, cfg.local_port)?;
             (
@@ -39,12 +40,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
             startup::server_listen_addresses(&cfg, &resolver)?,
             Far::Targets(server::targets(&cfg, resolver)),
         ),
-        Mode::Redir => {
-            return Err(format!(
-                "{} is not available in this build yet",
-                cfg.mode.program()
-            ))
-        }
     };
     let listeners = binds
         .iter()
@@ -52,7 +47,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     startup::write_pid_file(&cfg)?;
     if let Some(user) = &cfg.user {
-        let keep = sys::kept_capabilities(binds.iter().map(|a| a.port()), false);
+        // Transparent reply sockets (ss-redir's UDP) and SO_MARK both need CAP_NET_ADMIN.
+        let net_admin = (cfg.mode == Mode::Redir && cfg.transport.udp()) || cfg.fwmark.is_some();
+        let keep = sys::kept_capabilities(binds.iter().map(|a| a.port()), net_admin);
         sys::run_as(user, &keep).map_err(|e| format!("cannot run as user '{user}': {e}"))?;
     }
     let ex = Rc::new(LocalExecutor::new());
@@ -65,6 +62,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         let program = match (&guard, cfg.mode) {
             (Some(guard), _) => server::program(&ctx, &cfg, Rc::clone(guard), l)?,
             (None, Mode::Tunnel) => tunnel::program(&ctx, &cfg, l)?,
+            (None, Mode::Redir) => redir::program(&ctx, &cfg, *addr, l)?,
             (None, _) => local::program(&ctx, &cfg, l)?,
         };
         serving.push(ex.spawn(program));

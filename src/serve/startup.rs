@@ -2,13 +2,14 @@
 //! listeners, raising the descriptor limit, and running until SIGTERM/SIGINT. Every failure is
 //! one line worded for users.
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::dns::Resolver;
 use crate::rt::{self, Async};
 use crate::sys::{self, OutboundOpts};
 use async_executor::{LocalExecutor, Task};
 use futures_lite::future;
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -85,23 +86,46 @@ pub fn raise_nofile(cfg: &Config) -> Result<(), String> {
 
 pub fn bind(cfg: &Config, addr: SocketAddr) -> Result<Listeners, String> {
     let hint = "is another instance running? pick another address or port";
+    let redir = cfg.mode == Mode::Redir;
+    let tproxy_tcp = redir && cfg.tcp_tproxy;
     let tcp = if cfg.transport.tcp() {
-        Some(
+        let listener = if tproxy_tcp {
+            sys::tcp_tproxy_listener(addr, cfg.reuse_port, cfg.fast_open)
+        } else {
             sys::tcp_listener(addr, cfg.reuse_port, cfg.fast_open)
-                .map_err(|e| format!("cannot listen on {addr} (TCP): {e}; {hint}"))?,
-        )
+        };
+        Some(listener.map_err(|e| {
+            let kind = if tproxy_tcp { "TCP TPROXY" } else { "TCP" };
+            bind_error(addr, kind, &e, hint)
+        })?)
     } else {
         None
     };
     let udp = if cfg.transport.udp() {
-        Some(
+        let socket = if redir {
+            sys::udp_tproxy_listener(addr, cfg.reuse_port)
+        } else {
             sys::udp_listener(addr, cfg.reuse_port)
-                .map_err(|e| format!("cannot listen on {addr} (UDP): {e}; {hint}"))?,
-        )
+        };
+        let kind = if redir { "UDP TPROXY" } else { "UDP" };
+        Some(socket.map_err(|e| bind_error(addr, kind, &e, hint))?)
     } else {
         None
     };
     Ok(Listeners { tcp, udp })
+}
+
+/// A listener that could not be made, worded for the cause: a transparent socket without
+/// CAP_NET_ADMIN says what to do instead.
+fn bind_error(addr: SocketAddr, kind: &str, e: &io::Error, hint: &str) -> String {
+    if e.kind() == io::ErrorKind::PermissionDenied && kind.ends_with("TPROXY") {
+        return format!(
+            "cannot listen on {addr} ({kind}): {e}; start ss-redir as root (with -a USER it \
+             keeps only CAP_NET_ADMIN) or grant it with `setcap cap_net_admin+ep`; a \
+             REDIRECT-only TCP setup needs neither: drop -u/-U and -T"
+        );
+    }
+    format!("cannot listen on {addr} ({kind}): {e}; {hint}")
 }
 
 pub fn resolve_servers(cfg: &Config, resolver: &Rc<Resolver>) -> Result<Vec<SocketAddr>, String> {

@@ -33,8 +33,8 @@ pub use process::{
 };
 pub use random::random_salt;
 pub use redir::{
-    original_dst, recv_orig_dst, set_ip_transparent, udp_tproxy_listener, udp_tproxy_reply_socket,
-    OrigDstBuf,
+    is_local_address, original_dst, recv_orig_dst, set_ip_transparent, tcp_tproxy_listener,
+    udp_tproxy_listener, udp_tproxy_reply_socket, OrigDstBuf,
 };
 
 use nix::errno::Errno;

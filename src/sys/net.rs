@@ -84,8 +84,22 @@ pub fn tcp_listener(
     reuse_port: bool,
     fast_open: bool,
 ) -> io::Result<TcpListener> {
+    tcp_listener_with(addr, reuse_port, fast_open, false)
+}
+
+/// [`tcp_listener`], with `IP_TRANSPARENT` set before the bind when `transparent` (a TPROXY
+/// listener, see `redir`).
+pub(super) fn tcp_listener_with(
+    addr: SocketAddr,
+    reuse_port: bool,
+    fast_open: bool,
+    transparent: bool,
+) -> io::Result<TcpListener> {
     let fd = new_socket(addr, SockType::Stream)?;
     prepare_listener(&fd, addr, true, reuse_port)?;
+    if transparent {
+        super::set_ip_transparent(&fd)?;
+    }
     bind_listener(&fd, addr, "TCP")?;
     if fast_open {
         if let Err(e) = set_int(&fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN, FASTOPEN_QUEUE) {

@@ -8,7 +8,7 @@
 //! of a socket bound (transparently) to that non-local address so the client's stack
 //! accepts them.
 
-use super::net::{bind_listener, new_socket, prepare_listener};
+use super::net::{bind_listener, new_socket, prepare_listener, tcp_listener_with};
 use super::{ctx, ctx_hint};
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -16,7 +16,7 @@ use nix::sys::socket::{
     SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
 };
 use std::io::{self, IoSliceMut};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 
 /// Original destination of a REDIRECTed TCP connection: `SOL_IP`/`SO_ORIGINAL_DST`, or
@@ -93,6 +93,30 @@ pub fn udp_tproxy_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<Udp
     }
     bind_listener(&fd, addr, "UDP")?;
     Ok(UdpSocket::from(fd))
+}
+
+/// TCP listener for a TPROXY rule's `--on-port` (ss-redir `-T`): [`tcp_listener`] with
+/// `IP_TRANSPARENT` before the bind, so the kernel hands it connections to any address; an
+/// accepted socket's local address is where the client was going. Needs CAP_NET_ADMIN.
+///
+/// [`tcp_listener`]: super::tcp_listener
+pub fn tcp_tproxy_listener(
+    addr: SocketAddr,
+    reuse_port: bool,
+    fast_open: bool,
+) -> io::Result<TcpListener> {
+    tcp_listener_with(addr, reuse_port, fast_open, true)
+}
+
+/// Whether `ip` is an address of this host (in this network namespace): a plain socket can
+/// bind to it. Tells a destination that is ss-redir itself (a client that connected to the
+/// redir port directly, without a redirect rule) from a remote one.
+pub fn is_local_address(ip: IpAddr) -> bool {
+    let probe = SocketAddr::new(ip, 0);
+    let Ok(fd) = new_socket(probe, SockType::Datagram) else {
+        return false;
+    };
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(probe)).is_ok()
 }
 
 /// Control-message space for [`recv_orig_dst`], allocated once per socket so receiving does
