@@ -93,3 +93,79 @@ fn a_port_above_1023_keeps_no_capability() {
     assert_eq!((prm, eff, bnd), (0, 0, 0), "CapPrm/CapEff/CapBnd");
     p.assert_running();
 }
+
+const NET_ADMIN: u64 = 1 << 12;
+
+/// `ss-smol redir` with `extra` flags, started as `nobody` from the first instruction (no
+/// capability at all, as a service started without root would be).
+fn redir_as_nobody(extra: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let uid: u32 = nobody_uid().parse().unwrap();
+    let mut cmd = Command::new(ss_smol_bin());
+    cmd.args(["redir", "-s", "127.0.0.1", "-p", &free_port().to_string()])
+        .args(["-k", "x", "-m", "aes-128-gcm", "-b", "127.0.0.1"])
+        .args(["-l", &free_port().to_string()])
+        .args(extra)
+        .uid(uid)
+        .gid(uid);
+    cmd
+}
+
+#[test]
+#[ignore = "needs root; bash tests/run-all.sh runs it"]
+fn redir_transparent_sockets_without_net_admin_fail_in_one_line_saying_what_to_do() {
+    let _watchdog = Watchdog::new("redir without CAP_NET_ADMIN", Duration::from_secs(60));
+    for extra in [&["-u"][..], &["-U"], &["-T"]] {
+        let done = run_to_end("redir-no-cap", redir_as_nobody(extra), Duration::from_secs(20));
+        let err = done.stderr.trim_end();
+        assert_eq!(done.status.code(), Some(1), "{extra:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
+        for needle in ["TPROXY", "CAP_NET_ADMIN", "REDIRECT-only"] {
+            assert!(err.contains(needle), "{extra:?}: no {needle:?} in {err}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root; bash tests/run-all.sh runs it"]
+fn redir_for_redirected_tcp_only_runs_without_any_capability() {
+    let _watchdog = Watchdog::new("redir TCP REDIRECT unprivileged", Duration::from_secs(60));
+    let mut p = Proc::spawn("redir-tcp-nobody", redir_as_nobody(&[]));
+    assert!(
+        p.wait_for_stderr("listening on", START_TIMEOUT),
+        "not started: {}",
+        p.stderr()
+    );
+    p.assert_running();
+}
+
+#[test]
+#[ignore = "needs root; bash tests/run-all.sh runs it"]
+fn redir_with_udp_keeps_exactly_net_admin_across_dash_a() {
+    let _watchdog = Watchdog::new("redir -a nobody", Duration::from_secs(60));
+    let mut p = Proc::spawn("redir-udp-as-nobody", {
+        let mut cmd = Command::new(ss_smol_bin());
+        cmd.args(["redir", "-s", "127.0.0.1", "-p", &free_port().to_string()])
+            .args(["-k", "x", "-m", "aes-128-gcm", "-b", "127.0.0.1"])
+            .args(["-l", &free_port().to_string(), "-u", "-a", "nobody"]);
+        cmd
+    });
+    assert!(
+        p.wait_for_stderr("listening on", START_TIMEOUT),
+        "not started: {}",
+        p.stderr()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+    let caps = |name: &str| {
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {status}"));
+        u64::from_str_radix(hex.trim(), 16).unwrap()
+    };
+    let nobody = nobody_uid();
+    assert!(status.contains(&format!("Uid:\t{nobody}\t")), "{status}");
+    assert_eq!(caps("CapEff:"), NET_ADMIN, "CapEff");
+    assert_eq!(caps("CapBnd:"), NET_ADMIN, "CapBnd");
+    p.assert_running();
+}
