@@ -19,6 +19,7 @@
 use super::Far;
 use crate::ingress::{Datagram, DatagramFront};
 use crate::policy::assoc::AssocTable;
+use crate::policy::throttle::{skipped_note, Throttle};
 use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::udp;
@@ -59,6 +60,8 @@ pub struct UdpRelay {
     pool: Rc<Pool>,
     table: RefCell<AssocTable<Assoc>>,
     ex: Rc<LocalExecutor<'static>>,
+    /// Evictions are warned about at most once a second.
+    evictions: Throttle,
 }
 
 impl UdpRelay {
@@ -81,6 +84,7 @@ impl UdpRelay {
             pool,
             table: RefCell::new(AssocTable::new(capacity, timeout)),
             ex,
+            evictions: Throttle::new(Duration::from_secs(1)),
         })
     }
 
@@ -277,7 +281,15 @@ impl UdpRelay {
         drop(table);
         // Dropped outside the borrow: dropping an association cancels its tasks.
         if let Some((evicted, _)) = &gone {
-            log::debug!("udp: association table full, evicted {evicted}");
+            match self.evictions.allow(now) {
+                Some(n) => log::warn!(
+                    "udp: association table full ({} clients): evicted {evicted}, the least \
+                     recently used; a flood of new sources, or --udp-assocs is too small{}",
+                    self.table.borrow().len(),
+                    skipped_note(n)
+                ),
+                None => log::debug!("udp: association table full, evicted {evicted}"),
+            }
         }
         drop(gone);
         Ok(socket)
