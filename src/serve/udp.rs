@@ -28,6 +28,7 @@ use crate::relay::pool::{Block, Pool};
 use crate::rt::{self, Async, Timer};
 use crate::sys::{self, random_salt};
 use async_executor::{LocalExecutor, Task};
+use futures_lite::future;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -102,7 +103,12 @@ impl UdpRelay {
             Far::Targets(_) => 0,
         };
         loop {
-            self.front.socket().readable().await?;
+            match self.front.strays() {
+                Some(strays) => {
+                    future::or(self.front.socket().readable(), strays.arrived()).await?
+                }
+                None => self.front.socket().readable().await?,
+            }
             let mut block = self.pool.take().await;
             let end = block.len() - TAG_LEN;
             let datagram = match self.front.receive(&mut block[..end], at) {
