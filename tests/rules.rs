@@ -598,3 +598,82 @@ fn script_is_posix_sh() {
         assert!(f.stderr.is_empty(), "{shell}: {}", f.stderr);
     }
 }
+
+/// Connects from inside `ns`: `true` when the handshake completed. Nothing listens on the
+/// target port itself, so a completed handshake means the connection was redirected.
+fn connects(ns: &NetNs, to: std::net::SocketAddr) -> bool {
+    ns.run(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).is_ok())
+}
+
+#[test]
+#[ignore = "needs root, nft, iptables-legacy, ipset"]
+fn local_tcp_is_redirected_except_servers_and_bypassed() {
+    let _watchdog = Watchdog::new("ss-rules redirect", Duration::from_secs(120));
+    tools();
+    // "Internet" addresses on the namespace's lo, so routes exist and nothing leaves it.
+    let internet = [
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.3",
+        "2001:db8::1",
+        "2001:db8::2",
+    ];
+    let ns = NetNs::new("rules-redir", &internet);
+    let port = 1081u16;
+    let _listeners = ns.run(|| {
+        [
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+            std::net::TcpListener::bind(("::1", port)).unwrap(),
+        ]
+    });
+    let at = |a: &str| std::net::SocketAddr::new(a.parse().unwrap(), 80);
+    for backend in ["nft", "iptables"] {
+        assert!(!connects(&ns, at("203.0.113.1")), "redirected before start");
+        rules_ok(
+            &ns,
+            &[
+                "start",
+                "--backend",
+                backend,
+                "--tcp-port",
+                "1081",
+                "--local-default",
+                "forward",
+                "--server",
+                "203.0.113.2 2001:db8::2",
+                "--dst-bypass",
+                "203.0.113.3",
+            ],
+        );
+        assert!(
+            connects(&ns, at("203.0.113.1")),
+            "{backend}: v4 not redirected"
+        );
+        assert!(
+            connects(&ns, at("2001:db8::1")),
+            "{backend}: v6 not redirected"
+        );
+        assert!(
+            !connects(&ns, at("203.0.113.2")),
+            "{backend}: v4 server redirected"
+        );
+        assert!(
+            !connects(&ns, at("2001:db8::2")),
+            "{backend}: v6 server redirected"
+        );
+        assert!(
+            !connects(&ns, at("203.0.113.3")),
+            "{backend}: --dst-bypass redirected"
+        );
+        assert!(
+            !connects(&ns, at("127.0.0.1")),
+            "{backend}: reserved redirected"
+        );
+        rules_ok(&ns, &["stop"]);
+        assert!(
+            !connects(&ns, at("203.0.113.1")),
+            "{backend}: redirected after stop"
+        );
+        assert_nothing_left(&ns);
+    }
+}
