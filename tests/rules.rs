@@ -451,6 +451,11 @@ fn bad_options_exit_2_with_one_line_naming_the_option() {
         (&["print", "--tcp-port"], "--tcp-port"),
         (&["print", "--no-such-option", "1"], "--no-such-option"),
         (
+            &["print", "--udp-port", "2", "--mark-out", "1"],
+            "--mark-out",
+        ),
+        (&["print", "--mark-out", "12ab"], "--mark-out"),
+        (
             &[
                 "print",
                 "--backend",
