@@ -38,6 +38,8 @@ TOOLS=(
     nft:nftables
     iptables-legacy:iptables
     ipset:ipset
+    busybox:busybox
+    dash:dash
     curl:curl
     dnsmasq:dnsmasq-base
     qemu-mipsel-static:qemu-user-static

@@ -102,6 +102,8 @@ fn debian_package(tool: &str) -> &str {
     match tool {
         "ss-server" | "ss-local" | "ss-tunnel" | "ss-redir" => "shadowsocks-libev",
         "dnsmasq" => "dnsmasq-base",
+        "nft" => "nftables",
+        t if t.starts_with("iptables") || t.starts_with("ip6tables") => "iptables",
         t if t.starts_with("qemu-") && t.ends_with("-static") => "qemu-user-static",
         other => other,
     }
