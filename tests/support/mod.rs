@@ -1305,3 +1305,4 @@ impl Drop for NetNs {
             .output();
     }
 }
+pub mod topology;
