@@ -272,7 +272,11 @@ fn redir_command(router: &NetNs, cfg: &Config, extra: &[&str]) -> Command {
     };
     cmd.args(["-s", WAN4, "-p", &SERVER_PORT.to_string()])
         .args(["-b", cfg.listen.addr(), "-l", &REDIR_PORT.to_string()])
-        .args(["-k", PASSWORD, "-m", METHOD, "-u", "-t", "60", "-v"]);
+        .args(["-k", PASSWORD, "-m", METHOD, "-t", "60", "-v"]);
+    // TCP and UDP unless the test asks for UDP only.
+    if !extra.contains(&"-U") {
+        cmd.arg("-u");
+    }
     if cfg.tcp == Tcp::Tproxy {
         cmd.arg("-T");
     }
@@ -284,6 +288,7 @@ fn start_redir(router: &NetNs, cfg: &Config, extra: &[&str]) -> Proc {
     let mut p = Proc::spawn("ss-redir", redir_command(router, cfg, extra));
     match redir_under_test() {
         RedirImpl::SsSmol => wait_log(&mut p, "listening on"),
+        RedirImpl::Libev if extra.contains(&"-U") => thread::sleep(Duration::from_millis(500)),
         RedirImpl::Libev => {
             // A TCP poll only (it would be a direct connection to ss-smol, which warns), then a
             // moment for the UDP relay.
@@ -300,6 +305,11 @@ impl Net {
     }
 
     fn start_with(tag: &str, cfg: Config, redir_extra: &[&str]) -> Net {
+        Net::start_full(tag, cfg, &[], redir_extra)
+    }
+
+    /// With extra `ss-rules start` options and extra ss-redir flags.
+    fn start_full(tag: &str, cfg: Config, rules_extra: &[&str], redir_extra: &[&str]) -> Net {
         require_tools(&["ip", "sh", "ss-server", "ss-redir"]);
         match cfg.backend {
             Backend::Nft => require_tool("nft"),
@@ -308,7 +318,7 @@ impl Net {
         let topo = Topology::new(tag);
         let far = FarServices::start(&topo.far);
         let server = start_server(&topo.wan, cfg.server);
-        load_rules(&topo.router, &cfg, &[]);
+        load_rules(&topo.router, &cfg, rules_extra);
         let redir = start_redir(&topo.router, &cfg, redir_extra);
         Net {
             redir,
@@ -800,7 +810,7 @@ fn tcp_straight(tag: &str, tcp: Tcp) {
         expect_log(
             &net,
             mark,
-            &["tcp", LAN_PEER_HINT[to.is_ipv6() as usize]],
+            &["tcp", LAN_PEER_HINT[to.is_ipv6() as usize], "directly"],
             &format!("tcp to {to}"),
         );
         // One warning a second per cause: let the next family's line through.
@@ -911,4 +921,93 @@ fn socket_fds(pid: u32) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other flags
+
+/// `-U`: UDP only. UDP to far is proxied in both families; nothing takes the diverted TCP.
+#[test]
+#[ignore = "needs root, network namespaces, nft, iptables-legacy, ss-redir"]
+fn udp_only_mode() {
+    let _watchdog = Watchdog::new("udp only", Duration::from_secs(120));
+    let c = cfg(Backend::Nft, Tcp::Redirect, Listen::Any6, Server::SsSmol);
+    let mut net = Net::start_with("udo", c, &["-U"]);
+    let mut r = Report::default();
+    for fam in [Family::V4, Family::V6] {
+        r.check(
+            &format!("udp to {} proxied with -U", fam.far()),
+            libev_cannot_udp(c.listen, fam),
+            udp_request(
+                net.lan(),
+                None,
+                SocketAddr::new(fam.far(), UDP_PORT),
+                b"udp-only",
+            )
+            .and_then(|seen| expect_ip("udp", seen.ip(), fam.proxied_source())),
+        );
+        r.check(
+            &format!("tcp to {} not served with -U", fam.far()),
+            false,
+            match whoami(net.lan(), SocketAddr::new(fam.far(), WHOAMI_PORT)) {
+                Err(_) => Ok(()),
+                Ok(seen) => Err(format!("a TCP connection went through, far saw {seen}")),
+            },
+        );
+    }
+    net.assert_alive();
+    r.finish();
+}
+
+/// `--fwmark MARK`: every packet ss-redir sends to the server, TCP and UDP, carries the mark
+/// (counted by an nft rule on the router's output hook). ss-smol only: libev has no such flag.
+#[test]
+#[ignore = "needs root, network namespaces, nft, iptables-legacy, ss-redir"]
+fn fwmark_marks_what_goes_to_the_server() {
+    let _watchdog = Watchdog::new("fwmark", Duration::from_secs(120));
+    if is_libev() {
+        eprintln!("LIBEV (not run): ss-redir has no --fwmark");
+        return;
+    }
+    let c = cfg(Backend::Nft, Tcp::Tproxy, Listen::Any6, Server::SsSmol);
+    let mut net = Net::start_full("fwm", c, &["--mark-out", "0x2a"], &["--fwmark", "0x2a"]);
+    // Counters: marked and unmarked packets to the server, per protocol.
+    let table = "table inet fwcount {
+        chain out {
+            type filter hook output priority 0;
+            ip daddr 198.51.100.2 tcp dport 8388 meta mark 0x2a counter comment \"tcp-marked\"
+            ip daddr 198.51.100.2 tcp dport 8388 meta mark != 0x2a counter comment \"tcp-unmarked\"
+            ip daddr 198.51.100.2 udp dport 8388 meta mark 0x2a counter comment \"udp-marked\"
+            ip daddr 198.51.100.2 udp dport 8388 meta mark != 0x2a counter comment \"udp-unmarked\"
+        }
+    }";
+    run_in(&net.topo.router, "nft", &[table]);
+    let seen = whoami(net.lan(), sa(FAR4, WHOAMI_PORT)).expect("tcp through ss-redir");
+    assert_eq!(seen, ip_of(WAN_FAR4), "tcp not proxied");
+    let seen = udp_request(net.lan(), None, sa(FAR6, UDP_PORT), b"marked").expect("udp");
+    assert_eq!(seen.ip(), ip_of(WAN_FAR6), "udp not proxied");
+    let listing = run_in(
+        &net.topo.router,
+        "nft",
+        &["list", "table", "inet", "fwcount"],
+    )
+    .stdout;
+    let packets = |name: &str| -> u64 {
+        listing
+            .lines()
+            .find(|l| l.contains(&format!("\"{name}\"")))
+            .and_then(|l| l.split("packets ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in:\n{listing}"))
+    };
+    for proto in ["tcp", "udp"] {
+        let marked = packets(&format!("{proto}-marked"));
+        let unmarked = packets(&format!("{proto}-unmarked"));
+        assert!(
+            marked > 0 && unmarked == 0,
+            "{proto} to the server: {marked} packets marked 0x2a, {unmarked} not:\n{listing}"
+        );
+    }
+    net.assert_alive();
 }
