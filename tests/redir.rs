@@ -10,15 +10,16 @@
 //!
 //! # What runs as ss-redir
 //!
-//! `ss-smol redir` by default (and in tests/run-all.sh). For developing this harness only,
-//! `SS_SMOL_REDIR_UNDER_TEST=libev` runs shadowsocks-libev's `ss-redir` instead; what libev is
-//! known not to do (IPv4 UDP on a `::` listener, ss-smol's log lines) is then reported, not
-//! asserted.
+//! `ss-smol redir` unless the switch below is set (CI never sets it). For developing this
+//! harness only, `SS_SMOL_REDIR_UNDER_TEST=libev` runs shadowsocks-libev's `ss-redir` instead;
+//! what libev is known not to do (IPv4 UDP on a `::` listener, ss-smol's log lines and table
+//! bound, `--fwmark`) is then reported, not asserted.
 //!
 //! # The rules
 //!
-//! [`RULES_SCRIPT`] is run inside the router namespace. `SS_SMOL_RULES=PATH` points the tests
-//! at another copy of the script (development only).
+//! [`RULES_SCRIPT`] (`sh openwrt/files/ss-rules start --backend nft|iptables …`) is run inside
+//! the router namespace; a missing script fails the tests. `SS_SMOL_RULES=PATH` points them at
+//! another copy of the script (development only).
 
 mod support;
 
