@@ -10,6 +10,7 @@ pub mod file;
 mod merge;
 pub mod options;
 pub mod settings;
+pub mod sip003;
 pub mod value;
 
 pub use merge::{build, load, LoadError};

@@ -116,7 +116,11 @@ fn redir_as_nobody(extra: &[&str]) -> Command {
 fn redir_transparent_sockets_without_net_admin_fail_in_one_line_saying_what_to_do() {
     let _watchdog = Watchdog::new("redir without CAP_NET_ADMIN", Duration::from_secs(60));
     for extra in [&["-u"][..], &["-U"], &["-T"]] {
-        let done = run_to_end("redir-no-cap", redir_as_nobody(extra), Duration::from_secs(20));
+        let done = run_to_end(
+            "redir-no-cap",
+            redir_as_nobody(extra),
+            Duration::from_secs(20),
+        );
         let err = done.stderr.trim_end();
         assert_eq!(done.status.code(), Some(1), "{extra:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");

@@ -7,7 +7,7 @@
 use super::options::{self, Id};
 use super::settings::Settings;
 use super::value::{self, Secret, Val};
-use super::{cli, file, Config, Limits, Mode, ServerAddr, ServerOpts, Transport};
+use super::{cli, file, sip003, Config, Limits, Mode, ServerAddr, ServerOpts, Transport};
 use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
@@ -199,6 +199,12 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         (Some(_), Some(_)) => "--plugin",
         (Some(_), None) => "\"plugin\" in the config file",
     };
+    let plugin_opts = s.text(Id::PluginOpts);
+    if let Some(text) = &plugin_opts {
+        if let Err(why) = sip003::parse(text) {
+            return Err(format!("{} {text:?}: {why}", s.source(Id::PluginOpts)));
+        }
+    }
     Ok(Config {
         mode,
         servers,
@@ -230,7 +236,7 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         use_syslog: s.flag(Id::UseSyslog),
         plugin,
         plugin_source,
-        plugin_opts: s.text(Id::PluginOpts),
+        plugin_opts,
         outbound_bind_v4,
         outbound_bind_v6,
         nameservers: s.nameservers(Id::Nameserver),

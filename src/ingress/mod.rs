@@ -23,12 +23,16 @@ use crate::proto::address::Address;
 use crate::proto::tcp::Decryptor;
 use crate::relay::pool::Parked;
 use crate::rt::Async;
+use futures_lite::future;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::ops::{Deref, Range};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 /// What one accepted connection asked for.
 pub struct Inbound {
@@ -105,6 +109,12 @@ pub struct Datagram {
 pub trait DatagramFront {
     fn socket(&self) -> &Async<UdpSocket>;
 
+    /// Datagrams that reached the program on other sockets than `socket()` and wait for
+    /// `receive` (ss-redir's reply sockets); `None` for a front with one socket.
+    fn strays(&self) -> Option<&Strays> {
+        None
+    }
+
     /// Receives one datagram into `buf[at..]` without waiting (`WouldBlock` when none is
     /// queued); `Ok(None)` for one that was dropped (malformed, refused; logged at debug).
     fn receive(&self, buf: &mut [u8], at: usize) -> io::Result<Option<Datagram>>;
@@ -122,6 +132,54 @@ pub trait DatagramFront {
         buf: &mut [u8],
         data: Range<usize>,
     ) -> io::Result<()>;
+}
+
+/// A datagram that arrived on a socket other than the front's own, copied out of it.
+pub struct Stray {
+    pub client: SocketAddr,
+    pub target: Address,
+    pub data: Box<[u8]>,
+}
+
+/// A bounded queue of [`Stray`]s with one waiter, the relay's receive loop.
+#[derive(Default)]
+pub struct Strays {
+    queue: RefCell<VecDeque<Stray>>,
+    waiter: Cell<Option<Waker>>,
+}
+
+impl Strays {
+    /// Datagrams queued at most; more are dropped, as a full socket buffer would.
+    pub const MAX: usize = 64;
+
+    /// Queues `stray` and wakes the receive loop; `false` when the queue was full.
+    pub fn push(&self, stray: Stray) -> bool {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= Self::MAX {
+            return false;
+        }
+        queue.push_back(stray);
+        if let Some(w) = self.waiter.take() {
+            w.wake();
+        }
+        true
+    }
+
+    pub fn pop(&self) -> Option<Stray> {
+        self.queue.borrow_mut().pop_front()
+    }
+
+    /// Resolves once a datagram is queued.
+    pub fn arrived(&self) -> impl Future<Output = io::Result<()>> + '_ {
+        future::poll_fn(move |cx| {
+            if self.queue.borrow().is_empty() {
+                self.waiter.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        })
+    }
 }
 
 /// Receives one datagram into `buf[at..]` without waiting: its length and sender, or `None`

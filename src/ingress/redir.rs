@@ -15,16 +15,18 @@
 //! A destination that is ss-redir's own port on an address of this host means the client
 //! reached the port directly, without a rule: relaying it would loop, so it is refused.
 
-use super::{BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request};
+use super::{BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request, Stray, Strays};
 use crate::policy::assoc::AssocTable;
 use crate::policy::throttle::{skipped_note, Throttle};
 use crate::proto::address::Address;
 use crate::rt::{self, Async};
 use crate::sys::{self, OrigDstBuf};
+use async_executor::{LocalExecutor, Task};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::ops::Range;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Warnings a LAN host can repeat at will: at most one a second per cause.
@@ -126,30 +128,45 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
 /// it leaves from a socket bound (transparently) to that address. Those sockets are kept in a
 /// bounded table keyed by the address they impersonate, shared by every client that talks to
 /// it and closed after the idle timeout; when the table is full the least recently used one
-/// is closed. They are never read: TPROXY delivers clients' datagrams to the listener, whose
-/// rule matches first (a rule that delivered UDP by socket lookup instead would hand them to
-/// these sockets; the project's rules do not).
+/// is closed. They are read too: with the project's rules clients' datagrams always reach the
+/// listener, but a rule that delivers UDP by socket lookup (`socket transparent 1`, common in
+/// guides) hands a flow's later datagrams to the reply socket bound to its destination.
 pub struct RedirDatagrams {
     socket: Async<UdpSocket>,
     port: u16,
     cmsg: RefCell<OrigDstBuf>,
-    replies: RefCell<AssocTable<UdpSocket>>,
+    replies: RefCell<AssocTable<Reply>>,
+    strays: Rc<Strays>,
+    ex: Rc<LocalExecutor<'static>>,
     last_sweep: Cell<Option<Instant>>,
     no_destination: Throttle,
     direct: Throttle,
     reply_failed: Throttle,
 }
 
+/// A reply socket and the task reading what clients send to it; dropping it cancels the task.
+struct Reply {
+    socket: Rc<Async<UdpSocket>>,
+    _reader: Task<()>,
+}
+
 impl RedirDatagrams {
     /// `socket` from `sys::udp_tproxy_listener`; at most `capacity` reply sockets, each closed
     /// after `timeout` without a reply.
-    pub fn new(socket: UdpSocket, capacity: usize, timeout: Duration) -> io::Result<Self> {
+    pub fn new(
+        socket: UdpSocket,
+        capacity: usize,
+        timeout: Duration,
+        ex: Rc<LocalExecutor<'static>>,
+    ) -> io::Result<Self> {
         let port = socket.local_addr()?.port();
         Ok(RedirDatagrams {
             socket: Async::new(socket)?,
             port,
             cmsg: RefCell::new(OrigDstBuf::new()),
             replies: RefCell::new(AssocTable::new(capacity.max(1), timeout)),
+            strays: Rc::default(),
+            ex,
             last_sweep: Cell::new(None),
             no_destination: Throttle::new(WARN_EVERY),
             direct: Throttle::new(WARN_EVERY),
@@ -166,17 +183,16 @@ impl RedirDatagrams {
     fn send_from(&self, from: SocketAddr, client: SocketAddr, data: &[u8]) -> io::Result<()> {
         let now = rt::now();
         self.sweep(now);
-        let mut replies = self.replies.borrow_mut();
-        if replies.get(&from, now).is_none() {
-            let socket = sys::udp_tproxy_reply_socket(from)?;
-            if let Some((evicted, _)) = replies.insert(from, socket, now) {
-                log::debug!("udp: reply socket table full, closed the one for {evicted}");
-            }
-        }
-        let socket = replies
+        let existing = self
+            .replies
+            .borrow_mut()
             .get(&from, now)
-            .ok_or_else(|| io::Error::other("reply socket table has no room"))?;
-        match socket.send_to(data, client) {
+            .map(|r| Rc::clone(&r.socket));
+        let socket = match existing {
+            Some(s) => s,
+            None => self.open_reply(from, now)?,
+        };
+        match socket.get_ref().send_to(data, client) {
             Ok(_) => Ok(()),
             // Full send buffer: dropped, as the network would.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -184,17 +200,90 @@ impl RedirDatagrams {
         }
     }
 
+    fn open_reply(&self, from: SocketAddr, now: Instant) -> io::Result<Rc<Async<UdpSocket>>> {
+        let socket = Rc::new(Async::new(sys::udp_tproxy_reply_socket(from)?)?);
+        let reader = self.ex.spawn(read_strays(
+            Rc::clone(&socket),
+            from,
+            Rc::clone(&self.strays),
+        ));
+        let reply = Reply {
+            socket: Rc::clone(&socket),
+            _reader: reader,
+        };
+        let gone = self.replies.borrow_mut().insert(from, reply, now);
+        if let Some((evicted, _)) = &gone {
+            log::debug!("udp: reply socket table full, closed the one for {evicted}");
+        }
+        // Dropped outside the borrow: dropping a reply socket cancels its task.
+        drop(gone);
+        Ok(socket)
+    }
+
     /// Closes reply sockets idle past the timeout, checked at most once a sweep period.
     fn sweep(&self, now: Instant) {
-        let mut replies = self.replies.borrow_mut();
-        let period = replies.sweep_period();
+        let period = self.replies.borrow().sweep_period();
         let due = self
             .last_sweep
             .get()
             .is_none_or(|last| now.saturating_duration_since(last) >= period);
         if due {
             self.last_sweep.set(Some(now));
-            drop(replies.sweep(now));
+            let gone = self.replies.borrow_mut().sweep(now);
+            drop(gone);
+        }
+    }
+
+    /// The next datagram a reply socket received, copied to `buf[at..]`.
+    fn stray(&self, buf: &mut [u8], at: usize) -> io::Result<Option<Datagram>> {
+        let Some(stray) = self.strays.pop() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let end = at.saturating_add(stray.data.len());
+        let Some(room) = buf.get_mut(at..end) else {
+            log::debug!("udp: {}: datagram too large, dropped", stray.client);
+            return Ok(None);
+        };
+        room.copy_from_slice(&stray.data);
+        Ok(Some(Datagram {
+            client: stray.client,
+            target: stray.target,
+            data: at..end,
+        }))
+    }
+}
+
+/// What clients send to `target`'s reply socket, queued for the relay as if it had reached the
+/// listener. Copied out at its exact size: this path is taken only under rules that deliver by
+/// socket lookup, and must not hold a pool block per reply socket.
+async fn read_strays(socket: Rc<Async<UdpSocket>>, target: SocketAddr, strays: Rc<Strays>) {
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        let received = socket.try_read_with(|s| {
+            let mut data = vec![0u8; sys::bytes_queued(s)?].into_boxed_slice();
+            let (n, client) = s.recv_from(&mut data)?;
+            Ok((data, n, client))
+        });
+        let (data, n, client) = match received {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                log::debug!("udp: reply socket for {target}: {e}");
+                continue;
+            }
+        };
+        if n != data.len() {
+            continue;
+        }
+        let stray = Stray {
+            client: unmapped(client),
+            target: Address::Ip(target),
+            data,
+        };
+        if !strays.push(stray) {
+            log::debug!("udp: {client} -> {target}: queue full, dropped");
         }
     }
 }
@@ -202,6 +291,10 @@ impl RedirDatagrams {
 impl DatagramFront for RedirDatagrams {
     fn socket(&self) -> &Async<UdpSocket> {
         &self.socket
+    }
+
+    fn strays(&self) -> Option<&Strays> {
+        Some(&self.strays)
     }
 
     fn receive(&self, buf: &mut [u8], at: usize) -> io::Result<Option<Datagram>> {
@@ -219,6 +312,7 @@ impl DatagramFront for RedirDatagrams {
                 }
                 return Ok(None);
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.stray(buf, at),
             Err(e) => return Err(e),
         };
         if is_own_port(target, self.port) {

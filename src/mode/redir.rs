@@ -22,7 +22,14 @@ pub fn program(
     };
     let udp = l
         .udp
-        .map(|socket| RedirDatagrams::new(socket, cfg.limits.udp_assocs, cfg.timeout))
+        .map(|socket| {
+            RedirDatagrams::new(
+                socket,
+                cfg.limits.udp_assocs,
+                cfg.timeout,
+                Rc::clone(&ctx.ex),
+            )
+        })
         .transpose()
         .map_err(|e| format!("cannot start the UDP relay: {e}"))?
         .map(|front| Box::new(front) as _);

@@ -19,6 +19,7 @@
 use super::Far;
 use crate::ingress::{Datagram, DatagramFront};
 use crate::policy::assoc::AssocTable;
+use crate::policy::throttle::{skipped_note, Throttle};
 use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::udp;
@@ -27,6 +28,7 @@ use crate::relay::pool::{Block, Pool};
 use crate::rt::{self, Async, Timer};
 use crate::sys::{self, random_salt};
 use async_executor::{LocalExecutor, Task};
+use futures_lite::future;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -59,6 +61,8 @@ pub struct UdpRelay {
     pool: Rc<Pool>,
     table: RefCell<AssocTable<Assoc>>,
     ex: Rc<LocalExecutor<'static>>,
+    /// Evictions are warned about at most once a second.
+    evictions: Throttle,
 }
 
 impl UdpRelay {
@@ -81,6 +85,7 @@ impl UdpRelay {
             pool,
             table: RefCell::new(AssocTable::new(capacity, timeout)),
             ex,
+            evictions: Throttle::new(Duration::from_secs(1)),
         })
     }
 
@@ -98,7 +103,12 @@ impl UdpRelay {
             Far::Targets(_) => 0,
         };
         loop {
-            self.front.socket().readable().await?;
+            match self.front.strays() {
+                Some(strays) => {
+                    future::or(self.front.socket().readable(), strays.arrived()).await?
+                }
+                None => self.front.socket().readable().await?,
+            }
             let mut block = self.pool.take().await;
             let end = block.len() - TAG_LEN;
             let datagram = match self.front.receive(&mut block[..end], at) {
@@ -277,7 +287,15 @@ impl UdpRelay {
         drop(table);
         // Dropped outside the borrow: dropping an association cancels its tasks.
         if let Some((evicted, _)) = &gone {
-            log::debug!("udp: association table full, evicted {evicted}");
+            match self.evictions.allow(now) {
+                Some(n) => log::warn!(
+                    "udp: association table full ({} clients): evicted {evicted}, the least \
+                     recently used; a flood of new sources, or --udp-assocs is too small{}",
+                    self.table.borrow().len(),
+                    skipped_note(n)
+                ),
+                None => log::debug!("udp: association table full, evicted {evicted}"),
+            }
         }
         drop(gone);
         Ok(socket)
