@@ -449,6 +449,24 @@ fn product_checks(net: &mut Net) {
             )
             .and_then(|seen| expect_ip("udp", seen.ip(), fam.proxied_source())),
         );
+        // Up to 1,200 bytes: with the Shadowsocks overhead still within the links' 1,500.
+        r.check(
+            &format!("udp flow of 20 datagrams to {far} ({tag})"),
+            libev_cannot_udp(cfg.listen, fam),
+            udp_flow(net.lan(), SocketAddr::new(far, UDP_PORT), 20, 1200)
+                .and_then(|seen| expect_ip("udp flow", seen.ip(), fam.proxied_source())),
+        );
+        // Larger than the links' MTU: fragmented on every hop. Not with libev's ss-server,
+        // which sends with DF set and fails them ("sendto_remote: Message too long"); libev's
+        // ss-redir does the same.
+        if cfg.server == Server::SsSmol {
+            r.check(
+                &format!("udp flow of 6 datagrams up to 8 KiB (fragmented) to {far} ({tag})"),
+                true,
+                udp_flow(net.lan(), SocketAddr::new(far, UDP_PORT), 6, 8192)
+                    .and_then(|seen| expect_ip("udp flow", seen.ip(), fam.proxied_source())),
+            );
+        }
         let bypass = fam.bypass();
         r.check(
             &format!("tcp to bypassed {bypass} direct ({tag})"),

@@ -418,3 +418,54 @@ pub fn udp_request(
     }
     Err(format!("UDP to {target}: {last}"))
 }
+
+/// `count` requests in turn over one UDP socket of `lan` (one flow), of sizes cycling up to
+/// `max_len` bytes; each must be answered, from `target`, with its own payload. Returns the
+/// source address the responder saw for the last one.
+pub fn udp_flow(
+    lan: &NetNs,
+    target: SocketAddr,
+    count: usize,
+    max_len: usize,
+) -> Result<SocketAddr, String> {
+    let bind = match target {
+        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    };
+    let sock = lan
+        .run(|| UdpSocket::bind(bind))
+        .map_err(|e| format!("bind {bind}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let mut seen = None;
+    for i in 0..count {
+        let len = 16 + (i * 997) % max_len.saturating_sub(16).max(1);
+        let mut payload = format!("flow-{i}-").into_bytes();
+        payload.extend(data(i as u64, len.saturating_sub(payload.len())));
+        let mut answered = false;
+        'tries: for _ in 0..3 {
+            sock.send_to(&payload, target)
+                .map_err(|e| format!("datagram {i}: send: {e}"))?;
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let Some(rest) = buf[..n].strip_prefix(&payload[..]) else {
+                    continue; // a late answer to an earlier try
+                };
+                if from != target {
+                    return Err(format!("datagram {i}: answered from {from}, not {target}"));
+                }
+                seen = String::from_utf8_lossy(rest)
+                    .strip_prefix("|from=")
+                    .and_then(|a| a.parse().ok());
+                answered = true;
+                break 'tries;
+            }
+        }
+        if !answered {
+            return Err(format!(
+                "datagram {i} of {count} ({} bytes) not answered",
+                payload.len()
+            ));
+        }
+    }
+    seen.ok_or_else(|| "no source in the answers".to_owned())
+}
