@@ -1030,3 +1030,98 @@ fn fwmark_marks_what_goes_to_the_server() {
     }
     net.assert_alive();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The rules' life cycle and the router's own traffic
+
+/// After `ss-rules stop` traffic to far is routed directly again (far sees the lan client), and
+/// a second `start` diverts it once more.
+fn stop_and_restart(tag: &str, backend: Backend) {
+    let _watchdog = Watchdog::new(tag, Duration::from_secs(120));
+    let c = cfg(backend, Tcp::Tproxy, Listen::Any6, Server::SsSmol);
+    let mut net = Net::start(tag, c);
+    let proxied = |net: &Net, fam: Family, want: IpAddr| {
+        let tcp = whoami(net.lan(), SocketAddr::new(fam.far(), WHOAMI_PORT))
+            .unwrap_or_else(|e| panic!("tcp {fam:?}: {e}"));
+        assert_eq!(tcp, want, "tcp {fam:?}: far saw {tcp}");
+        if !libev_cannot_udp(c.listen, fam) || !is_libev() {
+            let udp = udp_request(net.lan(), None, SocketAddr::new(fam.far(), UDP_PORT), b"q")
+                .unwrap_or_else(|e| panic!("udp {fam:?}: {e}"));
+            assert_eq!(udp.ip(), want, "udp {fam:?}: far saw {udp}");
+        }
+    };
+    for fam in [Family::V4, Family::V6] {
+        proxied(&net, fam, fam.proxied_source());
+    }
+    run_in(
+        &net.topo.router,
+        "sh",
+        &[rules_script().to_str().unwrap(), "stop"],
+    );
+    for fam in [Family::V4, Family::V6] {
+        proxied(&net, fam, fam.client());
+    }
+    load_rules(&net.topo.router, &c, &[]);
+    for fam in [Family::V4, Family::V6] {
+        proxied(&net, fam, fam.proxied_source());
+    }
+    net.assert_alive();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, nft, iptables-legacy, ss-redir"]
+fn rules_stop_and_restart_nft() {
+    stop_and_restart("rsn", Backend::Nft);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, nft, iptables-legacy, ss-redir"]
+fn rules_stop_and_restart_iptables() {
+    stop_and_restart("rsi", Backend::Iptables);
+}
+
+/// `--local-default forward`: the router's own TCP to far goes through ss-redir too (far sees
+/// wan's far-side address, not the router's 198.51.100.1), while ss-redir's own connections to
+/// the server, marked with `--fwmark` and exempted by `--mark-out`, do not loop.
+fn router_own_tcp(tag: &str, backend: Backend) {
+    let _watchdog = Watchdog::new(tag, Duration::from_secs(120));
+    let c = cfg(backend, Tcp::Redirect, Listen::Any6, Server::SsSmol);
+    let redir_extra: &[&str] = if is_libev() {
+        &[]
+    } else {
+        &["--fwmark", "0x2a"]
+    };
+    let mut net = Net::start_full(
+        tag,
+        c,
+        &["--local-default", "forward", "--mark-out", "0x2a"],
+        redir_extra,
+    );
+    for (fam, router_wan) in [(Family::V4, ROUTER_WAN4), (Family::V6, ROUTER_WAN6)] {
+        let seen = whoami(&net.topo.router, SocketAddr::new(fam.far(), WHOAMI_PORT))
+            .unwrap_or_else(|e| panic!("router's own tcp {fam:?}: {e}"));
+        assert_ne!(
+            seen,
+            ip_of(router_wan),
+            "router's own tcp {fam:?} went direct"
+        );
+        assert_eq!(seen, fam.proxied_source(), "router's own tcp {fam:?}");
+        // The LAN is served as before.
+        let seen = whoami(net.lan(), SocketAddr::new(fam.far(), WHOAMI_PORT))
+            .unwrap_or_else(|e| panic!("lan tcp {fam:?}: {e}"));
+        assert_eq!(seen, fam.proxied_source(), "lan tcp {fam:?}");
+    }
+    net.assert_alive();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, nft, iptables-legacy, ss-redir"]
+fn router_own_tcp_proxied_nft() {
+    router_own_tcp("lon", Backend::Nft);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, nft, iptables-legacy, ss-redir"]
+fn router_own_tcp_proxied_iptables() {
+    router_own_tcp("loi", Backend::Iptables);
+}
