@@ -311,7 +311,10 @@ impl Net {
 
     /// With extra `ss-rules start` options and extra ss-redir flags.
     fn start_full(tag: &str, cfg: Config, rules_extra: &[&str], redir_extra: &[&str]) -> Net {
-        require_tools(&["ip", "sh", "ss-server", "ss-redir"]);
+        require_tools(&["ip", "sh", "awk", "ss-server"]);
+        if is_libev() {
+            require_tool("ss-redir");
+        }
         match cfg.backend {
             Backend::Nft => require_tool("nft"),
             Backend::Iptables => require_tools(&["iptables-legacy", "ip6tables-legacy", "ipset"]),
