@@ -1307,3 +1307,4 @@ impl Drop for NetNs {
             .output();
     }
 }
+pub mod topology;
