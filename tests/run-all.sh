@@ -102,8 +102,9 @@ bash cross/build.sh || cross_status=1 # on failure the cross_qemu tests fail too
 # --- Tests. ---------------------------------------------------------------------------------------
 # The tests that need external tools are #[ignore]d for a plain `cargo test`; here, where the tools
 # are installed, they run too, and a missing tool fails its test (tests/support/mod.rs).
-# The development switch that points the tests at libev's ss-local/ss-tunnel must never leak in.
-unset SS_SMOL_CLIENT_UNDER_TEST
+# The development switches that point the tests at libev's programs or another rules script must
+# never leak in.
+unset SS_SMOL_CLIENT_UNDER_TEST SS_SMOL_REDIR_UNDER_TEST SS_SMOL_RULES
 
 # Our arguments: cargo's before the first `--`, the test binaries' after it.
 cargo_args=() harness_args=()
