@@ -1026,6 +1026,64 @@ fn fwmark_marks_what_goes_to_the_server() {
     net.assert_alive();
 }
 
+/// `-a nobody`: after the switch ss-redir keeps CAP_NET_ADMIN, so the transparent reply
+/// sockets it opens later (one per destination, made on the first reply) still work.
+#[test]
+#[ignore = "needs root, network namespaces, nft, iptables-legacy, ss-redir"]
+fn udp_tproxy_keeps_working_as_nobody() {
+    let _watchdog = Watchdog::new("-a nobody", Duration::from_secs(120));
+    if is_libev() {
+        eprintln!("LIBEV (not run): only ss-smol's capabilities are checked");
+        return;
+    }
+    let c = cfg(Backend::Nft, Tcp::Tproxy, Listen::Any6, Server::SsSmol);
+    let mut net = Net::start_full("nobody", c, &[], &["-a", "nobody"]);
+    for target in [sa(FAR4, UDP_PORT), sa(FAR6, UDP_PORT)] {
+        let seen = udp_request(net.lan(), None, target, b"as nobody")
+            .unwrap_or_else(|e| panic!("udp to {target} after -a nobody: {e}"));
+        assert!(
+            seen.ip() == ip_of(WAN_FAR4) || seen.ip() == ip_of(WAN_FAR6),
+            "{seen}"
+        );
+    }
+    let seen = whoami(net.lan(), sa(FAR4, WHOAMI_PORT)).expect("tcp tproxy after -a nobody");
+    assert_eq!(seen, ip_of(WAN_FAR4), "tcp not proxied");
+    net.assert_alive();
+}
+
+/// `-i IFACE`: sockets to the server are bound to that interface. Bound to the uplink
+/// (`wan0`) traffic is proxied; bound to the LAN interface, which has no route to the server,
+/// nothing reaches it, so the flag is really applied. ss-smol only: libev's ss-redir has no -i.
+#[test]
+#[ignore = "needs root, network namespaces, nft, iptables-legacy, ss-redir"]
+fn interface_binds_what_goes_to_the_server() {
+    let _watchdog = Watchdog::new("-i", Duration::from_secs(120));
+    if is_libev() {
+        eprintln!("LIBEV (not run): ss-redir has no -i");
+        return;
+    }
+    let c = cfg(Backend::Nft, Tcp::Redirect, Listen::Any6, Server::SsSmol);
+    let mut net = Net::start_full("ifup", c, &[], &["-i", "wan0"]);
+    let seen = whoami(net.lan(), sa(FAR4, WHOAMI_PORT)).expect("tcp through ss-redir -i wan0");
+    assert_eq!(seen, ip_of(WAN_FAR4), "tcp not proxied");
+    let seen = udp_request(net.lan(), None, sa(FAR4, UDP_PORT), b"via wan0").expect("udp");
+    assert_eq!(seen.ip(), ip_of(WAN_FAR4), "udp not proxied");
+    net.assert_alive();
+    drop(net);
+
+    let c = cfg(Backend::Nft, Tcp::Redirect, Listen::Any6, Server::SsSmol);
+    let mut net = Net::start_full("ifdown", c, &[], &["-i", ROUTER_LAN_IF]);
+    assert!(
+        whoami(net.lan(), sa(FAR4, WHOAMI_PORT)).is_err(),
+        "tcp reached far although ss-redir's server sockets were bound to {ROUTER_LAN_IF}"
+    );
+    assert!(
+        udp_request(net.lan(), None, sa(FAR4, UDP_PORT), b"via lan0").is_err(),
+        "udp reached far although ss-redir's server sockets were bound to {ROUTER_LAN_IF}"
+    );
+    net.assert_alive();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The rules' life cycle and the router's own traffic
 
