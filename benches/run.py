@@ -31,6 +31,9 @@ What it does, in order:
      memory   SOCKS5 local mode: RSS (VmRSS) of client and server after one warm-up
               connection, then with --idle-conns connections each established end to end to
               an echo server (one byte each way) and left idle.
+     redir    ss-redir against libev's ss-redir in network namespaces with the same nftables
+              rules (root): throughput and CPU per GB, UDP request/response rate, RSS per idle
+              redirected connection, RSS with 256 UDP flows. See benches/redir.py.
      mipsel   the mipsel ss-smol (--mipsel-bin, from cross/build.sh) and Debian's mipsel
               ss-tunnel, both under qemu-mipsel-static, each with its own native server;
               iperf3 single stream, both ciphers. Skipped with a message when the binary is
@@ -40,7 +43,7 @@ What it does, in order:
      prints a Markdown table (median, min–max, ratio ours/peer) plus the project's targets,
      each MET / NOT MET.
 
-Everything listens on and connects to 127.0.0.1 only; every process it starts is stopped when
+Everything listens on and connects to 127.0.0.1 only (redir: addresses inside its own namespaces); every process it starts is stopped when
 it ends (also on Ctrl-C). Process logs of a failed measurement stay in target/bench/logs/.
 """
 
@@ -60,6 +63,10 @@ import subprocess
 import sys
 import threading
 import time
+
+if __name__ == "__main__":
+    sys.modules.setdefault("run", sys.modules["__main__"])  # benches/redir.py imports it as `run`
+    sys.dont_write_bytecode = True  # no __pycache__ in the work tree when it imports redir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -98,6 +105,16 @@ KEY_METRICS = [
     ("server_per_conn_bytes", "server RSS per idle connection", "bytes", False),
     ("server_rss_conns_kib", "server RSS with the idle connections", "KiB", False),
     ("server_rss_full_kib", "server peak RSS, 8 streams (chacha20)", "KiB", False),
+    ("redir_tput_chacha20_P1", "ss-redir throughput, chacha20-ietf-poly1305, 1 stream", "Mbit/s", True),
+    ("redir_tput_aes256_P1", "ss-redir throughput, aes-256-gcm, 1 stream", "Mbit/s", True),
+    ("redir_cpu_s_per_GB_chacha20_P1", "ss-redir CPU per GB, chacha20", "s/GB", False),
+    ("redir_cpu_s_per_GB_aes256_P1", "ss-redir CPU per GB, aes-256-gcm", "s/GB", False),
+    ("redir_udp_rr", "ss-redir UDP requests answered per second (16 flows)", "req/s", True),
+    ("redir_udp_cpu_us_per_rr", "ss-redir CPU per UDP request/response", "µs", False),
+    ("redir_rss_idle_kib", "ss-redir RSS, idle", "KiB", False),
+    ("redir_per_conn_bytes", "ss-redir RSS per idle redirected connection", "bytes", False),
+    ("redir_rss_conns_kib", "ss-redir RSS with the idle connections", "KiB", False),
+    ("redir_rss_udp256_kib", "ss-redir peak RSS, 256 UDP flows", "KiB", False),
     ("mipsel_tput_chacha20_P1", "mipsel client under qemu, chacha20, 1 stream", "Mbit/s", True),
     ("mipsel_tput_aes256_P1", "mipsel client under qemu, aes-256-gcm, 1 stream", "Mbit/s", True),
     ("mipsel_client_cpu_s_per_GB_chacha20_P1", "mipsel client CPU per GB (qemu), chacha20", "s/GB", False),
@@ -569,6 +586,8 @@ def setup(args):
             need.append("iperf3")
         if not have_matplotlib(sys.executable) and not os.path.exists("/usr/lib/python3/dist-packages/matplotlib"):
             need.append("python3-matplotlib")
+        if not shutil.which("nft") and "redir" in args.only:
+            need.append("nftables")
         if not shutil.which("qemu-mipsel-static") and "mipsel" in args.only:
             need.append("qemu-user-static")
         if need:
@@ -639,6 +658,11 @@ def setup(args):
             sys.exit(msg)
         else:
             log(f"SKIPPING the mipsel comparison: {msg}")
+    if "redir" in args.only:
+        import redir
+        why = redir.setup()
+        if why:
+            sys.exit(f"cannot run the redir tests: {why}")
     return smol, ssrust, connrate, mipsel_ok
 
 
@@ -724,6 +748,9 @@ def plan(args, mipsel_ok):
     if "memory" in args.only:
         tests.append(("memory", args.impls,
                       lambda I, impl: measure_memory(I, impl, CIPHERS["chacha20"], args.idle_conns)))
+    if "redir" in args.only:
+        import redir
+        tests += redir.plan(args)
     if mipsel_ok:
         mimpls = [i for i in args.impls if i in ("ss-smol", "libev")]
         for short, method in CIPHERS.items():
@@ -736,7 +763,7 @@ def metrics_of(test, res):
     """Flatten one measurement into {metric: value}."""
     if test == "memory":
         return dict(res)
-    if test == "connrate":
+    if test == "connrate" or test.startswith("redir"):
         return dict(res)
     # throughput tests: tput_chacha20_P1 / mipsel_tput_chacha20_P1
     prefix = "mipsel_" if test.startswith("mipsel_") else ""
@@ -756,7 +783,7 @@ def unit_of(metric):
         if key == metric:
             return unit
     for suffix, unit in (("_kib", "KiB"), ("_bytes", "bytes"), ("_per_GB", "s/GB"), ("cpu_s", "s"),
-                         ("_per_conn", "µs"), ("errors", "count")):
+                         ("_per_conn", "µs"), ("errors", "count"), ("lost", "count")):
         if suffix in metric:
             return unit
     return "Mbit/s" if "tput" in metric else ""
@@ -771,6 +798,10 @@ def estimate_seconds(args, tests):
             each = args.seconds + 2
         elif name == "connrate":
             each = args.connrate_seconds + 2
+        elif name.startswith("redir_memory"):
+            each = 10 + args.idle_conns / 300
+        elif name.startswith("redir"):
+            each = args.seconds + 3
         else:
             each = 4 + args.idle_conns / 500
         per += each * len(impls)
@@ -916,6 +947,16 @@ def targets(summary, args):
                     f"+ 9×4 KiB = {bound:.0f} KiB"))
     ratio_check("connrate", "libev", 1.0, "connection rate ≥ libev")
     for short, method in CIPHERS.items():
+        ratio_check(f"redir_tput_{short}_P1", "libev", 1.0, f"ss-redir throughput {method} ≥ libev")
+        a, b = med(f"redir_cpu_s_per_GB_{short}_P1", "ss-smol"), med(f"redir_cpu_s_per_GB_{short}_P1", "libev")
+        what = f"ss-redir CPU per GB {method} ≤ 0.67× libev"
+        out.append((what, "n/a", "not measured") if a is None or b is None else
+                   (what, "MET" if a / b <= 0.67 else "NOT MET", f"{a / b:.2f}× (need ≤ 0.67×)"))
+    v = med("redir_per_conn_bytes", "ss-smol")
+    out.append((f"ss-redir RSS per idle redirected connection ≤ 3 KiB ({args.idle_conns} connections)",
+                "n/a" if v is None else ("MET" if v <= 3072 else "NOT MET"),
+                "not measured" if v is None else f"{v:.0f} bytes"))
+    for short, method in CIPHERS.items():
         ratio_check(f"mipsel_tput_{short}_P1", "libev", 1.5,
                     f"mipsel (qemu) single-stream throughput {method} ≥ 1.5× libev mipsel")
     return out
@@ -944,7 +985,8 @@ def main():
     ap.add_argument("--impls", default="ss-smol,libev,ssrust",
                     help="comma-separated subset of ss-smol,libev,ssrust")
     ap.add_argument("--only", default="tput,connrate,memory,mipsel",
-                    help="comma-separated subset of tput,connrate,memory,mipsel")
+                    help="comma-separated subset of tput,connrate,memory,mipsel,redir (redir: root, "
+                         "network namespaces; not in the default set)")
     ap.add_argument("--bin", help="ss-smol binary to measure (default: build it)")
     ap.add_argument("--build", choices=["router", "musl", "glibc"], default="router",
                     help="what to build when --bin is not given: cross/build.sh's x86_64 router "
