@@ -28,8 +28,10 @@ listener: libev cannot serve IPv4 UDP on ::). Only ss-redir's process is measure
 """
 
 import atexit
+import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -117,7 +119,7 @@ def setup():
     if os.geteuid() != 0:
         return "the ss-redir benchmark needs root (network namespaces, nftables)"
     for tool in ("ip", "nft", "ss-redir", "ss-server", "iperf3"):
-        if not run.shutil.which(tool):
+        if not shutil.which(tool):
             return f"{tool} not found"
     if not os.path.exists(LOADER) or os.path.getmtime(LOADER) < os.path.getmtime(LOADER_SRC):
         os.makedirs(os.path.dirname(LOADER), exist_ok=True)
@@ -134,28 +136,9 @@ def start(role, name, argv):
     return run.PROCS.start(name, TOPO.cmd(role, argv))
 
 
-def bound(pid, proto, port):
-    """Is `port` bound (TCP: listening) in the namespace of `pid`? Read from its /proc."""
-    want = f":{port:04X}"
-    try:
-        with open(f"/proc/{pid}/net/{proto}") as f:
-            next(f)
-            return any(p[1].endswith(want) and (proto == "udp" or p[3] == "0A")
-                       for p in (line.split() for line in f))
-    except OSError:
-        return False
-
-
-def wait_bound(proc, ports, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        if all(bound(proc.pid, proto, port) for proto, port in ports):
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.bench_name} exited with {proc.returncode}: "
-                               f"{run.log_tail(proc)}")
-        time.sleep(0.02)
-    raise RuntimeError(f"{proc.bench_name} never bound {ports}: {run.log_tail(proc)}")
+def wait_bound(proc, ports):
+    for proto, port in ports:
+        run.wait_listen(port, proc, proto=proto)
 
 
 def server(method):
@@ -238,7 +221,7 @@ def measure_tput(I, impl, short, seconds):
         c1 = run.cpu_seconds(rd.pid)
         hwm = run.proc_status(rd.pid, "VmHWM")
         try:
-            j = run.json.loads(r.stdout)
+            j = json.loads(r.stdout)
         except ValueError:
             raise RuntimeError(f"iperf3 gave no JSON (exit {r.returncode}): {r.stderr.strip()[:300]}")
         if "error" in j:

@@ -184,33 +184,35 @@ def free_port():
     raise RuntimeError("no free port")
 
 
-def listening(port):
-    """Is something listening on TCP `port`? Read from /proc, so nothing connects to it (a
-    probe connection through a tunnel would reach iperf3 as a bogus client)."""
+def listening(port, proto="tcp", pid="self"):
+    """Is `port` bound (TCP: listening) in the network namespace of `pid`? Read from /proc, so
+    nothing connects to it (a probe connection through a tunnel would reach iperf3 as a bogus
+    client)."""
     want = f":{port:04X}"
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for path in (f"/proc/{pid}/net/{proto}", f"/proc/{pid}/net/{proto}6"):
         try:
             with open(path) as f:
                 next(f)
                 for line in f:
                     parts = line.split()
-                    if parts[1].endswith(want) and parts[3] == "0A":
+                    if parts[1].endswith(want) and (proto == "udp" or parts[3] == "0A"):
                         return True
         except OSError:
             pass
     return False
 
 
-def wait_listen(port, proc, timeout=15):
+def wait_listen(port, proc, timeout=15, proto="tcp"):
+    """Waits until `proc` (or anything in its network namespace) has bound `port`."""
     end = time.time() + timeout
     while time.time() < end:
-        if listening(port):
+        if listening(port, proto, proc.pid):
             return
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.bench_name} exited with {proc.returncode} before listening "
-                               f"on {port}: {log_tail(proc)}")
+                               f"on {proto} {port}: {log_tail(proc)}")
         time.sleep(0.02)
-    raise RuntimeError(f"{proc.bench_name} never listened on {port}: {log_tail(proc)}")
+    raise RuntimeError(f"{proc.bench_name} never listened on {proto} {port}: {log_tail(proc)}")
 
 
 def log_tail(proc, n=5):
@@ -749,7 +751,7 @@ def plan(args, mipsel_ok):
         tests.append(("memory", args.impls,
                       lambda I, impl: measure_memory(I, impl, CIPHERS["chacha20"], args.idle_conns)))
     if "redir" in args.only:
-        import redir
+        import redir  # loaded by setup() already
         tests += redir.plan(args)
     if mipsel_ok:
         mimpls = [i for i in args.impls if i in ("ss-smol", "libev")]
