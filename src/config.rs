@@ -80,6 +80,14 @@ impl Transport {
     pub fn udp(self) -> bool {
         self != Transport::TcpOnly
     }
+    /// The JSON spelling (`"mode"`, `"plugin_mode"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::TcpOnly => "tcp_only",
+            Transport::TcpAndUdp => "tcp_and_udp",
+            Transport::UdpOnly => "udp_only",
+        }
+    }
 }
 
 /// A remote Shadowsocks server as configured: host name or IP literal, not yet resolved.
@@ -178,6 +186,10 @@ pub struct Config {
     /// (empty when there is no plugin).
     pub plugin_source: &'static str,
     pub plugin_opts: Option<String>,
+    /// `plugin_args`/`--plugin-args`: extra argv for the plugin program.
+    pub plugin_args: Vec<String>,
+    /// `plugin_mode` (SIP003u): which of TCP and UDP go through the plugin.
+    pub plugin_mode: Transport,
     /// ss-server: source address for outgoing IPv4 connections (`-b`, `local_address`,
     /// `local_ipv4_address`).
     pub outbound_bind_v4: Option<Ipv4Addr>,

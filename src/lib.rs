@@ -1,9 +1,9 @@
 //! shadowsocks-smol: a small, memory-bounded Shadowsocks client and server.
 //!
-//! Layers, dependencies pointing down only: `mode` (composition) → `serve` (the flows every
-//! program runs) → `ingress` (front doors) → `relay` (pool, pumps, connections) → `proto` and
-//! `policy` (sans-IO); `rt` is the event loop the async layers run on, and `sys` the only place
-//! with OS specifics. ARCHITECTURE.md has the whole picture.
+//! Layers, dependencies pointing down only: `mode` (composition) → `plugin` (SIP003 plugins)
+//! → `serve` (the flows every program runs) → `ingress` (front doors) → `relay` (pool, pumps,
+//! connections) → `proto` and `policy` (sans-IO); `rt` is the event loop the async layers run
+//! on, and `sys` the only place with OS specifics. ARCHITECTURE.md has the whole picture.
 //!
 //! `unsafe` is denied everywhere but in `sys`, and there every block needs a `// SAFETY:`
 //! comment; `proto` and `dns::wire`, which read untrusted bytes, also deny every construct that
@@ -17,6 +17,7 @@ pub mod dns;
 pub mod ingress;
 pub mod logger;
 pub mod mode;
+pub mod plugin;
 pub mod policy;
 pub mod proto;
 pub mod relay;

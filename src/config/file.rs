@@ -56,10 +56,6 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
         "access control lists are not supported; all traffic is treated alike",
     ),
     (
-        "plugin_mode",
-        "plugins carry TCP only here; UDP goes straight to the server",
-    ),
-    (
         "auth",
         "one-time auth was removed from Shadowsocks; AEAD ciphers authenticate every chunk",
     ),
@@ -149,6 +145,7 @@ fn read_value(rule: Rule, key: &str, v: &Value) -> Result<Option<Val>, String> {
         }
         Rule::Transport => Val::Transport(transport(key, v)?),
         Rule::Nameservers => Val::Nameservers(nameservers(key, v)?),
+        Rule::Args => Val::Args(args(key, v)?),
     }))
 }
 
@@ -269,6 +266,14 @@ fn nameservers(key: &str, v: &Value) -> Result<Vec<SocketAddr>, String> {
         ));
     }
     Ok(out)
+}
+
+/// A program's extra arguments: a list of strings, or one string as one argument.
+fn args(key: &str, v: &Value) -> Result<Vec<String>, String> {
+    match v {
+        Value::Array(items) => items.iter().map(|item| string(key, item, false)).collect(),
+        _ => Ok(vec![string(key, v, false)?]),
+    }
 }
 
 fn boolean(key: &str, v: &Value) -> Result<bool, String> {

@@ -175,6 +175,10 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         pool_blocks: count(s, Id::PoolBlocks),
         udp_assocs: count(s, Id::UdpAssocs),
     };
+    let plugin = s.text(Id::Plugin);
+    let plugin_mode = s.transport(Id::PluginMode).unwrap_or(Transport::TcpOnly);
+    // Behind a plugin every TCP connection comes from 127.0.0.1: a ban would lock out all.
+    let plugin_tcp = plugin.is_some() && plugin_mode.tcp() && transport.tcp();
     let server = if server_mode {
         ServerOpts {
             replay_capacity: count(s, Id::ReplayCapacity),
@@ -182,6 +186,7 @@ pub fn build(s: &Settings) -> Result<Config, String> {
                 failures: s
                     .num(Id::BanFailures)
                     .and_then(|n| u32::try_from(n).ok())
+                    .filter(|_| !plugin_tcp)
                     .unwrap_or(0),
                 window: secs(s, Id::BanWindow),
                 duration: secs(s, Id::BanTime),
@@ -193,7 +198,6 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         ServerOpts::default()
     };
     let u32_of = |id| s.num(id).and_then(|n| u32::try_from(n).ok());
-    let plugin = s.text(Id::Plugin);
     let plugin_source = match (&plugin, s.cli(Id::Plugin)) {
         (None, _) => "",
         (Some(_), Some(_)) => "--plugin",
@@ -237,6 +241,8 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         plugin,
         plugin_source,
         plugin_opts,
+        plugin_args: s.args(Id::PluginArgs),
+        plugin_mode,
         outbound_bind_v4,
         outbound_bind_v6,
         nameservers: s.nameservers(Id::Nameserver),

@@ -50,6 +50,8 @@ pub enum Id {
     Mtu,
     Plugin,
     PluginOpts,
+    PluginArgs,
+    PluginMode,
     Fwmark,
     MaxConns,
     PoolBlocks,
@@ -87,6 +89,8 @@ pub enum Rule {
     Transport,
     /// Name servers, `IP[:PORT]`, comma-separated; JSON: a string or a list.
     Nameservers,
+    /// Program arguments: one per flag; JSON: a list of strings (or one string).
+    Args,
 }
 
 /// A set of programs, as bits of [`Mode::bit`].
@@ -493,7 +497,7 @@ pub static OPTIONS: &[Opt] = &[
         rule: Rule::OptionalText,
         arg: "NAME",
         guard: Some("the connection would go to the server without the plugin"),
-        help: "SIP003 plugin program (parsed; plugins are not launched yet)",
+        help: "SIP003 plugin program: a path, or a name looked up on PATH",
         ..Opt::NONE
     },
     Opt {
@@ -504,6 +508,27 @@ pub static OPTIONS: &[Opt] = &[
         arg: "OPTS",
         guard: Some("the plugin would run without its options"),
         help: "SIP003 plugin options, e.g. \"obfs=http;obfs-host=example.com\"",
+        ..Opt::NONE
+    },
+    Opt {
+        id: Id::PluginArgs,
+        long: Some("plugin-args"),
+        key: Some("plugin_args"),
+        rule: Rule::Args,
+        arg: "ARG",
+        repeat: true,
+        help: "an extra command-line argument for the plugin (repeatable; JSON: a list)",
+        ..Opt::NONE
+    },
+    Opt {
+        id: Id::PluginMode,
+        long: Some("plugin-mode"),
+        key: Some("plugin_mode"),
+        rule: Rule::Transport,
+        arg: "MODE",
+        default: Some("tcp_only"),
+        help: "what the plugin carries: tcp_only (UDP goes straight to the server), \
+               tcp_and_udp or udp_only (SIP003u)",
         ..Opt::NONE
     },
     Opt {

@@ -38,6 +38,7 @@ impl Settings {
             match (old, v) {
                 (Val::Hosts(a), Val::Hosts(b)) if repeat => a.extend(b),
                 (Val::Nameservers(a), Val::Nameservers(b)) if repeat => a.extend(b),
+                (Val::Args(a), Val::Args(b)) if repeat => a.extend(b),
                 (old, v) => *old = v,
             }
         } else {
@@ -150,6 +151,13 @@ impl Settings {
     pub fn nameservers(&self, id: Id) -> Vec<SocketAddr> {
         match self.value(id) {
             Some(Val::Nameservers(n)) => n,
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn args(&self, id: Id) -> Vec<String> {
+        match self.value(id) {
+            Some(Val::Args(a)) => a,
             _ => Vec::new(),
         }
     }

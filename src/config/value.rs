@@ -22,6 +22,7 @@ pub enum Val {
     Hosts(Vec<HostPort>),
     Nameservers(Vec<SocketAddr>),
     Transport(Transport),
+    Args(Vec<String>),
 }
 
 /// Reads a command-line value or a default by `rule`. Errors are fragments (`must be …`).
@@ -40,6 +41,7 @@ pub fn parse_text(rule: Rule, s: &str) -> Result<Option<Val>, String> {
         Rule::Interface => Val::Text(parse_interface(s)?),
         Rule::Transport => Val::Transport(parse_transport(s)?),
         Rule::Nameservers => Val::Nameservers(parse_nameservers(s)?),
+        Rule::Args => Val::Args(vec![s.to_string()]),
     }))
 }
 

@@ -1,6 +1,7 @@
-//! Composition: each program is its front doors (`ingress`) on the shared flows (`serve`).
-//! Start-up (resolve, bind, drop privileges) happens before the event loop, so every failure
-//! is one clear line and a non-zero exit.
+//! Composition: each program is its front doors (`ingress`) on the shared flows (`serve`),
+//! with its plugin (`plugin`) in front when one is configured. Start-up (resolve, bind, start
+//! the plugins, drop privileges) happens before the event loop, so every failure is one clear
+//! line and a non-zero exit.
 
 mod local;
 mod redir;
@@ -8,8 +9,8 @@ mod server;
 mod tunnel;
 
 use crate::config::{Config, Mode};
-use crate::relay::connect::Upstream;
-use crate::serve::startup::{self, bind, listen_address, resolve_servers};
+use crate::plugin;
+use crate::serve::startup::{self, bind, listen_address, Bind};
 use crate::serve::{Context, Far};
 use crate::sys;
 use async_executor::LocalExecutor;
@@ -18,38 +19,33 @@ use std::rc::Rc;
 /// Runs a mode until SIGTERM/SIGINT. Errors are start-up failures, already worded for users.
 pub fn run(cfg: Config) -> Result<(), String> {
     startup::raise_nofile(&cfg)?;
-    if let Some(plugin) = &cfg.plugin {
-        return Err(format!(
-            "plugin '{plugin}' is configured, but this build cannot launch SIP003 plugins yet; \
-             remove {} to connect to the server directly",
-            cfg.plugin_source
-        ));
-    }
     let opts = startup::outbound_opts(&cfg);
     let resolver = startup::resolver(&cfg, &opts)?;
-    let (binds, far) = match cfg.mode {
+    let (binds, far, launches) = match cfg.mode {
         Mode::Local | Mode::Tunnel | Mode::Redir => {
-            let servers = resolve_servers(&cfg, &resolver)?;
             let listen = listen_address(&resolver, &cfg.local_addr, cfg.local_port)?;
-            (
-                vec![listen],
-                Far::Server(Rc::new(Upstream::new(servers, opts))),
-            )
+            let (upstream, launches) = plugin::client_side(&cfg, &resolver, opts)?;
+            let far = Far::Server(Rc::new(upstream));
+            (vec![Bind::of(&cfg, listen)], far, launches)
         }
-        Mode::Server => (
-            startup::server_listen_addresses(&cfg, &resolver)?,
-            Far::Targets(server::targets(&cfg, resolver)),
-        ),
+        Mode::Server => {
+            let addrs = startup::server_listen_addresses(&cfg, &resolver)?;
+            let (binds, launches) = plugin::server_side(&cfg, &addrs)?;
+            (binds, Far::Targets(server::targets(&cfg, resolver)), launches)
+        }
     };
     let listeners = binds
         .iter()
-        .map(|a| bind(&cfg, *a))
+        .map(|b| bind(&cfg, b))
         .collect::<Result<Vec<_>, _>>()?;
     startup::write_pid_file(&cfg)?;
+    // Before dropping privileges, as libev does: a server-side plugin may bind port 443.
+    let plugins = plugin::start(&cfg, &launches)?;
     if let Some(user) = &cfg.user {
         // Transparent reply sockets (ss-redir's UDP) and SO_MARK both need CAP_NET_ADMIN.
         let net_admin = (cfg.mode == Mode::Redir && cfg.transport.udp()) || cfg.fwmark.is_some();
-        let keep = sys::kept_capabilities(binds.iter().map(|a| a.port()), net_admin);
+        let ports = binds.iter().flat_map(|b| [b.tcp, b.udp]).flatten();
+        let keep = sys::kept_capabilities(ports.map(|a| a.port()), net_admin);
         sys::run_as(user, &keep).map_err(|e| format!("cannot run as user '{user}': {e}"))?;
     }
     let ex = Rc::new(LocalExecutor::new());
@@ -57,17 +53,27 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // One replay filter and ban list for every listener of ss-server.
     let guard = (cfg.mode == Mode::Server).then(|| server::guard(&cfg));
     let mut serving = Vec::new();
-    for (addr, l) in binds.iter().zip(listeners) {
-        startup::log_listening(&cfg, addr);
+    for (b, l) in binds.iter().zip(listeners) {
+        startup::log_listening(&cfg, &b.addr);
         let program = match (&guard, cfg.mode) {
             (Some(guard), _) => server::program(&ctx, &cfg, Rc::clone(guard), l)?,
             (None, Mode::Tunnel) => tunnel::program(&ctx, &cfg, l)?,
-            (None, Mode::Redir) => redir::program(&ctx, &cfg, *addr, l)?,
+            (None, Mode::Redir) => redir::program(&ctx, &cfg, b.addr, l)?,
             (None, _) => local::program(&ctx, &cfg, l)?,
         };
         serving.push(ex.spawn(program));
     }
-    let outcome = startup::run_until_signal(&ex, serving);
+    if let Some(p) = &plugins {
+        p.log_output(&ex)
+            .map_err(|e| format!("cannot read the plugin's output: {e}"))?;
+    }
+    let watched = plugins.clone();
+    let outcome = startup::run_until_signal(&ex, serving, move || {
+        watched.as_ref().and_then(|p| p.exited())
+    });
+    if let Some(p) = &plugins {
+        p.stop();
+    }
     startup::remove_pid_file(&cfg);
     outcome
 }

@@ -84,33 +84,55 @@ pub fn raise_nofile(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-pub fn bind(cfg: &Config, addr: SocketAddr) -> Result<Listeners, String> {
+/// What one listen address binds: TCP and UDP each on `addr` unless a plugin takes that side
+/// (then on a loopback port behind it). `addr` is what users configured, for the logs.
+#[derive(Clone, Copy, Debug)]
+pub struct Bind {
+    pub addr: SocketAddr,
+    pub tcp: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
+}
+
+impl Bind {
+    /// `addr` for every transport the config serves.
+    pub fn of(cfg: &Config, addr: SocketAddr) -> Bind {
+        Bind {
+            addr,
+            tcp: cfg.transport.tcp().then_some(addr),
+            udp: cfg.transport.udp().then_some(addr),
+        }
+    }
+}
+
+pub fn bind(cfg: &Config, b: &Bind) -> Result<Listeners, String> {
     let hint = "is another instance running? pick another address or port";
     let redir = cfg.mode == Mode::Redir;
     let tproxy_tcp = redir && cfg.tcp_tproxy;
-    let tcp = if cfg.transport.tcp() {
-        let listener = if tproxy_tcp {
-            sys::tcp_tproxy_listener(addr, cfg.reuse_port, cfg.fast_open)
-        } else {
-            sys::tcp_listener(addr, cfg.reuse_port, cfg.fast_open)
-        };
-        Some(listener.map_err(|e| {
-            let kind = if tproxy_tcp { "TCP TPROXY" } else { "TCP" };
-            bind_error(addr, kind, &e, hint)
-        })?)
-    } else {
-        None
+    let tcp = match b.tcp {
+        Some(addr) => {
+            let listener = if tproxy_tcp {
+                sys::tcp_tproxy_listener(addr, cfg.reuse_port, cfg.fast_open)
+            } else {
+                sys::tcp_listener(addr, cfg.reuse_port, cfg.fast_open)
+            };
+            Some(listener.map_err(|e| {
+                let kind = if tproxy_tcp { "TCP TPROXY" } else { "TCP" };
+                bind_error(addr, kind, &e, hint)
+            })?)
+        }
+        None => None,
     };
-    let udp = if cfg.transport.udp() {
-        let socket = if redir {
-            sys::udp_tproxy_listener(addr, cfg.reuse_port)
-        } else {
-            sys::udp_listener(addr, cfg.reuse_port)
-        };
-        let kind = if redir { "UDP TPROXY" } else { "UDP" };
-        Some(socket.map_err(|e| bind_error(addr, kind, &e, hint))?)
-    } else {
-        None
+    let udp = match b.udp {
+        Some(addr) => {
+            let socket = if redir {
+                sys::udp_tproxy_listener(addr, cfg.reuse_port)
+            } else {
+                sys::udp_listener(addr, cfg.reuse_port)
+            };
+            let kind = if redir { "UDP TPROXY" } else { "UDP" };
+            Some(socket.map_err(|e| bind_error(addr, kind, &e, hint))?)
+        }
+        None => None,
     };
     Ok(Listeners { tcp, udp })
 }
@@ -187,11 +209,13 @@ pub fn udp_socket(l: Option<UdpSocket>) -> Result<Option<Async<UdpSocket>>, Stri
         .map_err(|e| format!("cannot start the UDP relay: {e}"))
 }
 
-/// Runs the listeners' tasks until one fails (its error is the result) or a signal asks the
-/// process to stop (`Ok`).
+/// Runs the listeners' tasks until one fails (its error is the result), a signal asks the
+/// process to stop (`Ok`), or on SIGCHLD `child_ended` reports a child (plugin) that ended
+/// (an error).
 pub fn run_until_signal(
     ex: &LocalExecutor<'static>,
     mut serving: Vec<Task<Result<(), String>>>,
+    child_ended: impl Fn() -> Option<String> + 'static,
 ) -> Result<(), String> {
     let signals = sys::term_signals()
         .and_then(Async::new_nonblocking)
@@ -207,12 +231,20 @@ pub fn run_until_signal(
     // A task of its own: the future given to `ex.run` is polled every time any task wakes; a
     // task is polled only when a signal arrives.
     let signalled = ex.spawn(async move {
-        let name = signals
-            .read_with(sys::read_term_signal)
-            .await
-            .unwrap_or("SIGTERM");
-        log::info!("received {name}, exiting");
-        Ok(())
+        loop {
+            let name = signals
+                .read_with(sys::read_term_signal)
+                .await
+                .unwrap_or("SIGTERM");
+            if name == "SIGCHLD" {
+                match child_ended() {
+                    Some(why) => return Err(why),
+                    None => continue,
+                }
+            }
+            log::info!("received {name}, exiting");
+            return Ok(());
+        }
     });
     rt::block_on(ex.run(future::or(signalled, serving)))
         .map_err(|e| format!("event loop failed: {e}"))

@@ -219,9 +219,10 @@ impl UdpRelay {
                 return Err(io::Error::other("no server for this relay"));
             };
             let server = upstream
+                .udp
                 .pick()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no server"))?;
-            let socket = sys::outbound_udp_socket(server, &upstream.opts)?;
+            let socket = sys::outbound_udp_socket(server, &upstream.udp.opts)?;
             socket.connect(server)?;
             log::debug!("udp: {client}: new association via {server}");
             Ok(socket)

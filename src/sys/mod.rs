@@ -15,6 +15,7 @@
 //! `// SAFETY:` comment.
 
 mod alloc;
+pub mod child;
 mod net;
 mod poll;
 mod process;
@@ -57,15 +58,20 @@ fn ctx_hint(e: Errno, what: impl Display, hint: &str) -> io::Error {
     )
 }
 
-/// The C library's text for `e` ("Permission denied"). Not `Errno::desc`: that is nix's own copy
-/// of every message, kilobytes the binary already has in libc's `strerror`.
-fn os_message(e: Errno) -> String {
-    let mut text = io::Error::from(e).to_string();
-    // std appends " (os error N)"; the number adds nothing for a reader.
+/// An I/O error's text without std's " (os error N)" suffix, for messages to users.
+pub fn error_text(e: &io::Error) -> String {
+    let mut text = e.to_string();
     if let Some(at) = text.rfind(" (os error ") {
         text.truncate(at);
     }
     text
+}
+
+/// The C library's text for `e` ("Permission denied"). Not `Errno::desc`: that is nix's own copy
+/// of every message, kilobytes the binary already has in libc's `strerror`.
+fn os_message(e: Errno) -> String {
+    // std appends " (os error N)"; the number adds nothing for a reader.
+    error_text(&io::Error::from(e))
 }
 
 #[cfg(test)]

@@ -116,13 +116,14 @@ pub fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
     Ok((stream, peer))
 }
 
-/// SIGTERM and SIGINT, blocked for the process and delivered through a non-blocking
-/// descriptor. Call before any thread is started: the mask is per thread, and a thread that
-/// does not block them would take the signals instead.
+/// SIGTERM, SIGINT and SIGCHLD (a plugin ended), blocked for the process and delivered
+/// through a non-blocking descriptor. Call before any thread is started: the mask is per
+/// thread, and a thread that does not block them would take the signals instead.
 pub fn term_signals() -> io::Result<SignalFd> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
+    set.add(Signal::SIGCHLD);
     set.thread_block()?;
     Ok(SignalFd::with_flags(
         &set,
@@ -134,6 +135,7 @@ pub fn term_signals() -> io::Result<SignalFd> {
 pub fn read_term_signal(fd: &SignalFd) -> io::Result<&'static str> {
     match fd.read_signal()? {
         Some(info) if info.ssi_signo == Signal::SIGINT as u32 => Ok("SIGINT"),
+        Some(info) if info.ssi_signo == Signal::SIGCHLD as u32 => Ok("SIGCHLD"),
         Some(_) => Ok("SIGTERM"),
         None => Err(io::ErrorKind::WouldBlock.into()),
     }

@@ -1,0 +1,138 @@
+//! SIP003 plugins: where traffic goes when a plugin is configured, and the plugin processes.
+//!
+//! ```text
+//! client:  app ─▶ ss-local ─TCP─▶ 127.0.0.1:P plugin ─▶ … ─▶ server:port
+//!                          └─UDP──────────────────────────▶ server:port   (unless plugin_mode)
+//! server:  … ─▶ plugin on HOST:PORT ─▶ 127.0.0.1:P ss-server ─▶ targets
+//!               ss-server's UDP stays on HOST:PORT                         (unless plugin_mode)
+//! ```
+//!
+//! SIP003 plugins carry TCP; `plugin_mode` (SIP003u) says whether the plugin also, or only,
+//! carries UDP. Each configured server (client side) or listen address (server side) gets a
+//! plugin process of its own, each on its own loopback port.
+
+mod launch;
+mod lines;
+mod ports;
+
+pub use launch::Plugins;
+
+use crate::config::{Config, Mode};
+use crate::dns::Resolver;
+use crate::relay::connect::{Route, Upstream};
+use crate::serve::startup::{resolve_servers, Bind};
+use crate::sys::OutboundOpts;
+use launch::Launch;
+use ports::Proto;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+
+/// What the plugin carries in this run: the transports that are both served and in
+/// `plugin_mode`.
+fn carries(cfg: &Config) -> (bool, bool) {
+    match cfg.plugin {
+        None => (false, false),
+        Some(_) => (
+            cfg.transport.tcp() && cfg.plugin_mode.tcp(),
+            cfg.transport.udp() && cfg.plugin_mode.udp(),
+        ),
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn free_port(udp: bool) -> Result<u16, String> {
+    ports::free_loopback_port(udp).map_err(|e| format!("cannot find a free port for the plugin: {e}"))
+}
+
+/// Client modes: how TCP and UDP reach the servers, and the plugins to start for that.
+pub fn client_side(
+    cfg: &Config,
+    resolver: &Rc<Resolver>,
+    opts: OutboundOpts,
+) -> Result<(Upstream, Vec<Launch>), String> {
+    let (tcp, udp) = carries(cfg);
+    // The plugin resolves the server itself; we only need it for what goes direct.
+    let direct = if (cfg.transport.tcp() && !tcp) || (cfg.transport.udp() && !udp) {
+        resolve_servers(cfg, resolver)?
+    } else {
+        Vec::new()
+    };
+    let mut launches = Vec::new();
+    if tcp || udp {
+        for s in &cfg.servers {
+            let port = free_port(udp)?;
+            launches.push(Launch {
+                remote: (s.host.clone(), s.port),
+                local: (Ipv4Addr::LOCALHOST.to_string(), port),
+                ready: (port, if tcp { Proto::Tcp } else { Proto::Udp }),
+            });
+        }
+    }
+    let plugged: Vec<SocketAddr> = launches.iter().map(|l| loopback(l.local.1)).collect();
+    // Loopback to the plugin: no mark, no interface; the plugin's own sockets leave the host.
+    let to_plugin = OutboundOpts {
+        fwmark: None,
+        interface: None,
+        bind_addr: None,
+        no_delay: cfg.no_delay,
+        fast_open: false,
+    };
+    let route = |through: bool| match through {
+        true => Route::new(plugged.clone(), to_plugin.clone(), true),
+        false => Route::new(direct.clone(), opts.clone(), false),
+    };
+    Ok((Upstream::new(route(tcp), route(udp)), launches))
+}
+
+/// ss-server: what to bind for each listen address, and the plugins that take the public
+/// side of it.
+pub fn server_side(cfg: &Config, addrs: &[SocketAddr]) -> Result<(Vec<Bind>, Vec<Launch>), String> {
+    let (tcp, udp) = carries(cfg);
+    let mut binds = Vec::new();
+    let mut launches = Vec::new();
+    for &addr in addrs {
+        let mut bind = Bind::of(cfg, addr);
+        if tcp || udp {
+            let port = free_port(udp)?;
+            if tcp {
+                bind.tcp = Some(loopback(port));
+            }
+            if udp {
+                bind.udp = Some(loopback(port));
+            }
+            launches.push(Launch {
+                remote: (addr.ip().to_string(), addr.port()),
+                local: (Ipv4Addr::LOCALHOST.to_string(), port),
+                ready: (addr.port(), if tcp { Proto::Tcp } else { Proto::Udp }),
+            });
+        }
+        binds.push(bind);
+    }
+    Ok((binds, launches))
+}
+
+/// Starts the plugins (if any) and waits until they are up. Warns when a configured plugin
+/// carries nothing this run serves.
+pub fn start(cfg: &Config, launches: &[Launch]) -> Result<Option<Rc<Plugins>>, String> {
+    let Some(plugin) = &cfg.plugin else {
+        return Ok(None);
+    };
+    if launches.is_empty() {
+        log::warn!(
+            "plugin '{plugin}' not started: plugin_mode is {} and this runs {} only",
+            cfg.plugin_mode.name(),
+            if cfg.transport.tcp() { "TCP" } else { "UDP" }
+        );
+        return Ok(None);
+    }
+    let opts = cfg.plugin_opts.as_deref().unwrap_or("");
+    let plugins = Plugins::start(plugin, cfg.plugin_source, opts, &cfg.plugin_args, launches)?;
+    plugins.wait_ready()?;
+    if cfg.mode == Mode::Server && carries(cfg).0 {
+        log::info!("bans are off: behind the plugin every connection comes from 127.0.0.1");
+    }
+    Ok(Some(Rc::new(plugins)))
+}
