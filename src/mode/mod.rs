@@ -54,7 +54,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let guard = (cfg.mode == Mode::Server).then(|| server::guard(&cfg));
     let mut serving = Vec::new();
     for (b, l) in binds.iter().zip(listeners) {
-        startup::log_listening(&cfg, &b.addr);
+        startup::log_listening(&cfg, b);
         let program = match (&guard, cfg.mode) {
             (Some(guard), _) => server::program(&ctx, &cfg, Rc::clone(guard), l)?,
             (None, Mode::Tunnel) => tunnel::program(&ctx, &cfg, l)?,

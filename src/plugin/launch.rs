@@ -88,7 +88,7 @@ impl Plugins {
             let (read, write) = child::output_pipe().map_err(fail)?;
             let child = child::spawn_guarded(&program, &write).map_err(fail)?;
             log::info!(
-                "plugin {} started (pid {}): local {}:{}, remote {}:{}",
+                "plugin {} started (process group {}): local {}:{}, remote {}:{}",
                 plugins.name,
                 child.pid,
                 l.local.0,

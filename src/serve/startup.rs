@@ -61,14 +61,23 @@ pub fn remove_pid_file(cfg: &Config) {
     }
 }
 
-pub fn log_listening(cfg: &Config, addr: &SocketAddr) {
-    let what = match (cfg.transport.tcp(), cfg.transport.udp()) {
-        (true, true) => "TCP and UDP",
-        (false, true) => "UDP",
-        _ => "TCP",
+pub fn log_listening(cfg: &Config, b: &Bind) {
+    // A side bound elsewhere than the configured address is behind the plugin (ss-server).
+    let side = |name: &str, at: Option<SocketAddr>| match at {
+        Some(a) if a == b.addr => Some(name.to_string()),
+        Some(a) => Some(format!("{name} through the plugin, to {a}")),
+        None => None,
     };
+    let what: Vec<String> = [side("TCP", b.tcp), side("UDP", b.udp)]
+        .into_iter()
+        .flatten()
+        .collect();
     let (program, method) = (cfg.mode.program(), cfg.method.name());
-    log::info!("{program} listening on {addr} ({what}), method {method}");
+    log::info!(
+        "{program} listening on {} ({}), method {method}",
+        b.addr,
+        what.join(" and ")
+    );
 }
 
 /// Raises RLIMIT_NOFILE to `nofile`, or to the hard limit when the connection cap needs it.
