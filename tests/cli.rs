@@ -333,12 +333,13 @@ fn bad_json_config() {
     assert_startup_failure(&done, &["bad-config.json"], "bad JSON config");
 }
 
-/// Plugins are not launched yet: the refusal names the setting the way it was given.
+/// A plugin that is not installed stops start-up with one line naming the setting the way it
+/// was given.
 #[test]
-fn plugin_refusal_names_where_it_was_set() {
+fn missing_plugin_names_where_it_was_set() {
     let port = free_port();
     let mut args = local_args(port, METHOD);
-    args.extend(["--plugin".to_string(), "obfs-local".to_string()]);
+    args.extend(["--plugin".to_string(), "no-such-plugin-xyz".to_string()]);
     let done = ss_smol(
         &[
             &["local"],
@@ -346,13 +347,14 @@ fn plugin_refusal_names_where_it_was_set() {
         ]
         .concat(),
     );
-    assert_startup_failure(&done, &["obfs-local", "remove --plugin"], "--plugin");
+    let why = ["no-such-plugin-xyz", "(--plugin)", "not found on PATH"];
+    assert_startup_failure(&done, &why, "--plugin");
 
     let dir = TempDir::new("plugin-json");
     let path = dir.join("plugin.json");
     std::fs::write(
         &path,
-        r#"{"plugin": "obfs-local", "plugin_opts": "obfs=http"}"#,
+        r#"{"plugin": "no-such-plugin-xyz", "plugin_opts": "obfs=http"}"#,
     )
     .unwrap();
     let mut args = local_args(port, METHOD);
@@ -364,7 +366,8 @@ fn plugin_refusal_names_where_it_was_set() {
         ]
         .concat(),
     );
-    assert_startup_failure(&done, &["obfs-local", "remove \"plugin\""], "JSON plugin");
+    let why = ["no-such-plugin-xyz", "(\"plugin\" in the config file)"];
+    assert_startup_failure(&done, &why, "JSON plugin");
 }
 
 #[test]

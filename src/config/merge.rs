@@ -401,6 +401,48 @@ mod tests {
     }
 
     #[test]
+    fn plugin_keys_and_flags() {
+        let json = r#"{"server": "203.0.113.1", "server_port": 443, "password": "pw", "local_port": 1,
+            "plugin": "obfs-local", "plugin_opts": "obfs=tls;obfs-host=a\\;b",
+            "plugin_args": ["-v", "--fast-open"], "plugin_mode": "tcp_and_udp"}"#;
+        let c = ok(Mode::Local, &[], Some(json));
+        assert_eq!(c.plugin.as_deref(), Some("obfs-local"));
+        assert_eq!(c.plugin_opts.as_deref(), Some("obfs=tls;obfs-host=a\\;b"));
+        assert_eq!(c.plugin_args, ["-v", "--fast-open"]);
+        assert_eq!(c.plugin_mode, Transport::TcpAndUdp);
+        let mut args = MIN.to_vec();
+        args.extend(["--plugin", "p", "--plugin-args", "a", "--plugin-args", "b"]);
+        let c = ok(Mode::Redir, &args, None);
+        assert_eq!(
+            (c.plugin_args.len(), c.plugin_mode),
+            (2, Transport::TcpOnly)
+        );
+        assert!(err(Mode::Local, MIN, Some(r#"{"plugin_mode": "tcp"}"#)).contains("plugin_mode"));
+        assert!(err(Mode::Local, MIN, Some(r#"{"plugin_args": [1, {}]}"#)).contains("plugin_args"));
+    }
+
+    #[test]
+    fn bans_are_off_when_a_plugin_carries_the_servers_tcp() {
+        let server = [
+            "-s",
+            "0.0.0.0",
+            "-p",
+            "443",
+            "-k",
+            "pw",
+            "--ban-failures",
+            "5",
+        ];
+        assert_eq!(ok(Mode::Server, &server, None).server.ban.failures, 5);
+        let mut args = server.to_vec();
+        args.extend(["--plugin", "obfs-server"]);
+        assert_eq!(ok(Mode::Server, &args, None).server.ban.failures, 0);
+        // UDP only through the plugin: TCP still comes from the clients' own addresses.
+        args.extend(["--plugin-mode", "udp_only", "-u"]);
+        assert_eq!(ok(Mode::Server, &args, None).server.ban.failures, 5);
+    }
+
+    #[test]
     fn cli_overrides_file() {
         let json = r#"{"server": ["198.51.100.7", "198.51.100.8"], "server_port": 1,
             "local_port": 2, "local_address": "0.0.0.0", "password": "filepw",

@@ -31,7 +31,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
         Mode::Server => {
             let addrs = startup::server_listen_addresses(&cfg, &resolver)?;
             let (binds, launches) = plugin::server_side(&cfg, &addrs)?;
-            (binds, Far::Targets(server::targets(&cfg, resolver)), launches)
+            (
+                binds,
+                Far::Targets(server::targets(&cfg, resolver)),
+                launches,
+            )
         }
     };
     let listeners = binds

@@ -68,12 +68,9 @@ impl Plugins {
         args: &[String],
         launches: &[Launch],
     ) -> Result<Plugins, String> {
-        let path = find_program(plugin).map_err(|why| format!("plugin '{plugin}' ({source}) {why}"))?;
-        let name: Rc<str> = Rc::from(
-            path.file_name()
-                .and_then(OsStr::to_str)
-                .unwrap_or(plugin),
-        );
+        let path =
+            find_program(plugin).map_err(|why| format!("plugin '{plugin}' ({source}) {why}"))?;
+        let name: Rc<str> = Rc::from(path.file_name().and_then(OsStr::to_str).unwrap_or(plugin));
         child::block_sigchld().map_err(|e| format!("cannot start plugin '{plugin}': {e}"))?;
         let mut plugins = Plugins {
             name,
@@ -115,9 +112,11 @@ impl Plugins {
             let (port, proto) = r.ready;
             while !ports::is_open(port, proto) {
                 if let Some(why) = self.ended(r) {
+                    self.log_what_was_written();
                     return Err(format!("{why} before opening its port"));
                 }
                 if Instant::now() >= deadline {
+                    self.log_what_was_written();
                     return Err(format!(
                         "plugin {} did not open {proto} port {port} within {} s; check its \
                          options (SS_PLUGIN_OPTIONS) and its log lines above",
@@ -130,6 +129,24 @@ impl Plugins {
             }
         }
         Ok(())
+    }
+
+    /// Before the event loop: logs what the plugins have written so far, since a plugin that
+    /// fails to start usually says why.
+    fn log_what_was_written(&self) {
+        let mut buf = [0u8; 512];
+        for r in &self.running {
+            let Some(fd) = r.output.take() else { continue };
+            let mut pipe = File::from(fd);
+            let mut lines = Lines::default();
+            // The read end is non-blocking: this stops at what is there (or at the end).
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                lines.feed(buf.get(..n).unwrap_or_default(), |l, cut| {
+                    log_line(&self.name, l, cut)
+                });
+            }
+            lines.finish(|l, cut| log_line(&self.name, l, cut));
+        }
     }
 
     /// Logs the plugins' output from the event loop, a line at a time.
@@ -206,10 +223,7 @@ impl Drop for Plugins {
 async fn forward(name: Rc<str>, pipe: Async<File>) {
     let mut lines = Lines::default();
     let mut buf = [0u8; 512];
-    let emit = |line: &str, cut: bool| {
-        let more = if cut { " […]" } else { "" };
-        log::info!("{name}: {}{more}", line.trim_start());
-    };
+    let emit = |line: &str, cut: bool| log_line(&name, line, cut);
     loop {
         match pipe.read_with(|mut f| f.read(&mut buf)).await {
             Ok(0) | Err(_) => break,
@@ -217,6 +231,11 @@ async fn forward(name: Rc<str>, pipe: Async<File>) {
         }
     }
     lines.finish(emit);
+}
+
+fn log_line(name: &str, line: &str, cut: bool) {
+    let more = if cut { " […]" } else { "" };
+    log::info!("{name}: {}{more}", line.trim_start());
 }
 
 /// The environment SIP003 gives a plugin, on top of ours. IPv6 hosts go without brackets.
@@ -301,7 +320,10 @@ mod tests {
         };
         let env = environment(&l, "obfs=http;obfs-host=a\\;b");
         let get = |k: &str| {
-            let v: Vec<_> = env.iter().filter(|e| e.starts_with(&format!("{k}="))).collect();
+            let v: Vec<_> = env
+                .iter()
+                .filter(|e| e.starts_with(&format!("{k}=")))
+                .collect();
             assert_eq!(v.len(), 1, "{k}");
             v[0].split_once('=').unwrap().1.to_string()
         };

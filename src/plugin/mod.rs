@@ -44,7 +44,8 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 fn free_port(udp: bool) -> Result<u16, String> {
-    ports::free_loopback_port(udp).map_err(|e| format!("cannot find a free port for the plugin: {e}"))
+    ports::free_loopback_port(udp)
+        .map_err(|e| format!("cannot find a free port for the plugin: {e}"))
 }
 
 /// Client modes: how TCP and UDP reach the servers, and the plugins to start for that.

@@ -57,9 +57,8 @@ impl Program {
     /// Fails on a NUL byte inside any of them.
     pub fn new(path: &str, argv: &[String], env: &[String]) -> io::Result<Program> {
         let c = |s: &str| {
-            CString::new(s).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte")
-            })
+            CString::new(s)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
         };
         let path = c(path)?;
         let argv = argv.iter().map(|a| c(a)).collect::<io::Result<Vec<_>>>()?;
@@ -113,7 +112,13 @@ fn guard(parent: pid_t, program: &Program, output: c_int, stdin: c_int) -> ! {
             libc::sigaddset(&mut waited, s);
         }
         libc::sigprocmask(libc::SIG_BLOCK, &waited, ptr::null_mut());
-        libc::prctl(libc::PR_SET_PDEATHSIG, DEATH_SIGNAL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            DEATH_SIGNAL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         // ss-smol may have died before the prctl: then nobody would send the signal.
         if libc::getppid() != parent {
             libc::_exit(1);
@@ -185,7 +190,13 @@ fn exec(program: &Program, output: c_int, stdin: c_int) -> ! {
 fn close_from(low: c_int) {
     // SAFETY: close_range and close only close descriptors; nothing in the guard uses them.
     unsafe {
-        if libc::syscall(libc::SYS_close_range, low as libc::c_uint, libc::c_uint::MAX, 0) == 0 {
+        if libc::syscall(
+            libc::SYS_close_range,
+            low as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        ) == 0
+        {
             return;
         }
         // Kernels before 5.9.
