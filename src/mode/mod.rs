@@ -12,7 +12,6 @@ use crate::config::{Config, Mode};
 use crate::plugin;
 use crate::serve::startup::{self, bind, listen_address, Bind};
 use crate::serve::{Context, Far};
-use crate::sys;
 use async_executor::LocalExecutor;
 use std::rc::Rc;
 
@@ -45,13 +44,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     startup::write_pid_file(&cfg)?;
     // Before dropping privileges, as libev does: a server-side plugin may bind port 443.
     let plugins = plugin::start(&cfg, &launches)?;
-    if let Some(user) = &cfg.user {
-        // Transparent reply sockets (ss-redir's UDP) and SO_MARK both need CAP_NET_ADMIN.
-        let net_admin = (cfg.mode == Mode::Redir && cfg.transport.udp()) || cfg.fwmark.is_some();
-        let ports = binds.iter().flat_map(|b| [b.tcp, b.udp]).flatten();
-        let keep = sys::kept_capabilities(ports.map(|a| a.port()), net_admin);
-        sys::run_as(user, &keep).map_err(|e| format!("cannot run as user '{user}': {e}"))?;
-    }
+    startup::drop_privileges(&cfg, &binds)?;
     let ex = Rc::new(LocalExecutor::new());
     let ctx = Rc::new(Context::new(&cfg, far, Rc::clone(&ex))?);
     // One replay filter and ban list for every listener of ss-server.
@@ -67,14 +60,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         };
         serving.push(ex.spawn(program));
     }
-    if let Some(p) = &plugins {
-        p.log_output(&ex)
-            .map_err(|e| format!("cannot read the plugin's output: {e}"))?;
-    }
-    let watched = plugins.clone();
-    let outcome = startup::run_until_signal(&ex, serving, move || {
-        watched.as_ref().and_then(|p| p.exited())
-    });
+    let watched = plugin::watch(&ex, plugins.clone())?;
+    let outcome = startup::run_until_signal(&ex, serving, watched);
     if let Some(p) = &plugins {
         p.stop();
     }

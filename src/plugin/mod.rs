@@ -22,6 +22,7 @@ use crate::dns::Resolver;
 use crate::relay::connect::{Route, Upstream};
 use crate::serve::startup::{resolve_servers, Bind};
 use crate::sys::OutboundOpts;
+use async_executor::LocalExecutor;
 use launch::Launch;
 use ports::Proto;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -136,4 +137,17 @@ pub fn start(cfg: &Config, launches: &[Launch]) -> Result<Option<Rc<Plugins>>, S
         log::info!("bans are off: behind the plugin every connection comes from 127.0.0.1");
     }
     Ok(Some(Rc::new(plugins)))
+}
+
+/// Logs the plugins' output from the event loop, and gives what the loop calls on SIGCHLD: the
+/// plugin that ended, as a message.
+pub fn watch(
+    ex: &LocalExecutor<'static>,
+    plugins: Option<Rc<Plugins>>,
+) -> Result<impl Fn() -> Option<String> + 'static, String> {
+    if let Some(p) = &plugins {
+        p.log_output(ex)
+            .map_err(|e| format!("cannot read the plugin's output: {e}"))?;
+    }
+    Ok(move || plugins.as_ref().and_then(|p| p.exited()))
 }

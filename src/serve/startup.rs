@@ -47,6 +47,18 @@ pub fn resolver(cfg: &Config, opts: &OutboundOpts) -> Result<Rc<Resolver>, Strin
     .map_err(|e| format!("cannot set up the DNS resolver: {e}"))
 }
 
+/// `-a USER`: switches to the user, keeping the capabilities the mode still needs.
+pub fn drop_privileges(cfg: &Config, binds: &[Bind]) -> Result<(), String> {
+    let Some(user) = &cfg.user else {
+        return Ok(());
+    };
+    // Transparent reply sockets (ss-redir's UDP) and SO_MARK both need CAP_NET_ADMIN.
+    let net_admin = (cfg.mode == Mode::Redir && cfg.transport.udp()) || cfg.fwmark.is_some();
+    let ports = binds.iter().flat_map(|b| [b.tcp, b.udp]).flatten();
+    let keep = sys::kept_capabilities(ports.map(|a| a.port()), net_admin);
+    sys::run_as(user, &keep).map_err(|e| format!("cannot run as user '{user}': {e}"))
+}
+
 pub fn write_pid_file(cfg: &Config) -> Result<(), String> {
     match &cfg.pid_file {
         Some(path) => std::fs::write(path, format!("{}\n", std::process::id()))
