@@ -42,8 +42,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .map(|b| bind(&cfg, b))
         .collect::<Result<Vec<_>, _>>()?;
     startup::write_pid_file(&cfg)?;
+    let signals = startup::take_signals()?;
     // Before dropping privileges, as libev does: a server-side plugin may bind port 443.
-    let plugins = plugin::start(&cfg, &launches)?;
+    let plugins = match plugin::start(&cfg, &launches, &signals)? {
+        plugin::Started::Running(p) => p,
+        plugin::Started::Stopped => {
+            startup::remove_pid_file(&cfg);
+            return Ok(());
+        }
+    };
     startup::drop_privileges(&cfg, &binds)?;
     let ex = Rc::new(LocalExecutor::new());
     let ctx = Rc::new(Context::new(&cfg, far, Rc::clone(&ex))?);
@@ -61,7 +68,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
         serving.push(ex.spawn(program));
     }
     let watched = plugin::watch(&ex, plugins.clone())?;
-    let outcome = startup::run_until_signal(&ex, serving, watched);
+    let pool = Rc::clone(&ctx.pool);
+    let outcome = startup::run_until_signal(&ex, serving, signals, watched, move || {
+        pool.trim();
+    });
     if let Some(p) = &plugins {
         p.stop();
     }

@@ -104,8 +104,12 @@ impl Plugins {
     }
 
     /// Waits, before the event loop, until every plugin has opened its port. Connections that
-    /// arrive meanwhile wait in the listeners' backlogs.
-    pub fn wait_ready(&self) -> Result<(), String> {
+    /// arrive meanwhile wait in the listeners' backlogs. `stop` is asked between looks: the
+    /// signal that asks the process to stop, which ends the wait (`Ok(Some(name))`).
+    pub fn wait_ready(
+        &self,
+        stop: impl Fn() -> Option<&'static str>,
+    ) -> Result<Option<&'static str>, String> {
         let deadline = Instant::now() + START_WAIT;
         let mut pause = POLL;
         for r in &self.running {
@@ -124,11 +128,14 @@ impl Plugins {
                         START_WAIT.as_secs()
                     ));
                 }
+                if let Some(name) = stop() {
+                    return Ok(Some(name));
+                }
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(POLL_MAX);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Before the event loop: logs what the plugins have written so far, since a plugin that

@@ -21,9 +21,10 @@ use crate::config::{Config, Mode};
 use crate::dns::Resolver;
 use crate::relay::connect::{Route, Upstream};
 use crate::serve::startup::{resolve_servers, Bind};
-use crate::sys::OutboundOpts;
+use crate::sys::{self, OutboundOpts};
 use async_executor::LocalExecutor;
 use launch::Launch;
+use nix::sys::signalfd::SignalFd;
 use ports::Proto;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
@@ -116,11 +117,19 @@ pub fn server_side(cfg: &Config, addrs: &[SocketAddr]) -> Result<(Vec<Bind>, Vec
     Ok((binds, launches))
 }
 
-/// Starts the plugins (if any) and waits until they are up. Warns when a configured plugin
-/// carries nothing this run serves.
-pub fn start(cfg: &Config, launches: &[Launch]) -> Result<Option<Rc<Plugins>>, String> {
+/// What [`start`] ended with.
+pub enum Started {
+    /// Up (or none configured).
+    Running(Option<Rc<Plugins>>),
+    /// SIGTERM or SIGINT came while waiting; the plugins were stopped.
+    Stopped,
+}
+
+/// Starts the plugins (if any) and waits until they are up, or until `signals` brings SIGTERM
+/// or SIGINT. Warns when a configured plugin carries nothing this run serves.
+pub fn start(cfg: &Config, launches: &[Launch], signals: &SignalFd) -> Result<Started, String> {
     let Some(plugin) = &cfg.plugin else {
-        return Ok(None);
+        return Ok(Started::Running(None));
     };
     if launches.is_empty() {
         log::warn!(
@@ -128,15 +137,23 @@ pub fn start(cfg: &Config, launches: &[Launch]) -> Result<Option<Rc<Plugins>>, S
             cfg.plugin_mode.name(),
             if cfg.transport.tcp() { "TCP" } else { "UDP" }
         );
-        return Ok(None);
+        return Ok(Started::Running(None));
     }
     let opts = cfg.plugin_opts.as_deref().unwrap_or("");
     let plugins = Plugins::start(plugin, cfg.plugin_source, opts, &cfg.plugin_args, launches)?;
-    plugins.wait_ready()?;
+    let stop = || match sys::read_term_signal(signals) {
+        Ok("SIGCHLD") | Err(_) => None,
+        Ok(name) => Some(name),
+    };
+    if let Some(name) = plugins.wait_ready(stop)? {
+        log::info!("received {name} while the plugin was starting, exiting");
+        plugins.stop();
+        return Ok(Started::Stopped);
+    }
     if cfg.mode == Mode::Server && carries(cfg).0 {
         log::info!("bans are off: behind the plugin every connection comes from 127.0.0.1");
     }
-    Ok(Some(Rc::new(plugins)))
+    Ok(Started::Running(Some(Rc::new(plugins))))
 }
 
 /// Logs the plugins' output from the event loop, and gives what the loop calls on SIGCHLD: the

@@ -2,21 +2,27 @@
 //! oldest first, with a budget per source and in all.
 //!
 //! ```text
-//!   admit(source) ─▶ source at its cap?  evict that source's oldest
-//!                    table at its cap?   evict the oldest of all
+//!   admit(source) ─▶ source at its cap, its oldest older than GRACE?  evict that one
+//!                    table at its cap?                                evict the oldest of all
 //!   settle(id)    ─▶ the connection authenticated or named its target: it leaves the table
 //! ```
 //!
 //! A host that opens connections and never finishes them only ever evicts its own (per-source
 //! cap), and many such hosts together only each other's oldest (total cap): a legitimate
-//! handshake takes a round trip, so it is never the oldest for long. A source is an IPv4
-//! address or an IPv6 /64, the block one subscriber usually has.
+//! handshake takes a round trip, so it is never the oldest for long. A source's own handshakes
+//! give way only once they are older than [`GRACE`], so a burst of connections from one busy
+//! host (a browser, a NAT) is let in whole. A source is an IPv4 address or an IPv6 /64, the
+//! block one subscriber usually has.
 //!
 //! Pure: values are the caller's (a cancel handle); operations are O(entries), entries are at
 //! most the total cap, and a scan happens only on admit and settle.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// How long a handshake is safe from its own source's newer connections.
+pub const GRACE: Duration = Duration::from_secs(2);
 
 /// Where connections come from, as far as budgets go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +52,7 @@ impl Source {
 struct Entry<T> {
     id: u64,
     source: Source,
+    since: Instant,
     value: T,
 }
 
@@ -84,15 +91,17 @@ impl<T> Handshakes<T> {
         self.entries.is_empty()
     }
 
-    /// Adds a connection from `ip`; returns its id and, when a cap was reached, the value of
-    /// the handshake evicted to make room.
-    pub fn admit(&mut self, ip: IpAddr, value: T) -> (u64, Option<Evicted<T>>) {
+    /// Adds a connection from `ip` at `now`; returns its id and, when a cap was reached, the
+    /// value of the handshake evicted to make room.
+    pub fn admit(&mut self, ip: IpAddr, value: T, now: Instant) -> (u64, Option<Evicted<T>>) {
         let source = Source::of(ip);
         let same = self.entries.iter().filter(|e| e.source == source).count();
-        let evicted = if same >= self.per_source {
-            self.entries
-                .iter()
-                .position(|e| e.source == source)
+        let own_oldest = self.entries.iter().position(|e| e.source == source);
+        let ripe = own_oldest
+            .and_then(|at| self.entries.get(at))
+            .is_some_and(|e| now.saturating_duration_since(e.since) >= GRACE);
+        let evicted = if same >= self.per_source && ripe {
+            own_oldest
                 .and_then(|at| self.entries.remove(at))
                 .map(|e| Evicted::SameSource(e.value))
         } else if self.entries.len() >= self.total {
@@ -102,7 +111,12 @@ impl<T> Handshakes<T> {
         };
         let id = self.next;
         self.next = self.next.wrapping_add(1);
-        self.entries.push_back(Entry { id, source, value });
+        self.entries.push_back(Entry {
+            id,
+            source,
+            since: now,
+            value,
+        });
         (id, evicted)
     }
 
@@ -124,6 +138,12 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    fn at(secs: u64) -> Instant {
+        // A fixed origin: only differences matter.
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now) + Duration::from_secs(secs)
+    }
+
     fn v4(last: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
     }
@@ -131,12 +151,13 @@ mod tests {
     #[test]
     fn one_source_only_evicts_its_own_handshakes() {
         let mut hs = Handshakes::new(100, 3);
-        let (legit, _) = hs.admit(v4(9), -1);
+        let (legit, _) = hs.admit(v4(9), -1, at(0));
         for i in 0..3 {
-            assert_eq!(hs.admit(v4(1), i).1, None);
+            assert_eq!(hs.admit(v4(1), i, at(0)).1, None);
         }
         for i in 3..1000 {
-            assert_eq!(hs.admit(v4(1), i).1, Some(Evicted::SameSource(i - 3)));
+            let evicted = hs.admit(v4(1), i, at(10 + i as u64 * 3)).1;
+            assert_eq!(evicted, Some(Evicted::SameSource(i - 3)));
         }
         assert_eq!(hs.len(), 4);
         assert_eq!(hs.settle(legit), Some(-1));
@@ -144,10 +165,21 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_from_one_source_is_let_in_whole_within_the_grace() {
+        let mut hs = Handshakes::new(1000, 3);
+        for i in 0..64 {
+            assert_eq!(hs.admit(v4(1), i, at(0)).1, None, "{i}");
+        }
+        // Once they are older than the grace, the source's oldest give way again.
+        let later = at(0) + GRACE;
+        assert_eq!(hs.admit(v4(1), 64, later).1, Some(Evicted::SameSource(0)));
+    }
+
+    #[test]
     fn many_sources_evict_the_oldest_of_all_at_the_total_cap() {
         let mut hs = Handshakes::new(4, 4);
-        let ids: Vec<u64> = (1..=4).map(|i| hs.admit(v4(i), i).0).collect();
-        assert_eq!(hs.admit(v4(5), 5).1, Some(Evicted::Oldest(1)));
+        let ids: Vec<u64> = (1..=4).map(|i| hs.admit(v4(i), i, at(0)).0).collect();
+        assert_eq!(hs.admit(v4(5), 5, at(0)).1, Some(Evicted::Oldest(1)));
         assert_eq!(hs.settle(ids[0]), None, "evicted");
         assert_eq!(hs.settle(ids[2]), Some(3));
         assert_eq!(hs.len(), 3);
@@ -168,8 +200,11 @@ mod tests {
         let mapped: Ipv6Addr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(Source::of(mapped.into()), Source::of(v4(7)));
         let mut hs = Handshakes::new(10, 1);
-        hs.admit(a.into(), 'a');
-        assert_eq!(hs.admit(b.into(), 'b').1, Some(Evicted::SameSource('a')));
-        assert_eq!(hs.admit(c.into(), 'c').1, None);
+        hs.admit(a.into(), 'a', at(0));
+        assert_eq!(
+            hs.admit(b.into(), 'b', at(5)).1,
+            Some(Evicted::SameSource('a'))
+        );
+        assert_eq!(hs.admit(c.into(), 'c', at(5)).1, None);
     }
 }

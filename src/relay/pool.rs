@@ -21,6 +21,11 @@ pub struct Pool {
     blocks: usize,
     /// Bytes that may sit in spills (see `spill`); as many as the blocks hold.
     spill_left: Cell<usize>,
+    /// The fewest free blocks since the last [`Pool::trim`]: the free list is a stack, so the
+    /// blocks below this depth were not lent since.
+    low_water: Cell<usize>,
+    /// The free blocks below this depth have had their pages released.
+    released_below: Cell<usize>,
 }
 
 impl Pool {
@@ -51,6 +56,9 @@ impl Pool {
             units: Semaphore::new(blocks),
             blocks,
             spill_left: Cell::new(blocks * BLOCK_SIZE),
+            low_water: Cell::new(blocks),
+            // Never touched yet, so nothing to release.
+            released_below: Cell::new(blocks),
         }))
     }
 
@@ -66,10 +74,30 @@ impl Pool {
 
     /// A block for a unit just taken: there is one free for every unit.
     fn lend(self: &Rc<Self>) -> Block {
+        let mut free = self.free.borrow_mut();
+        let buf = free.pop();
+        let left = free.len();
+        self.low_water.set(self.low_water.get().min(left));
+        self.released_below.set(self.released_below.get().min(left));
         Block {
-            buf: self.free.borrow_mut().pop(),
+            buf,
             pool: Rc::clone(self),
         }
+    }
+
+    /// Called now and then (every few seconds): releases the pages of blocks that were not
+    /// lent since the last call, so memory a flood made resident goes back to the system while
+    /// the blocks in use stay warm. Returns how many blocks it released.
+    pub fn trim(&self) -> usize {
+        let mut free = self.free.borrow_mut();
+        let cold = self.low_water.get().min(free.len());
+        let from = self.released_below.get().min(cold);
+        for block in free.get_mut(from..cold).unwrap_or_default() {
+            crate::sys::release_pages(block);
+        }
+        self.released_below.set(self.released_below.get().max(cold));
+        self.low_water.set(free.len());
+        cold - from
     }
 
     /// Blocks currently lent out.
@@ -266,6 +294,33 @@ mod tests {
         drop(a);
         assert_eq!(pool.in_use(), 1);
         assert!(pool.try_take().is_some());
+    }
+
+    #[test]
+    fn trim_releases_blocks_not_lent_since_the_last_trim_once() {
+        let pool = Pool::new(8).unwrap();
+        assert_eq!(pool.trim(), 0, "nothing was ever touched");
+        let mut flood: Vec<Block> = (0..8).map(|_| pool.try_take().unwrap()).collect();
+        for b in &mut flood {
+            b.fill(7);
+        }
+        drop(flood);
+        // Used since the last trim: kept.
+        assert_eq!(pool.trim(), 0);
+        // Two stay in use; the other six were not lent in this period.
+        let mut hot: Vec<Block> = (0..2).map(|_| pool.try_take().unwrap()).collect();
+        hot[0][0] = 1;
+        drop(hot);
+        assert_eq!(pool.trim(), 6);
+        assert_eq!(pool.trim(), 2, "the two went cold");
+        assert_eq!(pool.trim(), 0, "released once");
+        // A released block reads as zero but for the two pages it shares with its neighbours
+        // (32,880 bytes is not a whole number of pages), and works as before.
+        let all: Vec<Block> = (0..8).map(|_| pool.try_take().unwrap()).collect();
+        for b in &all {
+            let kept = b.iter().filter(|&&x| x != 0).count();
+            assert!(kept <= 2 * 4096, "{kept} bytes kept");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::rt::{self, Async, Timer};
 use crate::sys::{self, OutboundOpts};
 use async_executor::{LocalExecutor, Task};
 use futures_lite::future;
+use nix::sys::signalfd::SignalFd;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
@@ -234,14 +235,21 @@ pub fn udp_socket(l: Option<UdpSocket>) -> Result<Option<Async<UdpSocket>>, Stri
 
 /// Runs the listeners' tasks until one fails (its error is the result), a signal asks the
 /// process to stop (`Ok`), or on SIGCHLD `child_ended` reports a child (plugin) that ended
-/// (an error).
+/// (an error). `housekeeping` runs every 10 s.
+/// SIGTERM, SIGINT (and SIGCHLD) from here on arrive on a descriptor instead of ending the
+/// process: taken before plugins start, so a stop during their start-up is an orderly one.
+pub fn take_signals() -> Result<SignalFd, String> {
+    sys::term_signals().map_err(|e| format!("cannot receive SIGTERM and SIGINT: {e}"))
+}
+
 pub fn run_until_signal(
     ex: &LocalExecutor<'static>,
     mut serving: Vec<Task<Result<(), String>>>,
+    signals: SignalFd,
     child_ended: impl Fn() -> Option<String> + 'static,
+    housekeeping: impl Fn() + 'static,
 ) -> Result<(), String> {
-    let signals = sys::term_signals()
-        .and_then(Async::new_nonblocking)
+    let signals = Async::new_nonblocking(signals)
         .map_err(|e| format!("cannot receive SIGTERM and SIGINT: {e}"))?;
     let serving = future::poll_fn(move |cx| {
         for task in serving.iter_mut() {
@@ -269,11 +277,13 @@ pub fn run_until_signal(
             return Ok(());
         }
     });
-    // The count of a flood that stopped is written within a window of its end.
-    ex.spawn(async {
+    // Every 10 s: the count of a flood that stopped is written, and `housekeeping` (memory a
+    // flood made resident goes back).
+    ex.spawn(async move {
         loop {
             Timer::after(Duration::from_secs(10)).await;
             logger::flush_summaries();
+            housekeeping();
         }
     })
     .detach();

@@ -59,10 +59,10 @@ pub async fn serve(
             let _ = stream.get_ref().set_nodelay(true);
         }
         let cancel = Rc::new(Cancel::default());
-        let (id, evicted) = ctx
-            .handshakes
-            .borrow_mut()
-            .admit(peer.ip(), Rc::clone(&cancel));
+        let (id, evicted) =
+            ctx.handshakes
+                .borrow_mut()
+                .admit(peer.ip(), Rc::clone(&cancel), rt::now());
         match evicted {
             Some(Evicted::SameSource(victim)) => {
                 if let Some(n) = ctx.crowded.allow(rt::now()) {

@@ -124,6 +124,33 @@ pub fn zeroed_bytes(len: usize) -> Option<Box<[u8]>> {
     Some(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, len)) })
 }
 
+/// Gives the pages that lie wholly inside `buf` back to the kernel: they cost no RSS until
+/// written again, and read as zero then. For buffers whose contents no longer matter (a free
+/// pool block).
+pub fn release_pages(buf: &mut [u8]) {
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => return,
+    };
+    let start = buf.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(page);
+    let last = (start + buf.len()) / page * page;
+    if last <= first {
+        return;
+    }
+    // SAFETY: [first, last) lies inside `buf`, which we borrow exclusively, so no other
+    // reference sees the bytes change; they become zero, a valid value for `u8`. MADV_DONTNEED
+    // only drops the pages' contents, never the mapping.
+    unsafe {
+        nix::libc::madvise(
+            first as *mut nix::libc::c_void,
+            last - first,
+            nix::libc::MADV_DONTNEED,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ mod process;
 mod random;
 mod redir;
 
-pub use alloc::{zeroed_bytes, Allocator};
+pub use alloc::{release_pages, zeroed_bytes, Allocator};
 pub use net::{
     bytes_queued, outbound_udp_socket, set_recv_lowat, start_tcp_connect, tcp_listener,
     udp_listener, OutboundOpts,
