@@ -223,7 +223,7 @@ fn libev_server(p: &Plugin, sweep: &Sweep) -> (Proc, u16) {
 
 /// libev's `ss-local` on 127.0.0.1 in front of 127.0.0.1:`server_port` with the client plugin.
 fn libev_local(p: &Plugin, server_port: u16, sweep: &Sweep) -> ClientProc {
-    let (proc, port) = spawn_listening(&format!("libev-ss-local-{}", p.name), |port| {
+    let (mut proc, port) = spawn_listening(&format!("libev-ss-local-{}", p.name), |port| {
         let mut cmd = marked("ss-local", sweep);
         // Without it libev truncates UDP datagrams larger than 2 × 1397 bytes.
         cmd.args(["--mtu", "9000"]);
@@ -233,7 +233,24 @@ fn libev_local(p: &Plugin, server_port: u16, sweep: &Sweep) -> ClientProc {
             .args(["--plugin", p.client, "--plugin-opts", p.client_opts]);
         cmd
     });
+    // libev does not wait for its plugin: until the plugin listens, connections are reset.
+    let plugin = wait_descendant(&mut proc, p.client);
+    let plugin_port = sip003_local_port(plugin.pid);
+    assert!(
+        wait_until(START_WAIT_LIMIT, || connect(v4(plugin_port)).is_ok()),
+        "libev's {} never listened on {plugin_port}",
+        p.client
+    );
     ClientProc { proc, port }
+}
+
+/// SS_LOCAL_PORT from the environment of process `pid`.
+fn sip003_local_port(pid: u32) -> u16 {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    env.split(|&b| b == 0)
+        .find_map(|e| e.strip_prefix(b"SS_LOCAL_PORT="))
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or_else(|| panic!("no SS_LOCAL_PORT in the environment of {pid}"))
 }
 
 /// Stops a libev process with SIGTERM, on which it stops its plugin too (the [`Sweep`] gets
