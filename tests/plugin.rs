@@ -1008,7 +1008,7 @@ fn plugin_exiting_at_once_fails_start_up() {
         fails_with_one_line(
             bad_plugin_command(mode, script.to_str().unwrap(), &sweep),
             LIFECYCLE,
-            &["exits-at-once", "3"],
+            &["exits-at-once", "status 3"],
             &format!("{mode}: plugin exits 3"),
         );
     }
@@ -1088,11 +1088,14 @@ fn plugin_output_is_logged_under_its_name() {
         );
     }
     // obfs-local's own lines come after the exec, under the script's name too.
+    let own = |err: &str| {
+        err.lines()
+            .any(|l| l.contains("chatty-plugin: ") && l.contains("[simple-obfs]"))
+    };
     assert!(
-        local
-            .proc
-            .wait_for_stderr("chatty-plugin: ", Duration::from_secs(5)),
-        "no line of obfs-local's own"
+        wait_until(Duration::from_secs(5), || own(&local.proc.stderr())),
+        "no line of obfs-local's own under the script's name; stderr:\n{}",
+        local.proc.stderr()
     );
     assert_log_format(&local.proc.stderr());
     local.proc.assert_running();
