@@ -865,6 +865,59 @@ fn sigterm_kills_a_plugin_that_ignores_it() {
     sweep.assert_nothing_left("plugin ignoring SIGTERM");
 }
 
+/// Two servers configured: a plugin for each, each in a group of its own, and every way of
+/// ending (the death of one plugin, SIGKILL of ss-smol, SIGTERM) ends both.
+#[test]
+#[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
+fn every_server_gets_its_own_plugin_and_all_end_together() {
+    require_tools_from(&OBFS_TOOLS);
+    let sweep = Sweep::new("two-servers");
+    let _watchdog = Watchdog::new("two servers", Duration::from_secs(90));
+    let port = free_port();
+    let start = || {
+        let local = smol_client(
+            "local",
+            port,
+            OBFS_HTTP.client,
+            OBFS_HTTP.client_opts,
+            &sweep,
+            &["-s", "::1"],
+        );
+        let mut plugins = Vec::new();
+        let two = wait_until(START_WAIT_LIMIT, || {
+            plugins = descendants(local.proc.pid())
+                .into_iter()
+                .filter(|p| p.comm == "obfs-local" && !p.is_dead())
+                .collect();
+            plugins.len() == 2
+        });
+        assert!(two, "not two obfs-local: {plugins:?}");
+        assert_ne!(plugins[0].pgid, plugins[1].pgid, "one group for both");
+        let family = Family::of(&local.proc);
+        (local.proc, plugins, family)
+    };
+
+    let (mut proc, plugins, family) = start();
+    signal_pid(plugins[0].pid, SIGKILL);
+    let killed = Instant::now();
+    let status = exited_within(&mut proc, LIFECYCLE, "one plugin killed");
+    assert!(!status.success(), "one plugin killed: exited {status}");
+    family.assert_gone(killed, "one plugin killed");
+
+    let (mut proc, _, family) = start();
+    proc.signal(SIGKILL);
+    let killed = Instant::now();
+    exited_within(&mut proc, LIFECYCLE, "ss-smol killed");
+    family.assert_gone(killed, "ss-smol killed");
+
+    let (mut proc, _, family) = start();
+    proc.signal(SIGTERM);
+    let status = exited_within(&mut proc, STOP_LIMIT, "SIGTERM");
+    assert!(status.success(), "SIGTERM: exited {status}");
+    family.assert_gone(Instant::now(), "SIGTERM");
+    sweep.assert_nothing_left("two servers");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Many starts and stops
 
