@@ -1107,6 +1107,38 @@ fn plugin_that_never_listens_fails_after_the_start_wait() {
     sweep.assert_nothing_left("plugin never listens");
 }
 
+/// SIGTERM or SIGINT while ss-smol still waits for its plugin's port is a stop like any other:
+/// exit 0 (not death by the signal), its pid file (`-f`) removed, nothing left.
+#[test]
+fn stop_signal_during_the_plugin_start_up_exits_zero() {
+    let sweep = Sweep::new("stop-in-start-up");
+    let _watchdog = Watchdog::new("stop during start-up", Duration::from_secs(60));
+    let dir = TempDir::new("stop-in-start-up");
+    let script = write_script(&dir, "slow-starter", "#!/bin/sh\nexec sleep 60\n");
+    let pid_file = dir.join("ss-smol.pid");
+    for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+        let mut cmd = bad_plugin_command("local", script.to_str().unwrap(), &sweep);
+        cmd.arg("-f").arg(&pid_file);
+        let mut proc = Proc::spawn("stop-in-start-up", cmd);
+        // The plugin runs and has not opened its port: ss-smol is in its start-up wait.
+        wait_descendant(&mut proc, "sleep");
+        assert!(pid_file.exists(), "no pid file written");
+        let family = Family::of(&proc);
+        proc.signal(sig);
+        let status = exited_within(&mut proc, STOP_LIMIT, name);
+        family.assert_gone(Instant::now(), name);
+        let stale = pid_file.exists();
+        let _ = std::fs::remove_file(&pid_file);
+        assert!(
+            status.success() && !stale,
+            "{name} during the start-up wait: exited {status}, pid file {}; stderr:\n{}",
+            if stale { "left behind" } else { "removed" },
+            proc.stderr()
+        );
+    }
+    sweep.assert_nothing_left("stop during start-up");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. The plugin's output in ss-smol's log
 
