@@ -833,9 +833,51 @@ fn sigterm_stops_a_forking_wrapper_and_its_plugin() {
     assert_below_wrapper(&mut local.proc, "forking-wrapper", "obfs-local");
     stops_cleanly_on(local.proc, "obfs-local", SIGTERM, "forking wrapper");
     assert!(got_term.exists(), "the wrapper never got SIGTERM");
+
+    // Without the trap the shell dies of the signal (the plugin does not exit 0 at all): an
+    // orderly stop all the same.
+    let script = write_script(&dir, "plain-wrapper", FORKING_WRAPPER);
+    let local = smol_client(
+        "local",
+        port,
+        script.to_str().unwrap(),
+        OBFS_HTTP.client_opts,
+        &sweep,
+        &[],
+    );
+    stops_cleanly_on(
+        local.proc,
+        "obfs-local",
+        SIGTERM,
+        "wrapper dying of SIGTERM",
+    );
     server.assert_running();
     drop(server);
     sweep.assert_nothing_left("sigterm wrapper");
+}
+
+/// v2ray-plugin, a Go program with signal handlers of its own, stops as cleanly.
+#[test]
+#[ignore = "needs shadowsocks-v2ray-plugin; bash tests/run-all.sh runs it"]
+fn sigterm_stops_v2ray_plugin() {
+    require_tools_from(&V2RAY_TOOLS);
+    let sweep = Sweep::new("sigterm-go");
+    let _watchdog = Watchdog::new("sigterm go plugin", Duration::from_secs(60));
+    let local = smol_client(
+        "local",
+        free_port(),
+        V2RAY_WS.client,
+        V2RAY_WS.client_opts,
+        &sweep,
+        &[],
+    );
+    stops_cleanly_on(
+        local.proc,
+        "ss-v2ray-plugin",
+        SIGTERM,
+        "v2ray-plugin, SIGTERM",
+    );
+    sweep.assert_nothing_left("sigterm go plugin");
 }
 
 /// A plugin that ignores SIGTERM is killed after the grace: ss-smol still exits 0 and nothing
