@@ -161,6 +161,9 @@ pub struct Config {
     pub transport: Transport,
     /// Idle timeout for TCP connections and UDP associations (`-t`/`timeout`, default 60 s).
     pub timeout: Duration,
+    /// `--handshake-timeout`: how long a new connection has for its request (SOCKS5) or first
+    /// chunk (ss-server); default 10 s.
+    pub handshake_timeout: Duration,
     pub fast_open: bool,
     pub no_delay: bool,
     pub reuse_port: bool,

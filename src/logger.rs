@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SYSLOG_PATH: &str = "/dev/log";
@@ -60,6 +60,133 @@ pub fn configure(verbose: bool, use_syslog: bool) {
     USE_SYSLOG.store(true, Ordering::Relaxed);
 }
 
+/// Lines one place in the code may write per window before the rest are counted instead.
+const BURST: u32 = 10;
+/// The window, in seconds.
+const WINDOW: u64 = 10;
+/// Places tracked at once; the one whose window began first gives way.
+const SITES: usize = 32;
+/// Bytes of a left-out line kept to show in the summary.
+const SAMPLE: usize = 100;
+
+static LIMITS: Mutex<Limits> = Mutex::new(Limits { sites: Vec::new() });
+
+/// A place in the code (file, line) that logs, and its current window.
+struct Site {
+    file: &'static str,
+    line: u32,
+    level: Level,
+    since: u64,
+    written: u32,
+    left_out: u32,
+    /// The last line left out, cut to [`SAMPLE`] bytes.
+    sample: String,
+}
+
+/// Per-place log limits: at most [`BURST`] lines per [`WINDOW`] seconds from one place, then a
+/// summary with the count of the rest.
+struct Limits {
+    sites: Vec<Site>,
+}
+
+impl Limits {
+    /// Whether the line may be written now, and the summary of an ended window to write first.
+    fn check(
+        &mut self,
+        (file, line, level): (&'static str, u32, Level),
+        now: u64,
+        msg: &str,
+    ) -> (Option<String>, bool) {
+        let at = match self
+            .sites
+            .iter()
+            .position(|s| s.line == line && s.file == file)
+        {
+            Some(at) => at,
+            None => {
+                if self.sites.len() >= SITES {
+                    self.retire_oldest(now);
+                }
+                self.sites.push(Site {
+                    file,
+                    line,
+                    level,
+                    since: now,
+                    written: 0,
+                    left_out: 0,
+                    sample: String::new(),
+                });
+                self.sites.len() - 1
+            }
+        };
+        let Some(site) = self.sites.get_mut(at) else {
+            return (None, true);
+        };
+        // A clock stepped back (NTP at boot) starts a new window too.
+        let summary = if now >= site.since.saturating_add(WINDOW) || now < site.since {
+            let s = summary(site, now);
+            site.since = now;
+            site.written = 0;
+            s
+        } else {
+            None
+        };
+        if site.written < BURST {
+            site.written += 1;
+            return (summary, true);
+        }
+        site.left_out = site.left_out.saturating_add(1);
+        site.sample.clear();
+        let mut cut = msg.len().min(SAMPLE);
+        while !msg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        site.sample.push_str(msg.get(..cut).unwrap_or_default());
+        (summary, false)
+    }
+
+    /// Summaries of windows that have ended with lines left out.
+    fn due(&mut self, now: u64) -> Vec<(Level, String)> {
+        let mut out = Vec::new();
+        for site in &mut self.sites {
+            if now >= site.since.saturating_add(WINDOW) {
+                if let Some(s) = summary(site, now) {
+                    out.push((site.level, s));
+                }
+            }
+        }
+        out
+    }
+
+    fn retire_oldest(&mut self, now: u64) {
+        let oldest = self
+            .sites
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s.since)
+            .map(|(i, _)| i);
+        if let Some(i) = oldest {
+            let mut site = self.sites.swap_remove(i);
+            if let Some(s) = summary(&mut site, now) {
+                emit(site.level, &s);
+            }
+        }
+    }
+}
+
+/// "… 7893 more like "…" in the last 10 s", once per window that left lines out.
+fn summary(site: &mut Site, now: u64) -> Option<String> {
+    if site.left_out == 0 {
+        return None;
+    }
+    let n = std::mem::take(&mut site.left_out);
+    let secs = now.saturating_sub(site.since).max(1);
+    Some(format!(
+        "… {n} more like \"{}…\" in the last {secs} s",
+        site.sample
+    ))
+}
+
 fn connect_syslog(path: &str) -> std::io::Result<UnixDatagram> {
     let sock = UnixDatagram::unbound()?;
     sock.connect(path)?;
@@ -85,27 +212,66 @@ impl Log for Logger {
             return;
         }
         let msg = one_line(record.args());
-        if USE_SYSLOG.load(Ordering::Relaxed) {
-            if let Some(sock) = SYSLOG.get() {
-                let program = PROGRAM.get().copied().unwrap_or("ss-smol");
-                let dgram = syslog_datagram(program, std::process::id(), record.level(), &msg);
-                if send_syslog(sock, SYSLOG_PATH, dgram.as_bytes()) {
-                    return;
-                }
+        // Warnings and notes the network can repeat at will are limited per place in the code;
+        // errors (start-up, the few fatal ones) and -v's debug lines are not.
+        if matches!(record.level(), Level::Warn | Level::Info) {
+            let site = (
+                record.file_static().unwrap_or(""),
+                record.line().unwrap_or(0),
+                record.level(),
+            );
+            let (summary, write) = match LIMITS.lock() {
+                Ok(mut limits) => limits.check(site, unix_secs(), &msg),
+                Err(_) => (None, true),
+            };
+            if let Some(summary) = summary {
+                emit(record.level(), &summary);
+            }
+            if !write {
+                return;
             }
         }
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let line = format_line(secs, record.level(), &msg);
-        // Nowhere to report a failed write to stderr; never panic over a log line.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        emit(record.level(), &msg);
     }
 
     fn flush(&self) {
         let _ = std::io::stderr().flush();
     }
+}
+
+/// Writes the summaries of floods that have ended (their window passed with lines left out).
+/// Called now and then from the event loop, so the count of a flood that stopped is not lost.
+pub fn flush_summaries() {
+    let due = match LIMITS.lock() {
+        Ok(mut limits) => limits.due(unix_secs()),
+        Err(_) => Vec::new(),
+    };
+    for (level, line) in due {
+        emit(level, &line);
+    }
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One line to syslog or stderr.
+fn emit(level: Level, msg: &str) {
+    if USE_SYSLOG.load(Ordering::Relaxed) {
+        if let Some(sock) = SYSLOG.get() {
+            let program = PROGRAM.get().copied().unwrap_or("ss-smol");
+            let dgram = syslog_datagram(program, std::process::id(), level, msg);
+            if send_syslog(sock, SYSLOG_PATH, dgram.as_bytes()) {
+                return;
+            }
+        }
+    }
+    let line = format_line(unix_secs(), level, msg);
+    // Nowhere to report a failed write to stderr; never panic over a log line.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Sends one datagram; reconnects once if the log daemon was restarted since we connected.
@@ -291,6 +457,59 @@ mod tests {
         assert!(!send_syslog(&sock, path_str, b"three"));
         assert!(connect_syslog(path_str).is_err());
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_place_writes_a_burst_per_window_then_a_summary() {
+        let mut limits = Limits { sites: Vec::new() };
+        let here = ("src/x.rs", 7, Level::Warn);
+        let there = ("src/y.rs", 7, Level::Warn);
+        let written = (0..1000)
+            .filter(|i| limits.check(here, 100, &format!("bad request {i}")).1)
+            .count();
+        assert_eq!(written, BURST as usize);
+        // Another place is not held back by the flood.
+        assert_eq!(limits.check(there, 100, "other"), (None, true));
+        assert!(limits.due(105).is_empty(), "window not over");
+        let due = limits.due(100 + WINDOW);
+        assert_eq!(
+            due,
+            [(
+                Level::Warn,
+                format!(
+                    "… {} more like \"bad request 999…\" in the last 10 s",
+                    1000 - BURST
+                )
+            )]
+        );
+        assert!(limits.due(100 + WINDOW).is_empty(), "said once");
+        // A later line from the same place starts a new window and is written.
+        assert_eq!(limits.check(here, 100 + WINDOW, "again"), (None, true));
+    }
+
+    #[test]
+    fn the_summary_comes_before_the_next_line_and_samples_are_cut() {
+        let mut limits = Limits { sites: Vec::new() };
+        let here = ("src/x.rs", 1, Level::Info);
+        let long = "é".repeat(200);
+        for _ in 0..=BURST {
+            limits.check(here, 0, &long);
+        }
+        let (summary, write) = limits.check(here, 60, "next");
+        assert!(write);
+        let summary = summary.unwrap();
+        assert!(summary.starts_with("… 1 more like \""), "{summary}");
+        assert!(summary.len() < SAMPLE + 40, "{summary}");
+        assert!(summary.ends_with("in the last 60 s"));
+    }
+
+    #[test]
+    fn sites_are_bounded() {
+        let mut limits = Limits { sites: Vec::new() };
+        for line in 0..(SITES as u32 * 3) {
+            limits.check(("src/x.rs", line, Level::Warn), u64::from(line), "x");
+        }
+        assert_eq!(limits.sites.len(), SITES);
     }
 
     #[test]

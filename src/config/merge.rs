@@ -219,6 +219,7 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         tunnel_addr,
         transport,
         timeout: secs(s, Id::Timeout),
+        handshake_timeout: secs(s, Id::HandshakeTimeout),
         fast_open: s.flag(Id::FastOpen),
         no_delay: s.flag(Id::NoDelay),
         reuse_port: s.flag(Id::ReusePort),

@@ -30,6 +30,7 @@ pub enum Id {
     Key,
     Method,
     Timeout,
+    HandshakeTimeout,
     TcpAndUdp,
     UdpOnly,
     TransportMode,
@@ -330,6 +331,17 @@ pub static OPTIONS: &[Opt] = &[
         ..Opt::NONE
     },
     Opt {
+        id: Id::HandshakeTimeout,
+        long: Some("handshake-timeout"),
+        key: Some("handshake_timeout"),
+        rule: Rule::Int(&value::TIMEOUT),
+        arg: "SECS",
+        default: Some("10"),
+        help: "**new**: seconds a new connection has for its SOCKS5 request (ss-server: its \
+               first chunk); a silent ss-server client then counts as a failed authentication",
+        ..Opt::NONE
+    },
+    Opt {
         id: Id::TcpAndUdp,
         short: Some('u'),
         long: Some("tcp-and-udp"),
@@ -592,8 +604,9 @@ pub static OPTIONS: &[Opt] = &[
         arg: "NUM",
         default: Some("20"),
         modes: Modes::SERVER,
-        help: "**new**: refuse a source (IPv4 address or IPv6 /64) after this many failed \
-               authentications within the ban window (0: never)",
+        help: "**new**: ban a source (IPv4 address or IPv6 /64) after this many failed \
+               authentications within the ban window (0: never); a banned source's failures \
+               are closed at once instead of held, its clients may still authenticate",
         ..Opt::NONE
     },
     Opt {
@@ -615,7 +628,7 @@ pub static OPTIONS: &[Opt] = &[
         arg: "SECS",
         default: Some("120"),
         modes: Modes::SERVER,
-        help: "**new**: seconds a banned source is refused",
+        help: "**new**: seconds a source stays banned",
         ..Opt::NONE
     },
     Opt {

@@ -75,6 +75,14 @@ impl Deref for Prefix {
 /// once (the request phase runs in an allocation of its own anyway).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
+/// A connection's place among those still in their handshake (`policy::handshakes`), which
+/// give way when a source or the whole program has too many. The flow settles it when `open`
+/// returns; a front door that keeps a connection open past its request (SOCKS5 UDP
+/// ASSOCIATE) settles it first.
+pub trait Handshake {
+    fn settle(&self);
+}
+
 /// A program's TCP front door.
 pub trait Ingress {
     /// Reads what `client` asks for. `None`: nothing to relay (refused, a probe held until it
@@ -83,6 +91,7 @@ pub trait Ingress {
         &'a self,
         client: &'a Async<TcpStream>,
         peer: SocketAddr,
+        handshake: &'a dyn Handshake,
     ) -> BoxFuture<'a, Option<Inbound>>;
 
     /// Tells the client whether its target could be reached (SOCKS5's reply); most ingresses

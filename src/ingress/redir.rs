@@ -15,7 +15,9 @@
 //! A destination that is ss-redir's own port on an address of this host means the client
 //! reached the port directly, without a rule: relaying it would loop, so it is refused.
 
-use super::{BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request, Stray, Strays};
+use super::{
+    BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Prefix, Request, Stray, Strays,
+};
 use crate::policy::assoc::AssocTable;
 use crate::policy::throttle::{skipped_note, Throttle};
 use crate::proto::address::Address;
@@ -71,6 +73,7 @@ impl Ingress for Redir {
         &'a self,
         client: &'a Async<TcpStream>,
         peer: SocketAddr,
+        _handshake: &'a dyn Handshake,
     ) -> BoxFuture<'a, Option<Inbound>> {
         Box::pin(async move {
             let peer = unmapped(peer);

@@ -10,7 +10,9 @@
 //! UDP: `salt | seal(ADDRESS | data)` each way; a packet that fails is dropped silently and
 //! never counts towards a ban (UDP sources can be forged to get a victim banned).
 
-use super::{recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Request};
+use super::{
+    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Request,
+};
 use crate::policy::ban::{Ban, BanConfig};
 use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
@@ -65,6 +67,8 @@ pub struct Shadowsocks {
     pub pool: Rc<Pool>,
     pub guard: Rc<Guard>,
     pub timeout: Duration,
+    /// Time for the salt and first chunk to arrive.
+    pub handshake_timeout: Duration,
 }
 
 /// Why the first chunk did not yield a target.
@@ -92,24 +96,39 @@ impl Ingress for Shadowsocks {
         &'a self,
         client: &'a Async<TcpStream>,
         peer: SocketAddr,
+        _handshake: &'a dyn Handshake,
     ) -> BoxFuture<'a, Option<Inbound>> {
         Box::pin(async move {
-            if self.guard.banned(peer.ip()) {
-                log::debug!("{peer}: refused (banned)");
-                return None;
-            }
+            // A banned source may still authenticate (a legitimate client behind the same
+            // NAT); only its failures are not held.
+            let banned = self.guard.banned(peer.ip());
             // In an allocation of its own: the head buffer and the handshake are gone by the time a
             // probe is held until idle.
             let read = Box::pin(future::or(self.read_request(client), async {
-                Timer::after(self.timeout).await;
+                Timer::after(self.handshake_timeout).await;
                 Err(FirstError::TimedOut)
             }))
             .await;
             let (first, hs) = match read {
                 Ok(x) => x,
+                Err(FirstError::Probe(_) | FirstError::TimedOut) if banned => {
+                    log::debug!("{peer}: failed again while banned; closed");
+                    return None;
+                }
                 Err(FirstError::Probe(why)) => {
                     self.guard.failed(peer.ip());
                     log::warn!("{peer}: {why}; holding the connection until it goes idle");
+                    discard_until_idle(client, self.timeout).await;
+                    return None;
+                }
+                Err(FirstError::TimedOut) => {
+                    // Silence, a truncated salt or a trickle: a failure like a wrong key.
+                    self.guard.failed(peer.ip());
+                    log::warn!(
+                        "{peer}: no complete first chunk within {} s; holding the connection \
+                         until it goes idle",
+                        self.handshake_timeout.as_secs()
+                    );
                     discard_until_idle(client, self.timeout).await;
                     return None;
                 }
@@ -123,10 +142,6 @@ impl Ingress for Shadowsocks {
                 }
                 Err(FirstError::Closed) => {
                     log::debug!("{peer}: closed before a request");
-                    return None;
-                }
-                Err(FirstError::TimedOut) => {
-                    log::debug!("{peer}: no request before the timeout");
                     return None;
                 }
             };

@@ -5,7 +5,8 @@
 //! plaintext, so the relay seals it where it was received.
 
 use super::{
-    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request,
+    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Prefix,
+    Request,
 };
 use crate::proto::address::Address;
 use crate::proto::socks5::{self, Command};
@@ -51,6 +52,7 @@ impl Ingress for Socks5 {
         &'a self,
         client: &'a Async<TcpStream>,
         peer: SocketAddr,
+        budget: &'a dyn Handshake,
     ) -> BoxFuture<'a, Option<Inbound>> {
         Box::pin(async move {
             let asked = future::or(handshake(client, self.udp_port.is_some()), async {
@@ -66,6 +68,8 @@ impl Ingress for Socks5 {
                     },
                 }),
                 Ok(Asked::UdpAssociate) => {
+                    // The handshake is over; the connection now only holds the association.
+                    budget.settle();
                     associate(client, peer, self.udp_port).await;
                     None
                 }

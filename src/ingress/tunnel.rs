@@ -3,7 +3,8 @@
 //! client's first bytes leave with the salt and the destination's address.
 
 use super::{
-    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Inbound, Ingress, Prefix, Request,
+    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Prefix,
+    Request,
 };
 use crate::proto::address::Address;
 use crate::rt::Async;
@@ -33,6 +34,7 @@ impl Ingress for Tunnel {
         &'a self,
         _client: &'a Async<TcpStream>,
         peer: SocketAddr,
+        _handshake: &'a dyn Handshake,
     ) -> BoxFuture<'a, Option<Inbound>> {
         Box::pin(async move {
             Some(Inbound {

@@ -32,6 +32,7 @@ pub fn program(
         pool: Rc::clone(&ctx.pool),
         guard,
         timeout: cfg.timeout,
+        handshake_timeout: cfg.handshake_timeout,
     };
     Ok(listener(ctx, cfg, l.tcp, Rc::new(tcp), udp))
 }

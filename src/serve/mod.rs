@@ -9,6 +9,8 @@ pub mod udp;
 
 use crate::config::Config;
 use crate::ingress::{DatagramFront, Ingress};
+use crate::policy::handshakes::Handshakes;
+use crate::policy::throttle::Throttle;
 use crate::proto::cipher::{MasterKey, Method};
 use crate::relay::connect::Upstream;
 use crate::relay::direct::Targets;
@@ -16,13 +18,16 @@ use crate::relay::pool::Pool;
 use crate::rt::Semaphore;
 use async_executor::LocalExecutor;
 use futures_lite::future;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::TcpListener;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 use udp::UdpRelay;
+
+/// How often a warning a flood can repeat is written (with the count left out).
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Where a program's traffic goes after its front door.
 #[derive(Clone)]
@@ -48,6 +53,22 @@ pub struct Context {
     /// A "no reply from the server" hint was logged and no reply has come since: one line per
     /// episode, not per connection.
     pub hinted: Cell<bool>,
+    /// Connections still in their handshake, which give way under pressure.
+    pub handshakes: RefCell<Handshakes<Rc<tcp::Cancel>>>,
+    pub handshakes_per_source: usize,
+    pub max_conns: usize,
+    pub cap_reached: Throttle,
+    pub crowded: Throttle,
+}
+
+/// Connections one source may have in their handshake at once. A browser opens a few dozen at
+/// most; a host that opens more without finishing them only crowds out its own.
+pub const HANDSHAKES_PER_SOURCE: usize = 32;
+
+/// Connections that may be in their handshake at once, all sources together: half the
+/// connection cap, so those that finished theirs always have the other half.
+fn handshake_budget(max_conns: usize) -> usize {
+    (max_conns / 2).max(1)
 }
 
 impl Context {
@@ -63,6 +84,14 @@ impl Context {
             timeout: cfg.timeout,
             no_delay: cfg.no_delay,
             hinted: Cell::new(false),
+            handshakes: RefCell::new(Handshakes::new(
+                handshake_budget(cfg.limits.max_conns),
+                HANDSHAKES_PER_SOURCE,
+            )),
+            handshakes_per_source: HANDSHAKES_PER_SOURCE,
+            max_conns: cfg.limits.max_conns,
+            cap_reached: Throttle::new(WARN_EVERY),
+            crowded: Throttle::new(WARN_EVERY),
         })
     }
 }

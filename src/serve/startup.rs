@@ -4,7 +4,8 @@
 
 use crate::config::{Config, Mode};
 use crate::dns::Resolver;
-use crate::rt::{self, Async};
+use crate::logger;
+use crate::rt::{self, Async, Timer};
 use crate::sys::{self, OutboundOpts};
 use async_executor::{LocalExecutor, Task};
 use futures_lite::future;
@@ -14,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::Duration;
 
 /// Sockets bound at start-up for one listen address.
 pub struct Listeners {
@@ -267,6 +269,14 @@ pub fn run_until_signal(
             return Ok(());
         }
     });
+    // The count of a flood that stopped is written within a window of its end.
+    ex.spawn(async {
+        loop {
+            Timer::after(Duration::from_secs(10)).await;
+            logger::flush_summaries();
+        }
+    })
+    .detach();
     rt::block_on(ex.run(future::or(signalled, serving)))
         .map_err(|e| format!("event loop failed: {e}"))
         .and_then(|r| r)

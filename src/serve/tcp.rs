@@ -11,23 +11,30 @@
 //! when relaying starts, so an idle connection costs a few hundred bytes of future.
 
 use super::{Context, Far};
-use crate::ingress::{Inbound, Ingress, Prefix, Request};
+use crate::ingress::{Handshake, Inbound, Ingress, Prefix, Request};
+use crate::policy::handshakes::Evicted;
+use crate::policy::throttle::skipped_note;
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::tcp::{Decryptor, Encryptor};
 use crate::relay::connect::Upstream;
 use crate::relay::tcp::{relay, Ciphers, FirstWrite, Pending};
 use crate::relay::RelayError;
-use crate::rt::{Async, OwnedPermit, Timer};
+use crate::rt::{self, Async, OwnedPermit, Timer};
 use crate::sys::random_salt;
+use futures_lite::future;
+use std::cell::Cell;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// How long a client mode waits for the first payload so that it leaves with the address.
 const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(500);
 
 /// Accepts connections for ever, one task each, each holding a unit of the connection cap.
+/// A new connection enters the handshake budget; when the cap is reached, the oldest
+/// connection still in its handshake is dropped before the new one waits.
 pub async fn serve(
     ctx: Rc<Context>,
     listener: TcpListener,
@@ -35,6 +42,9 @@ pub async fn serve(
 ) -> Result<(), String> {
     let listener = Async::new(listener).map_err(|e| format!("cannot register listener: {e}"))?;
     loop {
+        if ctx.limit.available() == 0 {
+            make_room(&ctx);
+        }
         let permit = ctx.limit.acquire_owned().await;
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -48,6 +58,26 @@ pub async fn serve(
         if ctx.no_delay {
             let _ = stream.get_ref().set_nodelay(true);
         }
+        let cancel = Rc::new(Cancel::default());
+        let (id, evicted) = ctx
+            .handshakes
+            .borrow_mut()
+            .admit(peer.ip(), Rc::clone(&cancel));
+        match evicted {
+            Some(Evicted::SameSource(victim)) => {
+                if let Some(n) = ctx.crowded.allow(rt::now()) {
+                    log::warn!(
+                        "{}: more than {} connections in their handshake; dropping its oldest{}",
+                        peer.ip(),
+                        ctx.handshakes_per_source,
+                        skipped_note(n)
+                    );
+                }
+                victim.cancel();
+            }
+            Some(Evicted::Oldest(victim)) => victim.cancel(),
+            None => {}
+        }
         ctx.ex
             .spawn(connection(
                 Rc::clone(&ctx),
@@ -55,8 +85,75 @@ pub async fn serve(
                 stream,
                 peer,
                 permit,
+                Ticket { id, cancel },
             ))
             .detach();
+    }
+}
+
+/// At the connection cap: the oldest unfinished handshake gives way (logged at most once a
+/// period); with none, new connections wait for a connection to end.
+fn make_room(ctx: &Context) {
+    let victim = ctx.handshakes.borrow_mut().evict_oldest();
+    if let Some(n) = ctx.cap_reached.allow(rt::now()) {
+        let what = match victim {
+            Some(_) => "dropping the oldest connection still in its handshake",
+            None => "new connections wait until one ends",
+        };
+        log::warn!(
+            "connection cap (--max-conns {}) reached: {what}{}",
+            ctx.max_conns,
+            skipped_note(n)
+        );
+    }
+    if let Some(v) = victim {
+        v.cancel();
+    }
+}
+
+/// Set when a connection's handshake was evicted from the budget.
+#[derive(Default)]
+pub struct Cancel {
+    done: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Cancel {
+    fn cancel(&self) {
+        self.done.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    async fn cancelled(&self) {
+        future::poll_fn(|cx| {
+            if self.done.get() {
+                return Poll::Ready(());
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A connection's entry in the handshake budget, left when the front door settles it or the
+/// request phase ends.
+struct Ticket {
+    id: u64,
+    cancel: Rc<Cancel>,
+}
+
+/// The ticket with the budget it belongs to, as front doors see it.
+struct Settle<'a> {
+    ctx: &'a Context,
+    id: u64,
+}
+
+impl Handshake for Settle<'_> {
+    fn settle(&self) {
+        self.ctx.handshakes.borrow_mut().settle(self.id);
     }
 }
 
@@ -85,11 +182,12 @@ fn connection(
     client: Async<TcpStream>,
     peer: SocketAddr,
     permit: OwnedPermit,
+    ticket: Ticket,
 ) -> impl Future<Output = ()> {
     async move {
         // Held until the connection ends: it counts against the connection cap.
         let _permit = permit;
-        let Some(mut open) = Box::pin(open(&ctx, &*ingress, &client, peer)).await else {
+        let Some(mut open) = Box::pin(open(&ctx, &*ingress, &client, peer, ticket)).await else {
             return;
         };
         let (pool, timeout) = (&ctx.pool, ctx.timeout);
@@ -139,8 +237,17 @@ async fn open(
     ingress: &dyn Ingress,
     client: &Async<TcpStream>,
     peer: SocketAddr,
+    ticket: Ticket,
 ) -> Option<Opened> {
-    let Inbound { who, request } = ingress.open(client, peer).await?;
+    let settle = Settle { ctx, id: ticket.id };
+    let inbound = future::or(ingress.open(client, peer, &settle), async {
+        ticket.cancel.cancelled().await;
+        log::debug!("{peer}: dropped in its handshake to make room");
+        None
+    })
+    .await;
+    settle.settle();
+    let Inbound { who, request } = inbound?;
     match (request, &ctx.far) {
         (Request::ViaServer { prefix }, Far::Server(upstream)) => {
             let far = match connect_server(upstream, ctx.timeout, &who).await {

@@ -1,0 +1,175 @@
+//! Connections still in their handshake (SOCKS5 greeting and request, ss-server's first chunk),
+//! oldest first, with a budget per source and in all.
+//!
+//! ```text
+//!   admit(source) ─▶ source at its cap?  evict that source's oldest
+//!                    table at its cap?   evict the oldest of all
+//!   settle(id)    ─▶ the connection authenticated or named its target: it leaves the table
+//! ```
+//!
+//! A host that opens connections and never finishes them only ever evicts its own (per-source
+//! cap), and many such hosts together only each other's oldest (total cap): a legitimate
+//! handshake takes a round trip, so it is never the oldest for long. A source is an IPv4
+//! address or an IPv6 /64, the block one subscriber usually has.
+//!
+//! Pure: values are the caller's (a cancel handle); operations are O(entries), entries are at
+//! most the total cap, and a scan happens only on admit and settle.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+/// Where connections come from, as far as budgets go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    V4([u8; 4]),
+    /// The first 64 bits.
+    V6([u8; 8]),
+}
+
+impl Source {
+    pub fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(v4) => Source::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source::V4(v4.octets()),
+                None => {
+                    let o = v6.octets();
+                    let mut prefix = [0u8; 8];
+                    prefix.copy_from_slice(&o[..8]);
+                    Source::V6(prefix)
+                }
+            },
+        }
+    }
+}
+
+struct Entry<T> {
+    id: u64,
+    source: Source,
+    value: T,
+}
+
+/// What [`Handshakes::admit`] made room with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Evicted<T> {
+    /// The source's own oldest handshake.
+    SameSource(T),
+    /// The oldest handshake of all.
+    Oldest(T),
+}
+
+pub struct Handshakes<T> {
+    entries: VecDeque<Entry<T>>,
+    next: u64,
+    total: usize,
+    per_source: usize,
+}
+
+impl<T> Handshakes<T> {
+    /// Caps are at least 1.
+    pub fn new(total: usize, per_source: usize) -> Handshakes<T> {
+        Handshakes {
+            entries: VecDeque::new(),
+            next: 0,
+            total: total.max(1),
+            per_source: per_source.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a connection from `ip`; returns its id and, when a cap was reached, the value of
+    /// the handshake evicted to make room.
+    pub fn admit(&mut self, ip: IpAddr, value: T) -> (u64, Option<Evicted<T>>) {
+        let source = Source::of(ip);
+        let same = self.entries.iter().filter(|e| e.source == source).count();
+        let evicted = if same >= self.per_source {
+            self.entries
+                .iter()
+                .position(|e| e.source == source)
+                .and_then(|at| self.entries.remove(at))
+                .map(|e| Evicted::SameSource(e.value))
+        } else if self.entries.len() >= self.total {
+            self.entries.pop_front().map(|e| Evicted::Oldest(e.value))
+        } else {
+            None
+        };
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.entries.push_back(Entry { id, source, value });
+        (id, evicted)
+    }
+
+    /// The handshake `id` finished (or its connection ended); `None` if it was evicted.
+    pub fn settle(&mut self, id: u64) -> Option<T> {
+        // Handshakes mostly settle in the order they began: look from the front.
+        let at = self.entries.iter().position(|e| e.id == id)?;
+        self.entries.remove(at).map(|e| e.value)
+    }
+
+    /// Removes the oldest handshake, to make room under the connection cap.
+    pub fn evict_oldest(&mut self) -> Option<T> {
+        self.entries.pop_front().map(|e| e.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn v4(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    #[test]
+    fn one_source_only_evicts_its_own_handshakes() {
+        let mut hs = Handshakes::new(100, 3);
+        let (legit, _) = hs.admit(v4(9), -1);
+        for i in 0..3 {
+            assert_eq!(hs.admit(v4(1), i).1, None);
+        }
+        for i in 3..1000 {
+            assert_eq!(hs.admit(v4(1), i).1, Some(Evicted::SameSource(i - 3)));
+        }
+        assert_eq!(hs.len(), 4);
+        assert_eq!(hs.settle(legit), Some(-1));
+        assert_eq!(hs.settle(legit), None);
+    }
+
+    #[test]
+    fn many_sources_evict_the_oldest_of_all_at_the_total_cap() {
+        let mut hs = Handshakes::new(4, 4);
+        let ids: Vec<u64> = (1..=4).map(|i| hs.admit(v4(i), i).0).collect();
+        assert_eq!(hs.admit(v4(5), 5).1, Some(Evicted::Oldest(1)));
+        assert_eq!(hs.settle(ids[0]), None, "evicted");
+        assert_eq!(hs.settle(ids[2]), Some(3));
+        assert_eq!(hs.len(), 3);
+        assert_eq!(hs.evict_oldest(), Some(2));
+        assert_eq!(hs.evict_oldest(), Some(4));
+        assert_eq!(hs.evict_oldest(), Some(5));
+        assert_eq!(hs.evict_oldest(), None);
+        assert!(hs.is_empty());
+    }
+
+    #[test]
+    fn ipv6_sources_are_64_bit_prefixes_and_mapped_ipv4_is_ipv4() {
+        let a: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(Source::of(a.into()), Source::of(b.into()));
+        assert_ne!(Source::of(a.into()), Source::of(c.into()));
+        let mapped: Ipv6Addr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(Source::of(mapped.into()), Source::of(v4(7)));
+        let mut hs = Handshakes::new(10, 1);
+        hs.admit(a.into(), 'a');
+        assert_eq!(hs.admit(b.into(), 'b').1, Some(Evicted::SameSource('a')));
+        assert_eq!(hs.admit(c.into(), 'c').1, None);
+    }
+}
