@@ -1,17 +1,19 @@
-//! SIP003 plugins (`--plugin`, `--plugin-opts`, `plugin_args`; the default `plugin_mode`,
-//! tcp_only, as no UDP-capable plugin is packaged): real plugins
+//! SIP003 plugins (`--plugin`, `--plugin-opts`, `plugin_args`, `plugin_mode`): real plugins
 //! (simple-obfs's `obfs-local`/`obfs-server` with obfs=http and obfs=tls, v2ray-plugin's
 //! websocket transport) between ss-smol and ss-smol, and between ss-smol and
-//! shadowsocks-libev, with hash-checked transfers; UDP beside a TCP-only plugin; and the plugin
-//! processes' lifecycle: a plugin that dies ends ss-smol, ss-smol's death (even SIGKILL) ends
-//! the plugin and whatever it forked, SIGTERM leaves nothing behind, broken plugins fail start-up
-//! with one line, the plugin's output is logged in bounded memory, and the SIP003 environment.
+//! shadowsocks-libev, with hash-checked transfers; UDP beside a TCP-only plugin, and through
+//! the plugin's address with `plugin_mode` (the test relays that UDP, as no packaged plugin
+//! carries it); and the plugin processes' lifecycle: a plugin that dies ends ss-smol,
+//! ss-smol's death (even SIGKILL) ends the plugin and whatever it forked, SIGTERM leaves
+//! nothing behind, broken plugins fail start-up with one line, the plugin's output is logged
+//! in bounded memory, and the SIP003 environment.
 //!
-//! Processes are tracked through /proc: the plugin is a descendant of ss-smol (behind a guard
-//! process), its process group is recorded while it runs, and every program a test starts gets
-//! an environment variable of its own ([`MARK_VAR`]) that all its descendants inherit, so that
-//! leftovers are found even after they are reparented. A [`Sweep`] kills whatever is still
-//! marked when a test ends, so a failing test leaves nothing running either.
+//! Processes are tracked through /proc: the plugin is a descendant of ss-smol (child or
+//! grandchild; no test depends on which), its process group is recorded while it runs, and
+//! every program a test starts gets an environment variable of its own ([`MARK_VAR`]) that all
+//! its descendants inherit, so that leftovers are found even after they are reparented. A
+//! [`Sweep`] kills whatever is still marked when a test ends, so a failing test leaves nothing
+//! running either.
 //!
 //! The "within a second" bounds are functional requirements; they are polled with slack
 //! ([`LIFECYCLE`]). Everything runs on loopback.
@@ -1440,4 +1442,188 @@ fn server_plugin_gets_the_sip003_environment() {
     let argv = std::fs::read_to_string(dir.join("argv")).unwrap();
     assert_eq!(argv, "\n", "no arguments without plugin_args");
     server.assert_running();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. plugin_mode: UDP through the plugin (SIP003u)
+//
+// No packaged plugin carries UDP, so the test plays that part of the plugin: the plugin program
+// (a recording wrapper) runs obfs-local/obfs-server for TCP or only sleeps, and the test binds
+// UDP on the plugin's address and relays it, counting datagrams, which shows where ss-smol sent
+// them.
+
+/// Relays datagrams arriving on `listen` to `to` and the replies back to their last sender.
+struct UdpRelay {
+    relayed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpRelay {
+    fn start(listen: SocketAddr, to: SocketAddr) -> UdpRelay {
+        let outer = std::net::UdpSocket::bind(listen)
+            .unwrap_or_else(|e| panic!("bind UDP {listen} for the plugin's relay: {e}"));
+        let inner = std::net::UdpSocket::bind(v4(0)).unwrap();
+        inner.connect(to).unwrap();
+        for s in [&outer, &inner] {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        }
+        let relayed = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (relayed2, stop2) = (relayed.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let mut peer = None;
+            while !stop2.load(Ordering::SeqCst) {
+                if let Ok((n, from)) = outer.recv_from(&mut buf) {
+                    peer = Some(from);
+                    relayed2.fetch_add(1, Ordering::SeqCst);
+                    let _ = inner.send(&buf[..n]);
+                }
+                if let (Ok(n), Some(p)) = (inner.recv(&mut buf), peer) {
+                    let _ = outer.send_to(&buf[..n], p);
+                }
+            }
+        });
+        UdpRelay {
+            relayed,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Datagrams relayed towards `to` so far.
+    fn relayed(&self) -> usize {
+        self.relayed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// UDP datagrams of a few sizes through the tunnel at `fwd`, each echoed.
+fn udp_echoes(fwd: SocketAddr, what: &str) {
+    for (i, size) in [1usize, 1400, 8000].into_iter().enumerate() {
+        let payload = data(300 + i as u64, size);
+        udp_echo_direct(fwd, &payload, 5)
+            .unwrap_or_else(|e| panic!("{what}: UDP, {size} bytes: {e}"));
+    }
+}
+
+/// `plugin_mode` tcp_and_udp on both sides (the flag on the server, the JSON key on the
+/// client): TCP through obfs, UDP to the plugin's address on the client and from the plugin on
+/// the server, where ss-smol's own UDP moves behind the plugin.
+#[test]
+#[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
+fn plugin_mode_tcp_and_udp_sends_udp_through_the_plugin() {
+    require_tools_from(&OBFS_TOOLS);
+    let sweep = Sweep::new("tcp-and-udp");
+    let _watchdog = Watchdog::new("tcp_and_udp", Duration::from_secs(90));
+    let echo = EchoServer::start();
+
+    let server_dir = TempDir::new("tcp-and-udp-server");
+    let server_plugin = recording_plugin(&server_dir, "obfs-server");
+    let (mut server, port) = spawn_listening("ss-smol-server-tcp-and-udp", |port| {
+        let mut cmd = smol("server", &sweep);
+        cmd.args(["-s", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-k", PASSWORD, "-m", METHOD, "-u", "-t", "60"])
+            .arg("--allow-private-targets")
+            .args(["--plugin", server_plugin.to_str().unwrap()])
+            .args(["--plugin-opts", "obfs=http", "--plugin-mode", "tcp_and_udp"]);
+        cmd
+    });
+    wait_listening(&mut server);
+    let inner: u16 = var(&recorded_env(&server_dir), "SS_LOCAL_PORT")
+        .parse()
+        .unwrap();
+    // The public UDP port is the plugin's, so free for the relay: ss-smol listens behind it.
+    let server_relay = UdpRelay::start(v4(port), v4(inner));
+
+    let client_dir = TempDir::new("tcp-and-udp-client");
+    let client_plugin = recording_plugin(&client_dir, "obfs-local");
+    let listen = free_port();
+    let config = client_dir.join("config.json");
+    let json = format!(
+        r#"{{"server": "127.0.0.1", "server_port": {port}, "local_address": "127.0.0.1",
+            "local_port": {listen}, "password": "{PASSWORD}", "method": "{METHOD}",
+            "mode": "tcp_and_udp", "tunnel_address": "{}",
+            "plugin": "{}", "plugin_opts": "obfs=http", "plugin_mode": "tcp_and_udp"}}"#,
+        echo.v4(),
+        client_plugin.display()
+    );
+    std::fs::write(&config, json).unwrap();
+    let mut cmd = smol("tunnel", &sweep);
+    cmd.arg("-c").arg(&config);
+    let mut tunnel = Proc::spawn("ss-smol-tunnel-tcp-and-udp", cmd);
+    tunnel.wait_for_tcp(v4(listen), START_TIMEOUT);
+    wait_listening(&mut tunnel);
+    let plugin_port: u16 = var(&recorded_env(&client_dir), "SS_LOCAL_PORT")
+        .parse()
+        .unwrap();
+    let client_relay = UdpRelay::start(v4(plugin_port), v4(port));
+
+    let s = connect(v4(listen)).expect("connect to the tunnel");
+    assert_echo(s, 31, 1024 * 1024, "tcp_and_udp: TCP");
+    udp_echoes(v4(listen), "tcp_and_udp");
+    assert!(
+        client_relay.relayed() >= 3 && server_relay.relayed() >= 3,
+        "datagrams at the client's plugin address: {}, at the server's: {}",
+        client_relay.relayed(),
+        server_relay.relayed()
+    );
+    tunnel.assert_running();
+    server.assert_running();
+}
+
+/// `--plugin-mode udp_only` on the client: the plugin (here only a sleep, with the test's relay
+/// on its address) is waited for on UDP and gets the datagrams; TCP goes straight to the
+/// server.
+#[test]
+#[ignore = "needs shadowsocks-libev; bash tests/run-all.sh runs it"]
+fn plugin_mode_udp_only_leaves_tcp_direct() {
+    require_tool("ss-server");
+    let sweep = Sweep::new("udp-only");
+    let _watchdog = Watchdog::new("udp_only", Duration::from_secs(90));
+    let echo = EchoServer::start();
+    let mut server = SsServer::start(METHOD, PASSWORD);
+
+    let dir = TempDir::new("udp-only");
+    let plugin = recording_plugin(&dir, "sleep 60");
+    let listen = free_port();
+    let mut cmd = smol("tunnel", &sweep);
+    cmd.args(["-s", "127.0.0.1", "-p", &server.port.to_string()])
+        .args(["-b", "127.0.0.1", "-l", &listen.to_string()])
+        .args(["-k", PASSWORD, "-m", METHOD, "-u", "-t", "60"])
+        .args(["-L", &echo.v4().to_string()])
+        .args([
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--plugin-mode",
+            "udp_only",
+        ]);
+    let mut tunnel = Proc::spawn("ss-smol-tunnel-udp-only", cmd);
+    // ss-smol waits for the plugin's UDP port: the relay opens it.
+    let plugin_port: u16 = var(&recorded_env(&dir), "SS_LOCAL_PORT").parse().unwrap();
+    let relay = UdpRelay::start(v4(plugin_port), v4(server.port));
+    wait_listening(&mut tunnel);
+
+    let s = connect(v4(listen)).expect("connect to the tunnel");
+    assert_echo(s, 32, 1024 * 1024, "udp_only: TCP");
+    udp_echoes(v4(listen), "udp_only");
+    assert!(
+        relay.relayed() >= 3,
+        "{} datagrams at the plugin",
+        relay.relayed()
+    );
+    tunnel.assert_running();
+    server.proc.assert_running();
+    // A plugin that only sleeps stops as well as any.
+    stops_cleanly_on(tunnel, "sleep", SIGTERM, "udp_only");
+    sweep.assert_nothing_left("udp_only");
 }
