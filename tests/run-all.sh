@@ -7,7 +7,8 @@
 #   bash tests/run-all.sh --install-only   # only the Debian packages, then stop
 #
 # Needs Rust stable through rustup (https://rustup.rs); installs with apt-get what is missing:
-# shadowsocks-libev, curl, dnsmasq-base and qemu-user-static (the tests' peers), file
+# shadowsocks-libev, simple-obfs, shadowsocks-v2ray-plugin, curl, dnsmasq-base and
+# qemu-user-static (the tests' peers), file
 # (cross/build.sh), gcc, g++ and libc6-dev (rustc links with `cc`; libfuzzer-sys is C++), and
 # python3-venv when cross/build.sh has to install zig. cross/build.sh and fuzz/run.sh add the
 # pinned nightly, zig, cargo-zigbuild and cargo-fuzz themselves.
@@ -35,6 +36,9 @@ TOOLS=(
     ss-local:shadowsocks-libev
     ss-tunnel:shadowsocks-libev
     ss-redir:shadowsocks-libev
+    obfs-local:simple-obfs
+    obfs-server:simple-obfs
+    ss-v2ray-plugin:shadowsocks-v2ray-plugin
     nft:nftables
     iptables-legacy:iptables
     ipset:ipset

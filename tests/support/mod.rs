@@ -1308,3 +1308,158 @@ impl Drop for NetNs {
     }
 }
 pub mod topology;
+
+// ---------------------------------------------------------------------------------------------
+// Tools named with their package, and the process table (/proc), for tests about the processes
+// a program under test starts (SIP003 plugins)
+
+/// [`require_tools`] for tools whose Debian package is given with them, as
+/// `(command, package)`: the message names the package to install.
+pub fn require_tools_from(tools: &[(&str, &str)]) -> bool {
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(cmd, _)| find_in_path(cmd).is_none())
+        .map(|(cmd, pkg)| format!("`{cmd}` (Debian package {pkg})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "required tool not installed: {}; `bash tests/run-all.sh` installs it",
+        missing.join(", ")
+    );
+    true
+}
+
+/// One process as /proc/PID/stat shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    /// The command name (at most 15 bytes; a script's file name for a script).
+    pub comm: String,
+    /// `R`, `S`, `Z`, …
+    pub state: char,
+    pub ppid: u32,
+    pub pgid: u32,
+    /// Start time in clock ticks since boot: with the pid, it names the process even if the
+    /// pid is reused later.
+    pub start: u64,
+}
+
+impl ProcInfo {
+    /// A zombie (or a process being torn down) is dead: it only waits to be reaped.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// The process `pid`, if there is one.
+pub fn proc_info(pid: u32) -> Option<ProcInfo> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses, so split at the
+    // last ')'.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // Fields after comm, from field 3 (state): start time is field 22.
+    Some(ProcInfo {
+        pid,
+        comm,
+        state: rest.first()?.chars().next()?,
+        ppid: rest.get(1)?.parse().ok()?,
+        pgid: rest.get(2)?.parse().ok()?,
+        start: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Every process on the machine (of this pid namespace).
+pub fn all_processes() -> Vec<ProcInfo> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(proc_info)
+        .collect()
+}
+
+/// Every descendant of `pid` (children, their children, …), zombies included.
+pub fn descendants(pid: u32) -> Vec<ProcInfo> {
+    let all = all_processes();
+    let mut found: Vec<ProcInfo> = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent) {
+            if !found.iter().any(|f| f.pid == p.pid) {
+                parents.push(p.pid);
+                found.push(p.clone());
+            }
+        }
+    }
+    found
+}
+
+/// Whether the process `p` names (same pid, same start time) still exists and is not a zombie.
+pub fn still_alive(p: &ProcInfo) -> bool {
+    proc_info(p.pid).is_some_and(|now| now.start == p.start && !now.is_dead())
+}
+
+/// Live (not zombie) processes in any of the process groups `pgids`.
+pub fn live_in_groups(pgids: &[u32]) -> Vec<ProcInfo> {
+    all_processes()
+        .into_iter()
+        .filter(|p| pgids.contains(&p.pgid) && !p.is_dead())
+        .collect()
+}
+
+/// Live processes whose environment holds `var=value`: a variable set on a program under test
+/// is inherited by everything it starts, however far it forks or wherever it is reparented.
+/// (Reading another user's environment needs privileges; such processes are not found.)
+pub fn live_with_env(var: &str, value: &str) -> Vec<ProcInfo> {
+    let entry = format!("{var}={value}");
+    all_processes()
+        .into_iter()
+        .filter(|p| !p.is_dead())
+        .filter(|p| {
+            fs::read(format!("/proc/{}/environ", p.pid))
+                .map(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Resident memory of `pid` in KiB (VmRSS), if it is still there.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Sends `sig` to any process (not only a [`Proc`] of ours).
+pub fn signal_pid(pid: u32, sig: i32) {
+    // SAFETY: plain syscall; a pid that is gone gives ESRCH, which is ignored.
+    unsafe {
+        kill(pid as i32, sig);
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Writes an executable script `name` into `dir` and returns its path.
+pub fn write_script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    fs::write(&path, body).expect("write script");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+    path
+}
