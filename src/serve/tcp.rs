@@ -75,7 +75,17 @@ pub async fn serve(
                 }
                 victim.cancel();
             }
-            Some(Evicted::Oldest(victim)) => victim.cancel(),
+            Some(Evicted::Oldest(victim)) => {
+                if let Some(n) = ctx.crowded.allow(rt::now()) {
+                    log::warn!(
+                        "{} connections in their handshake (half of --max-conns); dropping the \
+                         oldest{}",
+                        ctx.handshakes.borrow().len(),
+                        skipped_note(n)
+                    );
+                }
+                victim.cancel();
+            }
             None => {}
         }
         ctx.ex
