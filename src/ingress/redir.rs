@@ -130,8 +130,11 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
 /// A reply must come from the address the client sent to, or the client's stack drops it:
 /// it leaves from a socket bound (transparently) to that address. Those sockets are kept in a
 /// bounded table keyed by the address they impersonate, shared by every client that talks to
-/// it and closed after the idle timeout; when the table is full the least recently used one
-/// is closed. They are read too: with the project's rules clients' datagrams always reach the
+/// it and closed after the idle timeout. When the table is full the least recently used one
+/// is closed, sockets that carried only the reply they were opened for first: one that carried
+/// a second is assured, the address of a flow that keeps answering (a resolver, a game
+/// server), which a spray of one-off replies (a peer-to-peer client's lookups) must not close.
+/// They are read too: with the project's rules clients' datagrams always reach the
 /// listener, but a rule that delivers UDP by socket lookup (`socket transparent 1`, common in
 /// guides) hands a flow's later datagrams to the reply socket bound to its destination.
 pub struct RedirDatagrams {
@@ -191,12 +194,20 @@ impl RedirDatagrams {
             .borrow_mut()
             .get(&from, now)
             .map(|r| Rc::clone(&r.socket));
+        let reused = existing.is_some();
         let socket = match existing {
             Some(s) => s,
             None => self.open_reply(from, now)?,
         };
         match socket.get_ref().send_to(data, client) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Every socket here was opened for a reply, so one reply proves nothing; a
+                // second one sent makes it a live flow's.
+                if reused {
+                    self.replies.borrow_mut().assure(&from, now);
+                }
+                Ok(())
+            }
             // Full send buffer: dropped, as the network would.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(e),

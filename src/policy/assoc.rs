@@ -1,10 +1,18 @@
 //! The UDP association table: one entry per client address, at most `capacity` of them, idle
-//! expiry, and eviction of the least recently active entry when full.
+//! expiry, and eviction when full that spares live flows.
 //!
-//! Every operation is O(1) (sweeping is O(expired)): entries sit in a slab threaded on a
-//! doubly linked list from most to least recently active, and a hash map finds them by
-//! address. Memory grows with use, up to `capacity` entries, and is kept for reuse: a flood
-//! of spoofed sources costs one eviction per datagram, never a scan of the table.
+//! An entry that has had a reply can be marked *assured* (like conntrack's assured flows): a
+//! flow the far side answered, as opposed to one datagram from a source that may be spoofed
+//! or never heard from again. When the table is full, the least recently active entry that is
+//! not assured is evicted; only when every entry is assured does the least recently active
+//! assured one go. A flood of new sources therefore churns the unassured entries among
+//! themselves and leaves the established flows alone.
+//!
+//! Every operation is O(1) (sweeping is O(expired)): entries sit in a slab threaded on two
+//! doubly linked lists, unassured and assured, each from most to least recently active, and a
+//! hash map finds them by address. Memory grows with use, up to `capacity` entries, and is
+//! kept for reuse: a flood of spoofed sources costs one eviction per datagram, never a scan of
+//! the table.
 //!
 //! Pure: the caller passes `now` (the event loop's clock). Removed values are handed back to
 //! the caller, so a value that cancels tasks on drop is dropped outside any borrow of the table.
@@ -13,37 +21,75 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const NIL: u32 = u32::MAX;
+/// "No neighbour" in a link. Slab indexes stay below it: they need 31 bits (see `capacity`).
+const NIL: u32 = 0x7fff_ffff;
+/// The top bit of `Entry::older_class`: the entry is assured. An entry has no padding to hold
+/// a `bool` (on 64-bit targets it would cost 8 bytes an entry), and links need only 31 bits.
+const ASSURED: u32 = 1 << 31;
 
 struct Entry<V> {
     key: SocketAddr,
     value: V,
     last: Instant,
-    /// Neighbours in the activity list (slab indexes; `NIL` at the ends).
+    /// Neighbours in the entry's activity list (slab indexes; `NIL` at the ends); `older_class`
+    /// also carries the `ASSURED` bit, which says which list that is.
     newer: u32,
-    older: u32,
+    older_class: u32,
 }
+
+impl<V> Entry<V> {
+    fn older(&self) -> u32 {
+        self.older_class & !ASSURED
+    }
+
+    fn set_older(&mut self, i: u32) {
+        self.older_class = (self.older_class & ASSURED) | (i & !ASSURED);
+    }
+
+    fn is_assured(&self) -> bool {
+        self.older_class & ASSURED != 0
+    }
+
+    /// The list the entry belongs to: an index into `AssocTable::lists`.
+    fn class(&self) -> usize {
+        usize::from(self.is_assured())
+    }
+}
+
+/// The two ends of one activity list.
+#[derive(Clone, Copy)]
+struct Ends {
+    newest: u32,
+    oldest: u32,
+}
+
+const EMPTY: Ends = Ends {
+    newest: NIL,
+    oldest: NIL,
+};
+/// Indexes into `AssocTable::lists`.
+const UNASSURED: usize = 0;
+const ASSURED_LIST: usize = 1;
 
 pub struct AssocTable<V> {
     slab: Vec<Option<Entry<V>>>,
     free: Vec<u32>,
     index: HashMap<SocketAddr, u32>,
-    newest: u32,
-    oldest: u32,
+    /// The unassured entries' list, then the assured ones'.
+    lists: [Ends; 2],
     capacity: usize,
     timeout: Duration,
 }
 
 impl<V> AssocTable<V> {
-    /// `capacity` is clamped to 1..=2^31 (slab indexes are `u32`).
+    /// `capacity` is clamped to 1..2^31 (slab indexes are 31 bits, below `NIL`).
     pub fn new(capacity: usize, timeout: Duration) -> AssocTable<V> {
         AssocTable {
             slab: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
-            newest: NIL,
-            oldest: NIL,
-            capacity: capacity.clamp(1, 1 << 31),
+            lists: [EMPTY; 2],
+            capacity: capacity.clamp(1, NIL as usize),
             timeout,
         }
     }
@@ -67,10 +113,7 @@ impl<V> AssocTable<V> {
     pub fn get_mut(&mut self, key: &SocketAddr, now: Instant) -> Option<&mut V> {
         let i = *self.index.get(key)?;
         self.touch_at(i, now);
-        self.slab
-            .get_mut(i as usize)
-            .and_then(Option::as_mut)
-            .map(|e| &mut e.value)
+        self.entry_mut(i).map(|e| &mut e.value)
     }
 
     /// Marks `key` active (replies count as activity too).
@@ -80,19 +123,42 @@ impl<V> AssocTable<V> {
         }
     }
 
-    /// Adds or replaces the entry for `key`. Returns what left the table: the replaced value,
-    /// or the least recently active entry when the table was full.
+    /// Marks `key` active and assured: from now on it is evicted only when every entry is
+    /// assured. The caller decides what earns it (a reply that reached the client).
+    pub fn assure(&mut self, key: &SocketAddr, now: Instant) {
+        let Some(&i) = self.index.get(key) else {
+            return;
+        };
+        if self.entry(i).is_some_and(Entry::is_assured) {
+            return self.touch_at(i, now);
+        }
+        self.unlink(i);
+        if let Some(e) = self.entry_mut(i) {
+            e.last = now;
+            e.older_class |= ASSURED;
+        }
+        self.link_newest(i);
+    }
+
+    /// Adds or replaces the entry for `key`; a new entry is not assured, even one that replaces
+    /// an assured entry (it is a new flow). Returns what left the table: the replaced value, or
+    /// when the table was full the least recently active unassured entry, or the least
+    /// recently active assured one if there was none.
     pub fn insert(&mut self, key: SocketAddr, value: V, now: Instant) -> Option<(SocketAddr, V)> {
         let mut gone = self.remove(&key).map(|v| (key, v));
         if self.index.len() >= self.capacity {
-            gone = self.pop_oldest();
+            let victims = match self.lists[UNASSURED].oldest {
+                NIL => ASSURED_LIST,
+                _ => UNASSURED,
+            };
+            gone = self.pop_oldest(victims);
         }
         let entry = Entry {
             key,
             value,
             last: now,
             newer: NIL,
-            older: self.newest,
+            older_class: NIL,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -103,17 +169,11 @@ impl<V> AssocTable<V> {
             }
             None => {
                 self.slab.push(Some(entry));
-                // Cannot exceed u32: the slab never holds more than `capacity` <= 2^31.
+                // Below NIL: the slab never holds more than `capacity` < 2^31 entries.
                 (self.slab.len() - 1) as u32
             }
         };
-        if let Some(e) = self.entry_mut(self.newest) {
-            e.newer = i;
-        }
-        self.newest = i;
-        if self.oldest == NIL {
-            self.oldest = i;
-        }
+        self.link_newest(i);
         self.index.insert(key, i);
         gone
     }
@@ -126,14 +186,21 @@ impl<V> AssocTable<V> {
         Some(entry.value)
     }
 
-    /// Removes the entries idle for the timeout or longer at `now`, oldest first.
+    /// Removes the entries idle for the timeout or longer at `now`, assured or not, oldest
+    /// first.
     pub fn sweep(&mut self, now: Instant) -> Vec<V> {
         let mut gone = Vec::new();
-        while let Some(e) = self.entry(self.oldest) {
-            if now.saturating_duration_since(e.last) < self.timeout {
+        loop {
+            // The older of the two lists' oldest entries, if it has expired.
+            let oldest = [UNASSURED, ASSURED_LIST]
+                .into_iter()
+                .filter_map(|c| self.entry(self.lists[c].oldest).map(|e| (e.last, c)))
+                .min();
+            let Some((last, class)) = oldest else { break };
+            if now.saturating_duration_since(last) < self.timeout {
                 break;
             }
-            match self.pop_oldest() {
+            match self.pop_oldest(class) {
                 Some((_, v)) => gone.push(v),
                 None => break,
             }
@@ -146,8 +213,8 @@ impl<V> AssocTable<V> {
         (self.timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(15))
     }
 
-    fn pop_oldest(&mut self) -> Option<(SocketAddr, V)> {
-        let key = self.entry(self.oldest)?.key;
+    fn pop_oldest(&mut self, class: usize) -> Option<(SocketAddr, V)> {
+        let key = self.entry(self.lists[class].oldest)?.key;
         self.remove(&key).map(|v| (key, v))
     }
 
@@ -159,43 +226,55 @@ impl<V> AssocTable<V> {
         self.slab.get_mut(i as usize)?.as_mut()
     }
 
+    /// Moves entry `i` to the newest end of its own list.
     fn touch_at(&mut self, i: u32, now: Instant) {
-        if let Some(e) = self.entry_mut(i) {
-            e.last = now;
-        }
-        if self.newest == i {
+        let Some(e) = self.entry_mut(i) else { return };
+        e.last = now;
+        let class = e.class();
+        if self.lists[class].newest == i {
             return;
         }
         self.unlink(i);
-        let old_newest = self.newest;
+        self.link_newest(i);
+    }
+
+    /// Puts unlinked entry `i` at the newest end of the list its class names.
+    fn link_newest(&mut self, i: u32) {
+        let Some(class) = self.entry(i).map(Entry::class) else {
+            return;
+        };
+        let ends = self.lists[class];
         if let Some(e) = self.entry_mut(i) {
             e.newer = NIL;
-            e.older = old_newest;
+            e.set_older(ends.newest);
         }
-        if let Some(e) = self.entry_mut(old_newest) {
-            e.newer = i;
+        if let Some(n) = self.entry_mut(ends.newest) {
+            n.newer = i;
         }
-        self.newest = i;
-        if self.oldest == NIL {
-            self.oldest = i;
+        let list = &mut self.lists[class];
+        list.newest = i;
+        if list.oldest == NIL {
+            list.oldest = i;
         }
     }
 
+    /// Takes entry `i` out of its list (it keeps its class).
     fn unlink(&mut self, i: u32) {
-        let Some((newer, older)) = self.entry(i).map(|e| (e.newer, e.older)) else {
+        let Some((newer, older, class)) = self.entry(i).map(|e| (e.newer, e.older(), e.class()))
+        else {
             return;
         };
         match self.entry_mut(newer) {
-            Some(n) => n.older = older,
-            None => self.newest = older,
+            Some(n) => n.set_older(older),
+            None => self.lists[class].newest = older,
         }
         match self.entry_mut(older) {
             Some(o) => o.newer = newer,
-            None => self.oldest = newer,
+            None => self.lists[class].oldest = newer,
         }
         if let Some(e) = self.entry_mut(i) {
             e.newer = NIL;
-            e.older = NIL;
+            e.set_older(NIL);
         }
     }
 }
@@ -262,5 +341,175 @@ mod tests {
         let mut remove = t.remove(&addr(9_950));
         assert_eq!(remove.take(), Some(9_950));
         assert_eq!(t.len(), 99);
+    }
+
+    /// Walks both lists and checks them against the index: links agree both ways, each list
+    /// holds only its class, activity never rises towards the old end, every entry is on one.
+    /// Returns (unassured, assured) keys, newest first.
+    fn lists(t: &AssocTable<u16>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        let mut out = [Vec::new(), Vec::new()];
+        for (class, keys) in out.iter_mut().enumerate() {
+            let mut i = t.lists[class].newest;
+            let mut newer = NIL;
+            let mut last = None;
+            while i != NIL {
+                let e = t.entry(i).expect("a linked slot holds an entry");
+                assert_eq!(e.newer, newer, "links disagree at {}", e.key);
+                assert_eq!(e.class(), class, "{} is on the wrong list", e.key);
+                assert!(last.is_none_or(|l| e.last <= l), "{} out of order", e.key);
+                assert_eq!(t.index.get(&e.key), Some(&i));
+                keys.push(e.key);
+                last = Some(e.last);
+                newer = i;
+                i = e.older();
+            }
+            assert_eq!(t.lists[class].oldest, newer);
+        }
+        assert_eq!(out[0].len() + out[1].len(), t.len());
+        let [unassured, assured] = out;
+        (unassured, assured)
+    }
+
+    /// The flood the table is built for: a few assured flows, then tens of thousands of new
+    /// sources, each sending once. Not one assured entry goes while unassured ones are there to
+    /// evict, and the table never grows past its capacity.
+    #[test]
+    fn a_flood_of_new_keys_never_evicts_an_assured_entry() {
+        let t0 = Instant::now();
+        let mut t = AssocTable::new(64, Duration::from_secs(60));
+        let live = [40_001, 40_002, 40_003];
+        for (n, p) in live.into_iter().enumerate() {
+            t.insert(addr(p), p, t0);
+            t.assure(&addr(p), secs(t0, n as u64));
+        }
+        for p in 0..30_000u16 {
+            let at = t0 + Duration::from_millis(u64::from(p));
+            if let Some((gone, _)) = t.insert(addr(p), p, at) {
+                assert!(
+                    !live.contains(&gone.port()),
+                    "evicted live flow {gone} at {p}"
+                );
+            }
+            assert!(t.len() <= 64 && t.slab.len() <= 64);
+        }
+        let (unassured, assured) = lists(&t);
+        assert_eq!(assured, [addr(40_003), addr(40_002), addr(40_001)]);
+        // The rest are the newest of the flood.
+        assert_eq!(unassured.len(), 61);
+        assert!(unassured.iter().all(|a| a.port() >= 30_000 - 61));
+    }
+
+    /// Only when every entry is assured does an assured one go: the least recently active.
+    #[test]
+    fn a_full_table_of_assured_entries_evicts_the_least_recently_active() {
+        let t0 = Instant::now();
+        let mut t = AssocTable::new(3, Duration::from_secs(60));
+        for p in 1..=3 {
+            t.insert(addr(p), p, secs(t0, u64::from(p)));
+        }
+        t.assure(&addr(2), secs(t0, 4));
+        t.assure(&addr(1), secs(t0, 5));
+        t.touch(&addr(3), secs(t0, 6));
+        // 3 is the most recently active entry, but the only unassured one: it goes.
+        assert_eq!(t.insert(addr(4), 4, secs(t0, 6)), Some((addr(3), 3)));
+        // 4 is the only unassured entry: it goes next, although it is the newest.
+        assert_eq!(t.insert(addr(5), 5, secs(t0, 7)), Some((addr(4), 4)));
+        t.assure(&addr(5), secs(t0, 8));
+        // All assured: the least recently active of them, 2 (assured at 4 s).
+        assert_eq!(t.insert(addr(6), 6, secs(t0, 9)), Some((addr(2), 2)));
+        // Activity moves an assured entry up its own list: 1 is now newer than 5.
+        t.touch(&addr(1), secs(t0, 10));
+        t.assure(&addr(6), secs(t0, 11));
+        assert_eq!(t.insert(addr(7), 7, secs(t0, 12)), Some((addr(5), 5)));
+        let (unassured, assured) = lists(&t);
+        assert_eq!(
+            (unassured, assured),
+            (vec![addr(7)], vec![addr(6), addr(1)])
+        );
+    }
+
+    /// Touching keeps an entry's class; assuring twice is a touch; replacing an assured entry
+    /// starts a new, unassured one; assuring an unknown key does nothing.
+    #[test]
+    fn classes_change_only_by_assure_and_replace() {
+        let t0 = Instant::now();
+        let mut t = AssocTable::new(8, Duration::from_secs(60));
+        for p in 1..=4 {
+            t.insert(addr(p), p, secs(t0, u64::from(p)));
+        }
+        t.assure(&addr(2), secs(t0, 5));
+        t.assure(&addr(3), secs(t0, 6));
+        t.touch(&addr(1), secs(t0, 7));
+        assert_eq!(t.get(&addr(2), secs(t0, 8)), Some(&2));
+        t.assure(&addr(3), secs(t0, 9));
+        t.assure(&addr(99), secs(t0, 9));
+        assert_eq!(lists(&t), (vec![addr(1), addr(4)], vec![addr(3), addr(2)]));
+        assert_eq!(t.insert(addr(3), 30, secs(t0, 10)), Some((addr(3), 3)));
+        assert_eq!(lists(&t), (vec![addr(3), addr(1), addr(4)], vec![addr(2)]));
+        assert_eq!(t.remove(&addr(2)), Some(2));
+        assert_eq!(lists(&t), (vec![addr(3), addr(1), addr(4)], vec![]));
+    }
+
+    /// Idle entries expire whether assured or not, oldest first across both lists; assuring
+    /// does not make an entry immortal.
+    #[test]
+    fn sweep_expires_both_kinds_oldest_first() {
+        let t0 = Instant::now();
+        let mut t = AssocTable::new(8, Duration::from_secs(10));
+        for p in 1..=6 {
+            t.insert(addr(p), p, secs(t0, 2 * u64::from(p)));
+        }
+        // Assured at 5 s (1) and 13 s (5); 2, 3, 4, 6 stay unassured, last active at 2p s.
+        t.assure(&addr(1), secs(t0, 5));
+        t.assure(&addr(5), secs(t0, 13));
+        assert_eq!(t.sweep(secs(t0, 13)), Vec::<u16>::new());
+        assert_eq!(t.sweep(secs(t0, 14)), vec![2]);
+        assert_eq!(t.sweep(secs(t0, 16)), vec![1, 3]);
+        assert_eq!(t.sweep(secs(t0, 22)), vec![4, 6]);
+        assert_eq!(lists(&t), (vec![], vec![addr(5)]));
+        assert_eq!(t.sweep(secs(t0, 23)), vec![5]);
+        assert!(t.is_empty());
+        assert_eq!(lists(&t), (vec![], vec![]));
+    }
+
+    /// A pseudo-random mix of every operation keeps both lists and the index consistent and
+    /// the table within capacity.
+    #[test]
+    fn mixed_operations_keep_the_lists_consistent() {
+        let t0 = Instant::now();
+        let mut t = AssocTable::new(16, Duration::from_secs(30));
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = addr((x >> 8) as u16 % 40);
+            let now = t0 + Duration::from_millis(step * 10);
+            match x % 6 {
+                0 | 1 => drop(t.insert(key, key.port(), now)),
+                2 => t.assure(&key, now),
+                3 => t.touch(&key, now),
+                4 => drop(t.remove(&key)),
+                _ => drop(t.sweep(now)),
+            }
+            assert!(t.len() <= 16 && t.slab.len() <= 16);
+            if step % 97 == 0 {
+                lists(&t);
+            }
+        }
+        lists(&t);
+    }
+
+    /// The assured flag lives in a link's spare bit: an entry is exactly its fields, with no
+    /// room spent on the flag (a `bool` would add a word on 64-bit targets).
+    #[test]
+    fn the_flag_costs_no_memory() {
+        use std::mem::size_of;
+        let fields = size_of::<SocketAddr>() + size_of::<[u64; 2]>() + size_of::<Instant>() + 8;
+        assert_eq!(size_of::<Entry<[u64; 2]>>(), fields);
+        assert_eq!(NIL & ASSURED, 0);
+        // Slab indexes (below the capacity) never reach NIL or the flag.
+        let t = AssocTable::<u8>::new(usize::MAX, Duration::ZERO);
+        assert_eq!(t.capacity, NIL as usize);
     }
 }

@@ -1,6 +1,9 @@
 //! The one datagram relay: a program's UDP front door ([`DatagramFront`]: how datagrams
 //! arrive and how replies leave) on one side, the far side on the other, and between them a
 //! bounded table of associations, one per client address, each with its own outbound sockets.
+//! An association whose reply reached the client is assured: when the table is full, the
+//! associations that never had one are evicted first, so a flood of new sources cannot push
+//! established flows out.
 //!
 //! ```text
 //! client → front.receive → (client, target, data) → Server:  salt | seal(ADDRESS | data) → server
@@ -291,7 +294,8 @@ impl UdpRelay {
             match self.evictions.allow(now) {
                 Some(n) => log::warn!(
                     "udp: association table full ({} clients): evicted {evicted}, the least \
-                     recently used; a flood of new sources, or --udp-assocs is too small{}",
+                     recently used (flows never answered go first); a flood of new sources, or \
+                     --udp-assocs is too small{}",
                     self.table.borrow().len(),
                     skipped_note(n)
                 ),
@@ -344,9 +348,16 @@ impl UdpRelay {
                 }
                 Far::Targets(_) => (Address::Ip(canonical(remote)), head..head + n),
             };
-            self.table.borrow_mut().touch(&client, rt::now());
-            if let Err(e) = self.front.reply(client, &from, &mut block, data) {
-                log::debug!("udp: {client}: send to client: {e}");
+            let sent = self.front.reply(client, &from, &mut block, data);
+            let now = rt::now();
+            match sent {
+                // The far side answered and the answer went out: a live flow, kept ahead of
+                // associations never answered (a flood of new sources) when the table is full.
+                Ok(()) => self.table.borrow_mut().assure(&client, now),
+                Err(e) => {
+                    self.table.borrow_mut().touch(&client, now);
+                    log::debug!("udp: {client}: send to client: {e}");
+                }
             }
         }
     }
