@@ -581,7 +581,8 @@ pub static OPTIONS: &[Opt] = &[
         rule: Rule::Int(&value::UDP_ASSOCS),
         arg: "NUM",
         default: Some("256"),
-        help: "**new**: UDP associations kept; the least recently used is evicted",
+        help: "**new**: UDP associations kept; when full, the least recently used one that never \
+               had a reply is evicted first",
         ..Opt::NONE
     },
     Opt {

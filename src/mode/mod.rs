@@ -37,10 +37,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
             )
         }
     };
-    let listeners = binds
-        .iter()
-        .map(|b| bind(&cfg, b))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut listeners = Vec::with_capacity(binds.len());
+    for b in &binds {
+        listeners.push(bind(&cfg, b)?);
+    }
     startup::write_pid_file(&cfg)?;
     let signals = startup::take_signals()?;
     // Before dropping privileges, as libev does: a server-side plugin may bind port 443.

@@ -20,6 +20,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -80,8 +81,8 @@ impl Plugins {
             let fail = |e: io::Error| format!("cannot start plugin '{plugin}': {e}");
             let mut argv = vec![plugin.to_string()];
             argv.extend(args.iter().cloned());
-            let program = Program::new(&path.to_string_lossy(), &argv, &environment(l, opts))
-                .map_err(fail)?;
+            let program =
+                Program::new(&path.to_string_lossy(), &argv, environment(l, opts)).map_err(fail)?;
             let (read, write) = child::output_pipe().map_err(fail)?;
             let child = child::spawn_guarded(&program, &write).map_err(fail)?;
             log::info!(
@@ -141,18 +142,12 @@ impl Plugins {
     /// Before the event loop: logs what the plugins have written so far, since a plugin that
     /// fails to start usually says why.
     fn log_what_was_written(&self) {
-        let mut buf = [0u8; 512];
         for r in &self.running {
             let Some(fd) = r.output.take() else { continue };
-            let mut pipe = File::from(fd);
-            let mut lines = Lines::default();
+            let mut out = Output::new(Rc::clone(&self.name));
             // The read end is non-blocking: this stops at what is there (or at the end).
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                lines.feed(buf.get(..n).unwrap_or_default(), |l, cut| {
-                    log_line(&self.name, l, cut)
-                });
-            }
-            lines.finish(|l, cut| log_line(&self.name, l, cut));
+            let _ = out.drain(&File::from(fd));
+            out.finish();
         }
     }
 
@@ -228,16 +223,48 @@ impl Drop for Plugins {
 
 /// Copies the plugin's output into our log, prefixed with its name.
 async fn forward(name: Rc<str>, pipe: Async<File>) {
-    let mut lines = Lines::default();
-    let mut buf = [0u8; 512];
-    let emit = |line: &str, cut: bool| log_line(&name, line, cut);
-    loop {
-        match pipe.read_with(|mut f| f.read(&mut buf)).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => lines.feed(buf.get(..n).unwrap_or_default(), emit),
+    let mut out = Output::new(name);
+    // `drain` ends with WouldBlock while the plugin is quiet: read_with waits and calls again.
+    let _ = pipe.read_with(|f| out.drain(f)).await;
+    out.finish();
+}
+
+/// A plugin's output on its way into the log.
+struct Output {
+    name: Rc<str>,
+    lines: Lines,
+    buf: [u8; 512],
+}
+
+impl Output {
+    fn new(name: Rc<str>) -> Output {
+        Output {
+            name,
+            lines: Lines::default(),
+            buf: [0; 512],
         }
     }
-    lines.finish(emit);
+
+    /// Logs what can be read now: `Ok` at the end of the output, `WouldBlock` when there is
+    /// no more for now, or the read's error.
+    fn drain(&mut self, mut pipe: &File) -> io::Result<()> {
+        loop {
+            let n = pipe.read(&mut self.buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let name = &self.name;
+            self.lines
+                .feed(self.buf.get(..n).unwrap_or_default(), |l, cut| {
+                    log_line(name, l, cut)
+                });
+        }
+    }
+
+    fn finish(&mut self) {
+        let name = &self.name;
+        self.lines.finish(|l, cut| log_line(name, l, cut));
+    }
 }
 
 fn log_line(name: &str, line: &str, cut: bool) {
@@ -245,24 +272,21 @@ fn log_line(name: &str, line: &str, cut: bool) {
     log::info!("{name}: {}{more}", line.trim_start());
 }
 
-/// The environment SIP003 gives a plugin, on top of ours. IPv6 hosts go without brackets.
-fn environment(l: &Launch, opts: &str) -> Vec<String> {
+/// The environment SIP003 gives a plugin, on top of ours (as bytes: an entry that is not
+/// UTF-8 is passed on as it is). IPv6 hosts go without brackets.
+fn environment(l: &Launch, opts: &str) -> Vec<Vec<u8>> {
     let ours = [
-        "SS_REMOTE_HOST",
-        "SS_REMOTE_PORT",
-        "SS_LOCAL_HOST",
-        "SS_LOCAL_PORT",
-        "SS_PLUGIN_OPTIONS",
+        ("SS_REMOTE_HOST", l.remote.0.clone()),
+        ("SS_REMOTE_PORT", l.remote.1.to_string()),
+        ("SS_LOCAL_HOST", l.local.0.clone()),
+        ("SS_LOCAL_PORT", l.local.1.to_string()),
+        ("SS_PLUGIN_OPTIONS", opts.to_string()),
     ];
-    let mut env: Vec<String> = std::env::vars()
-        .filter(|(k, _)| !ours.contains(&k.as_str()))
-        .map(|(k, v)| format!("{k}={v}"))
+    let mut env: Vec<Vec<u8>> = std::env::vars_os()
+        .filter(|(k, _)| !ours.iter().any(|(name, _)| k.as_bytes() == name.as_bytes()))
+        .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
         .collect();
-    env.push(format!("SS_REMOTE_HOST={}", l.remote.0));
-    env.push(format!("SS_REMOTE_PORT={}", l.remote.1));
-    env.push(format!("SS_LOCAL_HOST={}", l.local.0));
-    env.push(format!("SS_LOCAL_PORT={}", l.local.1));
-    env.push(format!("SS_PLUGIN_OPTIONS={opts}"));
+    env.extend(ours.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));
     env
 }
 
@@ -327,12 +351,13 @@ mod tests {
         };
         let env = environment(&l, "obfs=http;obfs-host=a\\;b");
         let get = |k: &str| {
+            let prefix = format!("{k}=");
             let v: Vec<_> = env
                 .iter()
-                .filter(|e| e.starts_with(&format!("{k}=")))
+                .filter(|e| e.starts_with(prefix.as_bytes()))
                 .collect();
             assert_eq!(v.len(), 1, "{k}");
-            v[0].split_once('=').unwrap().1.to_string()
+            String::from_utf8(v[0][prefix.len()..].to_vec()).unwrap()
         };
         assert_eq!(get("SS_REMOTE_HOST"), "2001:db8::1");
         assert_eq!(get("SS_REMOTE_PORT"), "8388");

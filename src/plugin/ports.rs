@@ -7,7 +7,8 @@
 //!                  0: 0100007F:1F90 00000000:0000 0A …     (0A: LISTEN; port 0x1F90 = 8080)
 //! ```
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use crate::sys;
+use std::net::{Ipv4Addr, SocketAddr};
 
 /// Which table a port is looked up in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,14 +29,15 @@ impl std::fmt::Display for Proto {
 /// A loopback port that is free for TCP, and for UDP too when `udp`. Another program can
 /// take it before the plugin binds it; the plugin then fails and we exit, as libev does.
 pub fn free_loopback_port(udp: bool) -> std::io::Result<u16> {
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut last = None;
     for _ in 0..16 {
-        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let tcp = sys::tcp_listener(any, false, false)?;
         let port = tcp.local_addr()?.port();
         if !udp {
             return Ok(port);
         }
-        match UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+        match sys::udp_listener(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), false) {
             Ok(_) => return Ok(port),
             Err(e) => last = Some(e),
         }
@@ -50,7 +52,7 @@ pub fn is_open(port: u16, proto: Proto) -> bool {
         Proto::Udp => ["/proc/net/udp", "/proc/net/udp6"],
     };
     files.iter().any(|f| {
-        std::fs::read_to_string(f)
+        std::fs::read(f)
             .map(|table| table_has(&table, port, proto))
             .unwrap_or(false)
     })
@@ -58,19 +60,29 @@ pub fn is_open(port: u16, proto: Proto) -> bool {
 
 /// Whether a socket table's text has `port` open: TCP in state LISTEN, UDP bound and not
 /// connected (state 07).
-fn table_has(table: &str, port: u16, proto: Proto) -> bool {
-    let state = match proto {
-        Proto::Tcp => "0A",
-        Proto::Udp => "07",
+fn table_has(table: &[u8], port: u16, proto: Proto) -> bool {
+    let state: &[u8] = match proto {
+        Proto::Tcp => b"0A",
+        Proto::Udp => b"07",
     };
-    table.lines().skip(1).any(|line| {
-        let mut fields = line.split_whitespace();
+    table.split(|&b| b == b'\n').skip(1).any(|line| {
+        let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
         let local = fields.nth(1);
         let st = fields.nth(1);
         let local_port = local
-            .and_then(|l| l.rsplit_once(':'))
-            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            .and_then(|l| l.rsplit(|&b| b == b':').next())
+            .and_then(hex_u16);
         local_port == Some(port) && st == Some(state)
+    })
+}
+
+fn hex_u16(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 4 {
+        return None;
+    }
+    digits.iter().try_fold(0u16, |n, &d| {
+        let v = (d as char).to_digit(16)?;
+        Some(n << 4 | v as u16)
     })
 }
 
@@ -88,16 +100,20 @@ mod tests {
 
     #[test]
     fn finds_listening_ports_only() {
-        assert!(table_has(TCP, 8080, Proto::Tcp));
+        assert!(table_has(TCP.as_bytes(), 8080, Proto::Tcp));
         // 8081 is an established connection, not a listener.
-        assert!(!table_has(TCP, 8081, Proto::Tcp));
-        assert!(table_has(TCP6, 443, Proto::Tcp));
-        assert!(!table_has(TCP6, 80, Proto::Tcp));
-        assert!(!table_has("garbage\n 0: x\n", 80, Proto::Tcp));
+        assert!(!table_has(TCP.as_bytes(), 8081, Proto::Tcp));
+        assert!(table_has(TCP6.as_bytes(), 443, Proto::Tcp));
+        assert!(!table_has(TCP6.as_bytes(), 80, Proto::Tcp));
+        assert!(!table_has(b"garbage\n 0: x\n", 80, Proto::Tcp));
+        assert_eq!(hex_u16(b"1F90"), Some(8080));
+        assert_eq!(hex_u16(b"1F9G"), None);
+        assert_eq!(hex_u16(b"10000"), None);
     }
 
     #[test]
     fn sees_a_real_listener_and_a_free_port() {
+        use std::net::{TcpListener, UdpSocket};
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         assert!(is_open(port, Proto::Tcp));

@@ -17,7 +17,6 @@
 //! Pure: values are the caller's (a cancel handle); operations are O(entries), entries are at
 //! most the total cap, and a scan happens only on admit and settle.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -66,7 +65,9 @@ pub enum Evicted<T> {
 }
 
 pub struct Handshakes<T> {
-    entries: VecDeque<Entry<T>>,
+    /// Oldest first. A `Vec`: removal shifts at most the total cap's entries, and the code
+    /// for it is already in the binary.
+    entries: Vec<Entry<T>>,
     next: u64,
     total: usize,
     per_source: usize,
@@ -76,7 +77,7 @@ impl<T> Handshakes<T> {
     /// Caps are at least 1.
     pub fn new(total: usize, per_source: usize) -> Handshakes<T> {
         Handshakes {
-            entries: VecDeque::new(),
+            entries: Vec::new(),
             next: 0,
             total: total.max(1),
             per_source: per_source.max(1),
@@ -102,16 +103,16 @@ impl<T> Handshakes<T> {
             .is_some_and(|e| now.saturating_duration_since(e.since) >= GRACE);
         let evicted = if same >= self.per_source && ripe {
             own_oldest
-                .and_then(|at| self.entries.remove(at))
+                .map(|at| self.entries.remove(at))
                 .map(|e| Evicted::SameSource(e.value))
         } else if self.entries.len() >= self.total {
-            self.entries.pop_front().map(|e| Evicted::Oldest(e.value))
+            self.pop_oldest().map(Evicted::Oldest)
         } else {
             None
         };
         let id = self.next;
         self.next = self.next.wrapping_add(1);
-        self.entries.push_back(Entry {
+        self.entries.push(Entry {
             id,
             source,
             since: now,
@@ -124,12 +125,16 @@ impl<T> Handshakes<T> {
     pub fn settle(&mut self, id: u64) -> Option<T> {
         // Handshakes mostly settle in the order they began: look from the front.
         let at = self.entries.iter().position(|e| e.id == id)?;
-        self.entries.remove(at).map(|e| e.value)
+        Some(self.entries.remove(at).value)
     }
 
     /// Removes the oldest handshake, to make room under the connection cap.
     pub fn evict_oldest(&mut self) -> Option<T> {
-        self.entries.pop_front().map(|e| e.value)
+        self.pop_oldest()
+    }
+
+    fn pop_oldest(&mut self) -> Option<T> {
+        (!self.entries.is_empty()).then(|| self.entries.remove(0).value)
     }
 }
 

@@ -10,7 +10,6 @@ pub mod udp;
 use crate::config::Config;
 use crate::ingress::{DatagramFront, Ingress};
 use crate::policy::handshakes::Handshakes;
-use crate::policy::throttle::Throttle;
 use crate::proto::cipher::{MasterKey, Method};
 use crate::relay::connect::Upstream;
 use crate::relay::direct::Targets;
@@ -25,9 +24,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 use udp::UdpRelay;
-
-/// How often a warning a flood can repeat is written (with the count left out).
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Where a program's traffic goes after its front door.
 #[derive(Clone)]
@@ -55,10 +51,7 @@ pub struct Context {
     pub hinted: Cell<bool>,
     /// Connections still in their handshake, which give way under pressure.
     pub handshakes: RefCell<Handshakes<Rc<tcp::Cancel>>>,
-    pub handshakes_per_source: usize,
     pub max_conns: usize,
-    pub cap_reached: Throttle,
-    pub crowded: Throttle,
 }
 
 /// Connections one source may have in their handshake at once. A browser opens a few dozen at
@@ -88,10 +81,7 @@ impl Context {
                 handshake_budget(cfg.limits.max_conns),
                 HANDSHAKES_PER_SOURCE,
             )),
-            handshakes_per_source: HANDSHAKES_PER_SOURCE,
             max_conns: cfg.limits.max_conns,
-            cap_reached: Throttle::new(WARN_EVERY),
-            crowded: Throttle::new(WARN_EVERY),
         })
     }
 }

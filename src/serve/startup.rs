@@ -260,13 +260,27 @@ pub fn run_until_signal(
         Poll::Pending
     });
     // A task of its own: the future given to `ex.run` is polled every time any task wakes; a
-    // task is polled only when a signal arrives.
+    // task is polled only when a signal arrives or its timer fires. Every 10 s: the count of a
+    // flood that stopped is written, and `housekeeping` runs (memory a flood made resident
+    // goes back).
     let signalled = ex.spawn(async move {
         loop {
-            let name = signals
-                .read_with(sys::read_term_signal)
-                .await
-                .unwrap_or("SIGTERM");
+            let signal = future::or(
+                async { Some(signals.read_with(sys::read_term_signal).await) },
+                async {
+                    Timer::after(Duration::from_secs(10)).await;
+                    None
+                },
+            )
+            .await;
+            let name = match signal {
+                None => {
+                    logger::flush_summaries();
+                    housekeeping();
+                    continue;
+                }
+                Some(name) => name.unwrap_or("SIGTERM"),
+            };
             if name == "SIGCHLD" {
                 match child_ended() {
                     Some(why) => return Err(why),
@@ -277,16 +291,6 @@ pub fn run_until_signal(
             return Ok(());
         }
     });
-    // Every 10 s: the count of a flood that stopped is written, and `housekeeping` (memory a
-    // flood made resident goes back).
-    ex.spawn(async move {
-        loop {
-            Timer::after(Duration::from_secs(10)).await;
-            logger::flush_summaries();
-            housekeeping();
-        }
-    })
-    .detach();
     rt::block_on(ex.run(future::or(signalled, serving)))
         .map_err(|e| format!("event loop failed: {e}"))
         .and_then(|r| r)

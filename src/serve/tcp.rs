@@ -10,10 +10,9 @@
 //! buffers, the target address, the connect) runs in an allocation of its own that is freed
 //! when relaying starts, so an idle connection costs a few hundred bytes of future.
 
-use super::{Context, Far};
+use super::{Context, Far, HANDSHAKES_PER_SOURCE};
 use crate::ingress::{Handshake, Inbound, Ingress, Prefix, Request};
 use crate::policy::handshakes::Evicted;
-use crate::policy::throttle::skipped_note;
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::tcp::{Decryptor, Encryptor};
 use crate::relay::connect::Upstream;
@@ -64,26 +63,20 @@ pub async fn serve(
                 .borrow_mut()
                 .admit(peer.ip(), Rc::clone(&cancel), rt::now());
         match evicted {
+            // Repeats are summarised by the logger.
             Some(Evicted::SameSource(victim)) => {
-                if let Some(n) = ctx.crowded.allow(rt::now()) {
-                    log::warn!(
-                        "{}: more than {} connections in their handshake; dropping its oldest{}",
-                        peer.ip(),
-                        ctx.handshakes_per_source,
-                        skipped_note(n)
-                    );
-                }
+                log::warn!(
+                    "{}: more than {HANDSHAKES_PER_SOURCE} connections in their handshake; \
+                     dropping its oldest",
+                    peer.ip()
+                );
                 victim.cancel();
             }
             Some(Evicted::Oldest(victim)) => {
-                if let Some(n) = ctx.crowded.allow(rt::now()) {
-                    log::warn!(
-                        "{} connections in their handshake (half of --max-conns); dropping the \
-                         oldest{}",
-                        ctx.handshakes.borrow().len(),
-                        skipped_note(n)
-                    );
-                }
+                log::warn!(
+                    "too many connections in their handshake (half of --max-conns); dropping \
+                     the oldest"
+                );
                 victim.cancel();
             }
             None => {}
@@ -101,21 +94,18 @@ pub async fn serve(
     }
 }
 
-/// At the connection cap: the oldest unfinished handshake gives way (logged at most once a
-/// period); with none, new connections wait for a connection to end.
+/// At the connection cap: the oldest unfinished handshake gives way; with none, new
+/// connections wait for a connection to end.
 fn make_room(ctx: &Context) {
     let victim = ctx.handshakes.borrow_mut().evict_oldest();
-    if let Some(n) = ctx.cap_reached.allow(rt::now()) {
-        let what = match victim {
-            Some(_) => "dropping the oldest connection still in its handshake",
-            None => "new connections wait until one ends",
-        };
-        log::warn!(
-            "connection cap (--max-conns {}) reached: {what}{}",
-            ctx.max_conns,
-            skipped_note(n)
-        );
-    }
+    let what = match victim {
+        Some(_) => "dropping the oldest connection still in its handshake",
+        None => "new connections wait until one ends",
+    };
+    log::warn!(
+        "connection cap (--max-conns {}) reached: {what}",
+        ctx.max_conns
+    );
     if let Some(v) = victim {
         v.cancel();
     }

@@ -53,16 +53,18 @@ pub struct Program {
 }
 
 impl Program {
-    /// `argv[0]` is `path`'s text unless `argv` says otherwise; `env` entries are `KEY=value`.
-    /// Fails on a NUL byte inside any of them.
-    pub fn new(path: &str, argv: &[String], env: &[String]) -> io::Result<Program> {
-        let c = |s: &str| {
+    /// `env` entries are `KEY=value`. Fails on a NUL byte inside any of them.
+    pub fn new(path: &str, argv: &[String], env: Vec<Vec<u8>>) -> io::Result<Program> {
+        let c = |s: Vec<u8>| {
             CString::new(s)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
         };
-        let path = c(path)?;
-        let argv = argv.iter().map(|a| c(a)).collect::<io::Result<Vec<_>>>()?;
-        let env = env.iter().map(|e| c(e)).collect::<io::Result<Vec<_>>>()?;
+        let path = c(path.into())?;
+        let argv = argv
+            .iter()
+            .map(|a| c(a.clone().into_bytes()))
+            .collect::<io::Result<Vec<_>>>()?;
+        let env = env.into_iter().map(c).collect::<io::Result<Vec<_>>>()?;
         let nul_terminated = |v: &[CString]| {
             let mut p: Vec<*const c_char> = v.iter().map(|s| s.as_ptr()).collect();
             p.push(ptr::null());
@@ -280,9 +282,18 @@ pub fn block_sigchld() -> io::Result<()> {
     set.thread_block().map_err(|e| ctx(e, "sigprocmask"))
 }
 
-/// A signal's name for messages ("SIGKILL"), or its number.
+/// A signal's name for messages ("SIGKILL"), or its number for the rarer ones.
 pub fn signal_name(s: i32) -> String {
-    nix::sys::signal::Signal::try_from(s)
-        .map(|sig| sig.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {s}"))
+    let name = match s {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => return format!("signal {s}"),
+    };
+    name.to_string()
 }
