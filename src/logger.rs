@@ -61,7 +61,7 @@ pub fn configure(verbose: bool, use_syslog: bool) {
 }
 
 /// Lines one module may write at one level per window before the rest are counted instead.
-const BURST: u32 = 10;
+const BURST: u32 = 30;
 /// The window, in seconds.
 const WINDOW: u64 = 10;
 /// Modules tracked at once; the one whose window began first gives way.

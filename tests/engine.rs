@@ -677,7 +677,18 @@ fn connection_cap() {
     assert_echo(held2, 901, 20_000, "the held connection");
     fake.check();
     local.proc.assert_running();
-    assert_quiet(&local.proc);
+    // Reaching the cap is the one thing worth a warning here.
+    local.proc.assert_no_panic();
+    let err = local.proc.stderr();
+    assert_log_format(&err);
+    let warns = warn_lines(&err);
+    contract(
+        !warns.is_empty()
+            && warns
+                .iter()
+                .all(|l| l.contains("connection cap (--max-conns 2)")),
+        || format!("expected only connection-cap warnings:\n{err}"),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ fn a_banned_address_may_still_authenticate_and_a_lone_probe_sees_nothing() {
         !closed_within(&mut probe, Duration::from_secs(2)),
         "a lone probe was closed early"
     );
-    assert!(server.wait_for_stderr("refusing it for a while", Duration::from_secs(5)));
+    assert!(server.wait_for_stderr("too many failed authentications", Duration::from_secs(5)));
     let local = smol_local(port, &[]);
     let blob = blob_server(11);
     let took = download(local.addr(), blob, 11);
@@ -264,8 +264,8 @@ fn a_flood_of_malformed_requests_writes_a_bounded_log() {
     let log = local.proc.stderr_since(mark);
     let lines = log.lines().count();
     let secs = start.elapsed().as_secs().max(1);
-    // At most a burst of 10 lines per 10-s window, plus its summary, and a little slack.
-    let bound = (secs / 10 + 2) * 11 + 5;
+    // At most a burst of 30 lines per 10-s window, plus its summary, and a little slack.
+    let bound = (secs / 10 + 2) * 31 + 5;
     assert!(
         (lines as u64) <= bound,
         "{lines} log lines for {sent} bad requests in {secs} s (bound {bound}):\n{}",

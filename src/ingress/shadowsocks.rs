@@ -56,7 +56,10 @@ impl Guard {
     /// Counts an authentication failure; logs once when it starts a ban.
     fn failed(&self, ip: IpAddr) {
         if self.ban.borrow_mut().record_failure(ip, rt::now()) {
-            log::warn!("{ip}: too many failed authentications, refusing it for a while");
+            log::warn!(
+                "{ip}: too many failed authentications; its failures are closed at once for a \
+                 while (it may still authenticate)"
+            );
         }
     }
 }

@@ -16,7 +16,7 @@ pub fn program(ctx: &Rc<Context>, cfg: &Config, l: Listeners) -> Result<Serving,
     let udp = udp_socket(l.udp)?.map(|socket| Box::new(Socks5Datagrams { socket }) as _);
     let socks = Socks5 {
         udp_port,
-        timeout: cfg.handshake_timeout,
+        timeout: cfg.handshake_timeout.min(cfg.timeout),
     };
     Ok(listener(ctx, cfg, l.tcp, Rc::new(socks), udp))
 }

@@ -32,7 +32,7 @@ pub fn program(
         pool: Rc::clone(&ctx.pool),
         guard,
         timeout: cfg.timeout,
-        handshake_timeout: cfg.handshake_timeout,
+        handshake_timeout: cfg.handshake_timeout.min(cfg.timeout),
     };
     Ok(listener(ctx, cfg, l.tcp, Rc::new(tcp), udp))
 }

@@ -3,15 +3,16 @@
 //!
 //! ```text
 //!   admit(source) ─▶ source at its cap, its oldest older than GRACE?  evict that one
-//!                    table at its cap?                                evict the oldest of all
+//!                    table at its cap, the oldest older than GRACE?   evict the oldest of all
 //!   settle(id)    ─▶ the connection authenticated or named its target: it leaves the table
 //! ```
 //!
 //! A host that opens connections and never finishes them only ever evicts its own (per-source
 //! cap), and many such hosts together only each other's oldest (total cap): a legitimate
-//! handshake takes a round trip, so it is never the oldest for long. A source's own handshakes
-//! give way only once they are older than [`GRACE`], so a burst of connections from one busy
-//! host (a browser, a NAT) is let in whole. A source is an IPv4 address or an IPv6 /64, the
+//! handshake takes a round trip, so it is never the oldest for long. Handshakes give way only
+//! once they are older than [`GRACE`], so a burst of connections (from one busy host, a
+//! browser or a NAT, or from many) is let in whole; the caps are exceeded meanwhile, and the
+//! connection cap (`--max-conns`) stays the hard bound. A source is an IPv4 address or an IPv6 /64, the
 //! block one subscriber usually has.
 //!
 //! Pure: values are the caller's (a cancel handle); operations are O(entries), entries are at
@@ -64,6 +65,16 @@ pub enum Evicted<T> {
     Oldest(T),
 }
 
+/// What [`Handshakes::evict_ripe`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ripe<T> {
+    Evicted(T),
+    /// The oldest handshake may be evicted from this moment.
+    At(Instant),
+    /// No connection is in its handshake.
+    Nothing,
+}
+
 pub struct Handshakes<T> {
     /// Oldest first. A `Vec`: removal shifts at most the total cap's entries, and the code
     /// for it is already in the binary.
@@ -101,11 +112,15 @@ impl<T> Handshakes<T> {
         let ripe = own_oldest
             .and_then(|at| self.entries.get(at))
             .is_some_and(|e| now.saturating_duration_since(e.since) >= GRACE);
+        let all_ripe = self
+            .entries
+            .first()
+            .is_some_and(|e| now.saturating_duration_since(e.since) >= GRACE);
         let evicted = if same >= self.per_source && ripe {
             own_oldest
                 .map(|at| self.entries.remove(at))
                 .map(|e| Evicted::SameSource(e.value))
-        } else if self.entries.len() >= self.total {
+        } else if self.entries.len() >= self.total && all_ripe {
             self.pop_oldest().map(Evicted::Oldest)
         } else {
             None
@@ -128,9 +143,14 @@ impl<T> Handshakes<T> {
         Some(self.entries.remove(at).value)
     }
 
-    /// Removes the oldest handshake, to make room under the connection cap.
-    pub fn evict_oldest(&mut self) -> Option<T> {
-        self.pop_oldest()
+    /// At the connection cap: removes the oldest handshake if it is older than [`GRACE`] (so
+    /// a burst of new connections is not cut), or says when it will be.
+    pub fn evict_ripe(&mut self, now: Instant) -> Ripe<T> {
+        match self.entries.first() {
+            None => Ripe::Nothing,
+            Some(e) if now.saturating_duration_since(e.since) < GRACE => Ripe::At(e.since + GRACE),
+            Some(_) => self.pop_oldest().map_or(Ripe::Nothing, Ripe::Evicted),
+        }
     }
 
     fn pop_oldest(&mut self) -> Option<T> {
@@ -184,14 +204,25 @@ mod tests {
     fn many_sources_evict_the_oldest_of_all_at_the_total_cap() {
         let mut hs = Handshakes::new(4, 4);
         let ids: Vec<u64> = (1..=4).map(|i| hs.admit(v4(i), i, at(0)).0).collect();
-        assert_eq!(hs.admit(v4(5), 5, at(0)).1, Some(Evicted::Oldest(1)));
+        // A burst exceeds the cap; once the oldest is past the grace, it gives way.
+        assert_eq!(hs.admit(v4(6), 6, at(1)).1, None);
+        assert_eq!(hs.settle(ids.len() as u64), Some(6));
+        assert_eq!(
+            hs.admit(v4(5), 5, at(0) + GRACE).1,
+            Some(Evicted::Oldest(1))
+        );
         assert_eq!(hs.settle(ids[0]), None, "evicted");
         assert_eq!(hs.settle(ids[2]), Some(3));
         assert_eq!(hs.len(), 3);
-        assert_eq!(hs.evict_oldest(), Some(2));
-        assert_eq!(hs.evict_oldest(), Some(4));
-        assert_eq!(hs.evict_oldest(), Some(5));
-        assert_eq!(hs.evict_oldest(), None);
+        // At the connection cap the oldest gives way only once past the grace.
+        assert_eq!(hs.evict_ripe(at(1)), Ripe::At(at(0) + GRACE));
+        let late = at(0) + GRACE;
+        assert_eq!(hs.evict_ripe(late), Ripe::Evicted(2));
+        assert_eq!(hs.evict_ripe(late), Ripe::Evicted(4));
+        // Entry 5 came at `late`: its own grace first.
+        assert_eq!(hs.evict_ripe(late), Ripe::At(late + GRACE));
+        assert_eq!(hs.evict_ripe(late + GRACE), Ripe::Evicted(5));
+        assert_eq!(hs.evict_ripe(late + GRACE), Ripe::Nothing);
         assert!(hs.is_empty());
     }
 

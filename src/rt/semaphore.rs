@@ -69,6 +69,10 @@ impl Semaphore {
         Permit(self)
     }
 
+    pub fn try_acquire_owned(self: &Rc<Self>) -> Option<OwnedPermit> {
+        self.try_take_unit().then(|| OwnedPermit(Rc::clone(self)))
+    }
+
     pub async fn acquire_owned(self: &Rc<Self>) -> OwnedPermit {
         self.take_unit().await;
         OwnedPermit(Rc::clone(self))

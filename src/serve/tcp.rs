@@ -12,7 +12,7 @@
 
 use super::{Context, Far, HANDSHAKES_PER_SOURCE};
 use crate::ingress::{Handshake, Inbound, Ingress, Prefix, Request};
-use crate::policy::handshakes::Evicted;
+use crate::policy::handshakes::{Evicted, Ripe};
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::tcp::{Decryptor, Encryptor};
 use crate::relay::connect::Upstream;
@@ -41,10 +41,6 @@ pub async fn serve(
 ) -> Result<(), String> {
     let listener = Async::new(listener).map_err(|e| format!("cannot register listener: {e}"))?;
     loop {
-        if ctx.limit.available() == 0 {
-            make_room(&ctx);
-        }
-        let permit = ctx.limit.acquire_owned().await;
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -53,6 +49,12 @@ pub async fn serve(
                 Timer::after(Duration::from_millis(200)).await;
                 continue;
             }
+        };
+        // The next connection is accepted only once this one has its permit: at most one
+        // waits beyond the cap.
+        let permit = match ctx.limit.try_acquire_owned() {
+            Some(p) => p,
+            None => wait_for_room(&ctx).await,
         };
         if ctx.no_delay {
             let _ = stream.get_ref().set_nodelay(true);
@@ -94,20 +96,33 @@ pub async fn serve(
     }
 }
 
-/// At the connection cap: the oldest unfinished handshake gives way; with none, new
-/// connections wait for a connection to end.
-fn make_room(ctx: &Context) {
-    let victim = ctx.handshakes.borrow_mut().evict_oldest();
-    let what = match victim {
-        Some(_) => "dropping the oldest connection still in its handshake",
-        None => "new connections wait until one ends",
-    };
+/// At the connection cap, with a connection waiting: the oldest unfinished handshake gives
+/// way once it is past its grace; with none, the connection waits for one to end.
+async fn wait_for_room(ctx: &Rc<Context>) -> OwnedPermit {
     log::warn!(
-        "connection cap (--max-conns {}) reached: {what}",
+        "connection cap (--max-conns {}) reached; the oldest connection still in its handshake \
+         gives way, or new ones wait",
         ctx.max_conns
     );
-    if let Some(v) = victim {
-        v.cancel();
+    loop {
+        let ripe = ctx.handshakes.borrow_mut().evict_ripe(rt::now());
+        let at = match ripe {
+            Ripe::Evicted(victim) => {
+                log::debug!("dropped the oldest connection in its handshake to make room");
+                victim.cancel();
+                return ctx.limit.acquire_owned().await;
+            }
+            Ripe::Nothing => return ctx.limit.acquire_owned().await,
+            Ripe::At(at) => at,
+        };
+        let permit = future::or(async { Some(ctx.limit.acquire_owned().await) }, async {
+            Timer::at(at).await;
+            None
+        })
+        .await;
+        if let Some(p) = permit {
+            return p;
+        }
     }
 }
 
