@@ -10,8 +10,10 @@
 # shadowsocks-libev, simple-obfs, shadowsocks-v2ray-plugin, curl, dnsmasq-base and
 # qemu-user-static (the tests' peers), file
 # (cross/build.sh), gcc, g++ and libc6-dev (rustc links with `cc`; libfuzzer-sys is C++), and
-# python3-venv when cross/build.sh has to install zig. cross/build.sh and fuzz/run.sh add the
-# pinned nightly, zig, cargo-zigbuild and cargo-fuzz themselves.
+# python3-venv when cross/build.sh has to install zig; tar, gzip and shellcheck
+# (openwrt/build-packages.sh and its test). cross/build.sh and fuzz/run.sh add the
+# pinned nightly, zig, cargo-zigbuild and cargo-fuzz themselves; ../shared/vendor/pkgtools/build.sh
+# (OpenWrt's opkg and apk-tools 3, for tests/openwrt_packages.rs) installs its own build deps.
 #
 # Extra arguments are passed to `cargo test`, those after `--` to the test binaries
 # (e.g. `bash tests/run-all.sh -- --test-threads=1`).
@@ -52,6 +54,9 @@ TOOLS=(
     file:file
     cc:gcc
     c++:g++
+    tar:tar
+    gzip:gzip
+    shellcheck:shellcheck
 )
 missing=()
 for entry in "${TOOLS[@]}"; do
@@ -102,6 +107,13 @@ if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; f
 log "cross/build.sh (installs nightly rust-src, zig, cargo-zigbuild when missing)"
 cross_status=0
 bash cross/build.sh || cross_status=1 # on failure the cross_qemu tests fail too
+
+# --- OpenWrt's package managers: tests/openwrt_packages.rs installs the packages with them. ---
+# The kit's build.sh installs its build deps with apt-get and builds into the kit's out/, or
+# under ${TMPDIR:-/tmp}/pkgtools-out where the kit is read-only (CI); the test looks in both.
+log "../shared/vendor/pkgtools/build.sh (opkg and apk-tools 3)"
+bash ../shared/vendor/pkgtools/build.sh ||
+    log "pkgtools build failed: the openwrt_packages tests will fail"
 
 # --- Tests. ---------------------------------------------------------------------------------------
 # The tests that need external tools are #[ignore]d for a plain `cargo test`; here, where the tools
