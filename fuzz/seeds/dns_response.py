@@ -5,9 +5,8 @@
 
 The target (fuzz/fuzz_targets/dns_response.rs) reads one byte, then a message: bit 0 of the
 byte picks the query the message answers (0: A, 1: AAAA, both for www.example.test with ID
-0x1234), bit 1 appends the message to a copy of the query instead (whose header says there are
-no answers, so those seeds only cover the checks before the answer walk). Every seed here is a
-whole message, so its first byte is 0 or 1.
+0x1234), bit 1 takes the next byte as an answer count and appends the rest, as records, to a
+copy of the query instead. Every seed here is a whole message, so its first byte is 0 or 1.
 
 The messages are shaped like real servers' answers (dnsmasq, unbound, BIND: QR RD RA set,
 names compressed against the longest suffix written before, EDNS OPT in the additional
