@@ -45,11 +45,8 @@ const START_WAIT_LIMIT: Duration = Duration::from_secs(15);
 /// The environment variable that marks every process a test starts (see the module docs).
 const MARK_VAR: &str = "SS_SMOL_PLUGIN_TEST_MARK";
 
-const OBFS_TOOLS: [(&str, &str); 2] = [
-    ("obfs-local", "simple-obfs"),
-    ("obfs-server", "simple-obfs"),
-];
-const V2RAY_TOOLS: [(&str, &str); 1] = [("ss-v2ray-plugin", "shadowsocks-v2ray-plugin")];
+const OBFS_TOOLS: [&str; 2] = ["obfs-local", "obfs-server"];
+const V2RAY_TOOLS: [&str; 1] = ["ss-v2ray-plugin"];
 
 // ---------------------------------------------------------------------------------------------
 // Marks and the sweep
@@ -453,8 +450,8 @@ impl Drop for Wiretap {
 /// (a) ss-smol on both ends (through a wiretap that checks the wire format), (b) ss-smol local
 /// → libev ss-server, (c) libev ss-local → ss-smol server; a hash-checked transfer each way
 /// through each.
-fn pairings(p: Plugin, tools: &[(&str, &str)]) {
-    require_tools_from(tools);
+fn pairings(p: Plugin, tools: &[&str]) {
+    require_tools(tools);
     require_tools(&["ss-server", "ss-local"]);
     let sweep = Sweep::new(p.name);
     let _watchdog = Watchdog::new(&format!("pairings {}", p.name), Duration::from_secs(240));
@@ -549,7 +546,7 @@ fn v2ray_websocket_between_ss_smol_and_libev() {
 #[test]
 #[ignore = "needs simple-obfs and shadowsocks-libev; bash tests/run-all.sh runs it"]
 fn tunnel_udp_goes_around_a_tcp_only_plugin() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     require_tool("ss-server");
     let sweep = Sweep::new("tunnel-udp");
     let _watchdog = Watchdog::new("tunnel udp", Duration::from_secs(120));
@@ -617,7 +614,7 @@ fn plugin_death_ends(mut proc: Proc, comm: &str, expect: &[&str], what: &str) {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn killed_plugin_ends_ss_smol_with_the_signal() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("plugin-killed");
     let _watchdog = Watchdog::new("plugin killed", Duration::from_secs(90));
 
@@ -689,7 +686,7 @@ fn killed_ss_smol_takes_along(mut proc: Proc, comm: &str, what: &str) {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn sigkill_of_ss_smol_client_ends_its_plugin() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("sigkill-client");
     let _watchdog = Watchdog::new("sigkill client", Duration::from_secs(60));
     let local = smol_client(
@@ -707,7 +704,7 @@ fn sigkill_of_ss_smol_client_ends_its_plugin() {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn sigkill_of_ss_smol_server_ends_its_plugin() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("sigkill-server");
     let _watchdog = Watchdog::new("sigkill server", Duration::from_secs(60));
     let (server, _) = smol_server(&OBFS_HTTP, &sweep, &[]);
@@ -734,7 +731,7 @@ fn assert_below_wrapper(proc: &mut Proc, wrapper: &str, comm: &str) {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn sigkill_of_ss_smol_ends_a_forking_wrapper_and_its_plugin() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("sigkill-wrapper");
     let _watchdog = Watchdog::new("sigkill wrapper", Duration::from_secs(60));
     let dir = TempDir::new("sigkill-wrapper");
@@ -774,7 +771,7 @@ fn stops_cleanly_on(mut proc: Proc, comm: &str, sig: i32, what: &str) {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn sigterm_and_sigint_stop_the_plugin_and_exit_zero() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("sigterm");
     let _watchdog = Watchdog::new("sigterm", Duration::from_secs(90));
     let (server, port) = smol_server(&OBFS_HTTP, &sweep, &[]);
@@ -806,7 +803,7 @@ fn sigterm_and_sigint_stop_the_plugin_and_exit_zero() {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn sigterm_stops_a_forking_wrapper_and_its_plugin() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("sigterm-wrapper");
     let _watchdog = Watchdog::new("sigterm wrapper", Duration::from_secs(60));
     let dir = TempDir::new("sigterm-wrapper");
@@ -862,7 +859,7 @@ fn sigterm_stops_a_forking_wrapper_and_its_plugin() {
 #[test]
 #[ignore = "needs shadowsocks-v2ray-plugin; bash tests/run-all.sh runs it"]
 fn sigterm_stops_v2ray_plugin() {
-    require_tools_from(&V2RAY_TOOLS);
+    require_tools(&V2RAY_TOOLS);
     let sweep = Sweep::new("sigterm-go");
     let _watchdog = Watchdog::new("sigterm go plugin", Duration::from_secs(60));
     let local = smol_client(
@@ -887,7 +884,7 @@ fn sigterm_stops_v2ray_plugin() {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn sigterm_kills_a_plugin_that_ignores_it() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("ignores-term");
     let _watchdog = Watchdog::new("plugin ignores SIGTERM", Duration::from_secs(60));
     let dir = TempDir::new("ignores-term");
@@ -914,7 +911,7 @@ fn sigterm_kills_a_plugin_that_ignores_it() {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn every_server_gets_its_own_plugin_and_all_end_together() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("two-servers");
     let _watchdog = Watchdog::new("two servers", Duration::from_secs(90));
     let port = free_port();
@@ -968,7 +965,7 @@ fn every_server_gets_its_own_plugin_and_all_end_together() {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn twenty_start_stop_cycles_leave_nothing_behind() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("cycles");
     let _watchdog = Watchdog::new("cycles", Duration::from_secs(240));
     let server_port = free_port();
@@ -1189,7 +1186,7 @@ fn stop_signal_during_the_plugin_start_up_exits_zero() {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn plugin_output_is_logged_under_its_name() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("output");
     let _watchdog = Watchdog::new("plugin output", Duration::from_secs(60));
     let dir = TempDir::new("output");
@@ -1235,7 +1232,7 @@ fn plugin_output_is_logged_under_its_name() {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn endless_plugin_output_without_newline_stays_bounded() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("endless");
     let _watchdog = Watchdog::new("endless output", Duration::from_secs(90));
     let dir = TempDir::new("endless");
@@ -1363,7 +1360,7 @@ const ESCAPED_OPTS: &str = r"obfs=http;obfs-host=a\;b.example.com";
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn client_plugin_gets_the_sip003_environment_and_plugin_args() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("env-client");
     let _watchdog = Watchdog::new("client environment", Duration::from_secs(60));
     let dir = TempDir::new("env-client");
@@ -1410,7 +1407,7 @@ fn client_plugin_gets_the_sip003_environment_and_plugin_args() {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn server_plugin_gets_the_sip003_environment() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("env-server");
     let _watchdog = Watchdog::new("server environment", Duration::from_secs(60));
     let dir = TempDir::new("env-server");
@@ -1522,7 +1519,7 @@ fn udp_echoes(fwd: SocketAddr, what: &str) {
 #[test]
 #[ignore = "needs simple-obfs; bash tests/run-all.sh runs it"]
 fn plugin_mode_tcp_and_udp_sends_udp_through_the_plugin() {
-    require_tools_from(&OBFS_TOOLS);
+    require_tools(&OBFS_TOOLS);
     let sweep = Sweep::new("tcp-and-udp");
     let _watchdog = Watchdog::new("tcp_and_udp", Duration::from_secs(90));
     let echo = EchoServer::start();

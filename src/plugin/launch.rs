@@ -10,10 +10,10 @@
 //! ```
 
 use super::lines::Lines;
-use super::ports::{self, Proto};
 use crate::rt::Async;
 use crate::sys;
 use crate::sys::child::{self, Child, Exit, Program};
+use crate::sys::ports::{self, Proto};
 use async_executor::LocalExecutor;
 use std::cell::Cell;
 use std::ffi::OsStr;

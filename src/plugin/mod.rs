@@ -13,7 +13,6 @@
 
 mod launch;
 mod lines;
-mod ports;
 
 pub use launch::Plugins;
 
@@ -21,11 +20,11 @@ use crate::config::{Config, Mode};
 use crate::dns::Resolver;
 use crate::relay::connect::{Route, Upstream};
 use crate::serve::startup::{resolve_servers, Bind};
+use crate::sys::ports::{self, Proto};
 use crate::sys::{self, OutboundOpts};
 use async_executor::LocalExecutor;
 use launch::Launch;
 use nix::sys::signalfd::SignalFd;
-use ports::Proto;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 

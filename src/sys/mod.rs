@@ -18,6 +18,7 @@ mod alloc;
 pub mod child;
 mod net;
 mod poll;
+pub mod ports;
 mod process;
 mod random;
 mod redir;

@@ -102,6 +102,8 @@ fn debian_package(tool: &str) -> &str {
     match tool {
         "ss-server" | "ss-local" | "ss-tunnel" | "ss-redir" => "shadowsocks-libev",
         "dnsmasq" => "dnsmasq-base",
+        "obfs-local" | "obfs-server" => "simple-obfs",
+        "ss-v2ray-plugin" => "shadowsocks-v2ray-plugin",
         "nft" => "nftables",
         t if t.starts_with("iptables") || t.starts_with("ip6tables") => "iptables",
         t if t.starts_with("qemu-") && t.ends_with("-static") => "qemu-user-static",
@@ -1312,22 +1314,6 @@ pub mod topology;
 // ---------------------------------------------------------------------------------------------
 // Tools named with their package, and the process table (/proc), for tests about the processes
 // a program under test starts (SIP003 plugins)
-
-/// [`require_tools`] for tools whose Debian package is given with them, as
-/// `(command, package)`: the message names the package to install.
-pub fn require_tools_from(tools: &[(&str, &str)]) -> bool {
-    let missing: Vec<String> = tools
-        .iter()
-        .filter(|(cmd, _)| find_in_path(cmd).is_none())
-        .map(|(cmd, pkg)| format!("`{cmd}` (Debian package {pkg})"))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "required tool not installed: {}; `bash tests/run-all.sh` installs it",
-        missing.join(", ")
-    );
-    true
-}
 
 /// One process as /proc/PID/stat shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]

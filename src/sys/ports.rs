@@ -1,5 +1,5 @@
-//! Ports for plugins: a free loopback port to hand a plugin, and whether a plugin has opened
-//! its port yet, read from the kernel's socket tables without connecting (a test connection
+//! Ports for SIP003 plugins: a free loopback port to hand a plugin, and whether a plugin has
+//! opened its port yet, read from Linux's socket tables (/proc/net) without connecting (a test connection
 //! would make a client plugin dial the server).
 //!
 //! ```text
@@ -7,7 +7,7 @@
 //!                  0: 0100007F:1F90 00000000:0000 0A …     (0A: LISTEN; port 0x1F90 = 8080)
 //! ```
 
-use crate::sys;
+use super as sys;
 use std::net::{Ipv4Addr, SocketAddr};
 
 /// Which table a port is looked up in.
