@@ -267,6 +267,28 @@ impl Router {
         f
     }
 
+    /// The uci-defaults script run as OpenWrt runs it (base-files' uci_apply_defaults at boot,
+    /// default_postinst on install): sourced in a subshell, deleted when that exits 0. The
+    /// script must be gone afterwards; it is put back for the next run.
+    fn uci_defaults(&self) -> Finished {
+        let script = "etc/uci-defaults/shadowsocks-smol";
+        fs::copy(
+            files().join("shadowsocks-smol.uci-defaults"),
+            self.path(script),
+        )
+        .unwrap();
+        let f = self.run(&[
+            "sh",
+            "-c",
+            "cd /etc/uci-defaults && ( . ./shadowsocks-smol ) && rm -f ./shadowsocks-smol",
+        ]);
+        assert!(
+            !self.path(script).exists(),
+            "uci-defaults script not deleted: it did not exit 0"
+        );
+        f
+    }
+
     /// Every `ubus` call so far: (verb object method, message).
     fn ubus_calls(&self) -> Vec<(String, String)> {
         self.read("var/run/ubus.log")
@@ -1039,6 +1061,9 @@ config ss_server 'badmode'
 config ss_rules 'ss_rules'
 	option redir_tcp 'badport'
 	option src_default 'sometimes'
+
+config ss_rules
+	option redir_tcp 'badport'
 ",
     );
     r.init("start");
@@ -1063,6 +1088,11 @@ config ss_rules 'ss_rules'
     ] {
         assert!(log.lines().any(|l| l == line), "missing log line\n  {line}\nin:\n{log}");
     }
+    assert!(
+        log.lines().any(|l| l.starts_with("ss_rules section 'cfg")
+            && l.ends_with("' ignored: it must be named ss_rules (config ss_rules 'ss_rules')")),
+        "{log}"
+    );
     assert!(r.rules_calls().is_empty(), "{:?}", r.rules_calls());
 }
 
@@ -1195,7 +1225,7 @@ config ss_rules 'ss_rules'
         sample
     );
 
-    let f = r.run(&["sh", "/etc/uci-defaults/shadowsocks-smol"]);
+    let f = r.uci_defaults();
     assert!(
         f.status.success(),
         "uci-defaults: {:?} {}",
@@ -1224,7 +1254,7 @@ config ss_rules 'ss_rules'
     );
 
     // Idempotent: a second run (opkg upgrade re-installs the script) changes nothing.
-    let f = r.run(&["sh", "/etc/uci-defaults/shadowsocks-smol"]);
+    let f = r.uci_defaults();
     assert!(f.status.success());
     assert_eq!(r.read("etc/config/shadowsocks-smol"), libev);
     assert_eq!(r.log().matches("migrated").count(), 1, "{}", r.log());
@@ -1281,7 +1311,7 @@ config ss_rules 'ss_rules'
     fs::write(r2.path("etc/config/shadowsocks-libev"), &libev).unwrap();
     let mine = "config server 'mine'\n\toption server '192.0.2.1'\n";
     r2.set_config(mine);
-    let f = r2.run(&["sh", "/etc/uci-defaults/shadowsocks-smol"]);
+    let f = r2.uci_defaults();
     assert!(f.status.success());
     assert_eq!(r2.read("etc/config/shadowsocks-smol"), mine);
     assert!(
@@ -1293,7 +1323,7 @@ config ss_rules 'ss_rules'
     );
     // No libev config: nothing to do, exit 0.
     let r3 = Router::new("owrt-migrate-none");
-    let f = r3.run(&["sh", "/etc/uci-defaults/shadowsocks-smol"]);
+    let f = r3.uci_defaults();
     assert!(f.status.success());
     assert_eq!(
         fs::read(r3.path("etc/config/shadowsocks-smol")).unwrap(),
