@@ -122,8 +122,6 @@ URL=
 #   POSTINST     shell code that OpenWrt's default_postinst runs after the install (the
 #                Makefile's Package/<name>/postinst, stored as postinst-pkg)
 #   PRERM        the same before removal (Package/<name>/prerm, prerm-pkg)
-# Sub-packages (the UCI config and init script, the firewall rules) are each one more such
-# function and one more name in PACKAGES.
 
 # The binary and the programs it is: ss-local, ss-tunnel, ss-redir and ss-server are symlinks to
 # it (argv[0] picks the mode). It replaces shadowsocks-libev's packages of the same programs,
@@ -141,7 +139,54 @@ pkg_shadowsocks_smol() {
     done
 }
 
-PACKAGES=(shadowsocks-smol)
+FILES=$REPO/openwrt/files
+
+# The UCI config (a conffile, 0600 as OpenWrt's INSTALL_CONF installs configs: it holds keys), the
+# procd init script and the one-time migration of /etc/config/shadowsocks-libev. base-files'
+# default_postinst runs the uci-defaults script, enables and starts the service; default_prerm
+# stops and disables it.
+pkg_shadowsocks_smol_config() {
+    local root=$1
+    PKGARCH=all
+    SECTION=net
+    DESCRIPTION="UCI configuration (/etc/config/shadowsocks-smol, the former shadowsocks-libev schema) and procd init script for shadowsocks-smol; an existing /etc/config/shadowsocks-libev is migrated once."
+    DEPENDS="shadowsocks-smol"
+    CONFFILES=/etc/config/shadowsocks-smol
+    install -d -m 0755 "$root/etc/config" "$root/etc/init.d" "$root/etc/uci-defaults"
+    install -m 0600 "$FILES/shadowsocks-smol.config" "$root/etc/config/shadowsocks-smol"
+    install -m 0755 "$FILES/shadowsocks-smol.init" "$root/etc/init.d/shadowsocks-smol"
+    install -m 0755 "$FILES/shadowsocks-smol.uci-defaults" "$root/etc/uci-defaults/shadowsocks-smol"
+}
+
+# The firewall rules for ss-redir: one script, ss-rules, in two packages that differ only in what
+# they pull in (nftables for fw4 systems, iptables and ipset for fw3 ones) and so conflict with
+# each other. The rules are kernel state only, loaded by the init script; removing the package
+# takes them out first.
+# shellcheck disable=SC2016 # the ${IPKG_INSTROOT} is for the prerm script, not expanded here
+rules_package() {
+    local root=$1
+    PKGARCH=all
+    SECTION=net
+    PRERM='[ -n "${IPKG_INSTROOT}" ] || /usr/bin/ss-rules stop'
+    install -d -m 0755 "$root/usr/bin"
+    install -m 0755 "$FILES/ss-rules" "$root/usr/bin/ss-rules"
+}
+
+pkg_shadowsocks_smol_rules() {
+    rules_package "$1"
+    DESCRIPTION="Transparent-proxy firewall rules for ss-redir on fw4/nftables systems (OpenWrt 22.03 and newer): TCP redirect or TPROXY, UDP TPROXY, the ss_rules_* nft sets."
+    DEPENDS="shadowsocks-smol-config, nftables, kmod-nft-nat, kmod-nft-socket, kmod-nft-tproxy, ip"
+    CONFLICTS="shadowsocks-smol-rules-iptables, shadowsocks-libev-ss-rules"
+}
+
+pkg_shadowsocks_smol_rules_iptables() {
+    rules_package "$1"
+    DESCRIPTION="Transparent-proxy firewall rules for ss-redir on fw3/iptables systems (OpenWrt 21.02 and older): TCP redirect or TPROXY, UDP TPROXY, the ss_rules_* ipsets."
+    DEPENDS="shadowsocks-smol-config, iptables, ipset, iptables-mod-tproxy, iptables-mod-socket, kmod-ipt-nat, ip"
+    CONFLICTS="shadowsocks-smol-rules, shadowsocks-libev-ss-rules"
+}
+
+PACKAGES=(shadowsocks-smol shadowsocks-smol-config shadowsocks-smol-rules shadowsocks-smol-rules-iptables)
 
 # Runs the description of package $1 into the package root $2, fields reset first.
 describe() {

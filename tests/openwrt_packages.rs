@@ -135,8 +135,14 @@ fn run_ok(name: &str, cmd: Command) -> Finished {
 /// `bash openwrt/build-packages.sh` for `arches` into `out`, with the kit's apk; returns the
 /// paths it printed.
 fn build_packages(out: &Path, arches: &[&str], tools: &Tools) -> Vec<PathBuf> {
+    build_packages_with(out, arches, &[], tools)
+}
+
+/// `build_packages` with more options for the script (e.g. `--release 2`).
+fn build_packages_with(out: &Path, arches: &[&str], extra: &[&str], tools: &Tools) -> Vec<PathBuf> {
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("openwrt/build-packages.sh"))
+        .args(extra)
         .arg("--bin-dir")
         .arg(cross_dir())
         .arg("--out")
@@ -156,6 +162,22 @@ fn ipk_path(out: &Path, arch: &str) -> PathBuf {
 
 fn apk_path(out: &Path, arch: &str) -> PathBuf {
     out.join(arch).join(format!("{NAME}-{}.apk", version()))
+}
+
+/// The sub-packages, each arch-independent (the ipk says `all`) but built into every arch's
+/// directory, as OpenWrt's bin/packages/<arch>/ has them.
+const SUBPACKAGES: [&str; 3] = [
+    "shadowsocks-smol-config",
+    "shadowsocks-smol-rules",
+    "shadowsocks-smol-rules-iptables",
+];
+
+fn sub_ipk(out: &Path, arch: &str, name: &str, version: &str) -> PathBuf {
+    out.join(arch).join(format!("{name}_{version}_all.ipk"))
+}
+
+fn sub_apk(out: &Path, arch: &str, name: &str, version: &str) -> PathBuf {
+    out.join(arch).join(format!("{name}-{version}.apk"))
 }
 
 /// The x86_64 packages (the binary that runs here), built into `dir/out`.
@@ -417,42 +439,64 @@ fn assert_installed_programs(root: &Path, binary: &Path) {
     }
 }
 
-/// A tiny stand-in for libev's `shadowsocks-libev-ss-local` owning `/usr/bin/ss-local`, as an
-/// ipk in ipkg-build's layout and as an apk; returns (ipk, apk).
-fn fake_libev_ss_local(dir: &Path, tools: &Tools) -> (PathBuf, PathBuf) {
-    let pkg = dir.join("fake");
-    fs::create_dir_all(pkg.join("usr/bin")).unwrap();
+/// A tiny stand-in package `name` holding `files` (path, content; executables), as an ipk in
+/// ipkg-build's layout and as an apk; returns (ipk, apk).
+fn fake_package(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    files: &[(&str, &str)],
+    tools: &Tools,
+) -> (PathBuf, PathBuf) {
+    let work = dir.join(format!("fake-{name}"));
+    let pkg = work.join("pkg");
     fs::create_dir_all(pkg.join("CONTROL")).unwrap();
-    let prog = pkg.join("usr/bin/ss-local");
-    fs::write(&prog, "#!/bin/sh\necho libev\n").unwrap();
-    fs::set_permissions(&prog, fs::Permissions::from_mode(0o755)).unwrap();
+    for (path, content) in files {
+        let file = pkg.join(path.trim_start_matches('/'));
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, content).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
+    }
     fs::write(
         pkg.join("CONTROL/control"),
-        "Package: shadowsocks-libev-ss-local\nVersion: 3.3.5-r11\nArchitecture: x86_64\n\
-         Installed-Size: 0\nDescription:  stand-in for the old package\n",
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: x86_64\n\
+             Installed-Size: 0\nDescription:  stand-in\n"
+        ),
     )
     .unwrap();
     let script = format!(
         r#"set -eu
 T="tar --format=gnu --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0"
-cd "{dir}"
+cd "{work}"
 mkdir ipk
-(cd fake && $T --exclude=./CONTROL -cf - .) | gzip -n > ipk/data.tar.gz
-(cd fake/CONTROL && $T -cf - .) | gzip -n > ipk/control.tar.gz
+(cd pkg && $T --exclude=./CONTROL -cf - .) | gzip -n > ipk/data.tar.gz
+(cd pkg/CONTROL && $T -cf - .) | gzip -n > ipk/control.tar.gz
 echo 2.0 > ipk/debian-binary
 (cd ipk && $T -cf - ./debian-binary ./data.tar.gz ./control.tar.gz) | gzip -n > fake.ipk
-rm -r fake/CONTROL
-"{apk}" mkpkg --info name:shadowsocks-libev-ss-local --info version:3.3.5-r11 \
-    --info arch:x86_64 --info "description:stand-in for the old package" \
-    --files fake --output fake.apk
+rm -r pkg/CONTROL
+"{apk}" mkpkg --info name:{name} --info version:{version} \
+    --info arch:x86_64 --info "description:stand-in" \
+    --files pkg --output fake.apk
 "#,
-        dir = dir.display(),
+        work = work.display(),
         apk = tools.apk.display()
     );
     let mut cmd = Command::new("bash");
     cmd.arg("-c").arg(script);
-    run_ok("make the fake libev packages", cmd);
-    (dir.join("fake.ipk"), dir.join("fake.apk"))
+    run_ok(&format!("make the fake package {name}"), cmd);
+    (work.join("fake.ipk"), work.join("fake.apk"))
+}
+
+/// libev's `shadowsocks-libev-ss-local`, owning `/usr/bin/ss-local` as the real one does.
+fn fake_libev_ss_local(dir: &Path, tools: &Tools) -> (PathBuf, PathBuf) {
+    fake_package(
+        dir,
+        "shadowsocks-libev-ss-local",
+        "3.3.5-r11",
+        &[("/usr/bin/ss-local", "#!/bin/sh\necho libev\n")],
+        tools,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,6 +561,10 @@ fn builds_every_arch() {
         let (ipk, apk) = (ipk_path(&out, arch), apk_path(&out, arch));
         want.push(ipk.clone());
         want.push(apk.clone());
+        for name in SUBPACKAGES {
+            want.push(sub_ipk(&out, arch, name, &version()));
+            want.push(sub_apk(&out, arch, name, &version()));
+        }
         let binary = fs::read(cross_bin(triple)).unwrap();
 
         // The ipk: Architecture in its control file, the binary in its data.
@@ -993,5 +1041,331 @@ fn apk_refuses_next_to_libev_ss_local() {
         fs::read_to_string(r.root.join("usr/bin/ss-local")).unwrap(),
         "#!/bin/sh\necho libev\n",
         "libev's ss-local untouched"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole set: the binary, its config and init script, the rules
+
+/// What the sub-packages need from OpenWrt's feeds, as stand-ins so that the solvers are
+/// satisfied (the nft rules' and the iptables rules' dependencies both).
+const FEED_DEPS: [&str; 10] = [
+    "nftables",
+    "kmod-nft-nat",
+    "kmod-nft-socket",
+    "kmod-nft-tproxy",
+    "ip",
+    "iptables",
+    "ipset",
+    "iptables-mod-tproxy",
+    "iptables-mod-socket",
+    "kmod-ipt-nat",
+];
+const CONFIG: &str = "etc/config/shadowsocks-smol";
+const INIT: &str = "etc/init.d/shadowsocks-smol";
+const ADMIN_LINE: &str = "\n# changed by the admin\n";
+
+/// The files of OpenWrt's base-files (rc.common, functions.sh, procd.sh, jshn.sh) from the
+/// vendored init-script kit, so that the packages' maintainer scripts really run
+/// default_postinst/default_prerm in the offline root (enabling and disabling the service).
+fn stage_base_files(root: &Path) {
+    let kit = std::env::var_os("OPENWRT_KIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/vendor/openwrt"));
+    let rootfs = kit.join("rootfs");
+    assert!(
+        rootfs.join("lib/functions.sh").is_file(),
+        "OpenWrt's base files not found under {} (set OPENWRT_KIT)",
+        rootfs.display()
+    );
+    let mut cmd = Command::new("cp");
+    cmd.arg("-a")
+        .arg(format!("{}/.", rootfs.display()))
+        .arg(root);
+    run_ok("stage base files", cmd);
+    fs::create_dir_all(root.join("etc/rc.d")).unwrap();
+}
+
+/// The three packages a router with fw4 installs (binary, config, nft rules) at `version`.
+fn set_of(out: &Path, version: &str, ext: &str) -> Vec<PathBuf> {
+    let arch = "x86_64";
+    if ext == "ipk" {
+        vec![
+            out.join(arch).join(format!("{NAME}_{version}_{arch}.ipk")),
+            sub_ipk(out, arch, SUBPACKAGES[0], version),
+            sub_ipk(out, arch, SUBPACKAGES[1], version),
+        ]
+    } else {
+        vec![
+            out.join(arch).join(format!("{NAME}-{version}.apk")),
+            sub_apk(out, arch, SUBPACKAGES[0], version),
+            sub_apk(out, arch, SUBPACKAGES[1], version),
+        ]
+    }
+}
+
+fn next_version() -> String {
+    format!("{}-r2", env!("CARGO_PKG_VERSION"))
+}
+
+fn path_args(paths: &[PathBuf]) -> Vec<&str> {
+    paths.iter().map(|p| p.to_str().unwrap()).collect()
+}
+
+/// The files the set installs, with their modes, and the service enabled by base-files.
+fn assert_set_installed(root: &Path) {
+    let want = fs::read(repo().join("openwrt/files/shadowsocks-smol.config")).unwrap();
+    assert_eq!(
+        fs::read(root.join(CONFIG)).unwrap(),
+        want,
+        "the sample config"
+    );
+    for (path, mode) in [
+        (CONFIG, 0o600),
+        (INIT, 0o755),
+        ("etc/uci-defaults/shadowsocks-smol", 0o755),
+        ("usr/bin/ss-rules", 0o755),
+        ("usr/bin/ss-smol", 0o755),
+    ] {
+        let meta = fs::symlink_metadata(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(meta.is_file(), "{path} is a file");
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{path} mode");
+    }
+    // default_postinst ran `rc.common /etc/init.d/shadowsocks-smol enable` in the root.
+    let links: Vec<(String, PathBuf)> = fs::read_dir(root.join("etc/rc.d"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read_link(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        links.iter().any(|(n, t)| n.starts_with('S')
+            && n.ends_with("shadowsocks-smol")
+            && t == Path::new("../init.d/shadowsocks-smol")),
+        "the service is enabled: /etc/rc.d has {links:?}"
+    );
+}
+
+fn rc_d_entries(root: &Path) -> Vec<String> {
+    fs::read_dir(root.join("etc/rc.d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the vendored opkg and apk-tools; bash tests/run-all.sh runs it"]
+fn opkg_installs_upgrades_and_removes_the_set() {
+    let tools = tools();
+    cross_bin("x86_64-unknown-linux-musl");
+    let dir = TempDir::new("pkg-opkg-set");
+    let (out1, out2) = (dir.join("r1"), dir.join("r2"));
+    build_packages_with(&out1, &["x86_64"], &["--format", "ipk"], &tools);
+    build_packages_with(
+        &out2,
+        &["x86_64"],
+        &["--format", "ipk", "--release", "2"],
+        &tools,
+    );
+    let r = OpkgRoot::new(dir.join("root"), &tools);
+    stage_base_files(&r.root);
+    for dep in FEED_DEPS {
+        let (ipk, _) = fake_package(dir.path(), dep, "1.0-r1", &[], &tools);
+        r.ok(&["install", ipk.to_str().unwrap()]);
+    }
+    let before = files_under(&r.root);
+
+    let set1 = set_of(&out1, &version(), "ipk");
+    let mut args = vec!["install"];
+    args.extend(path_args(&set1));
+    r.ok(&args);
+    assert_set_installed(&r.root);
+    let info = r.ok(&["info", SUBPACKAGES[0]]).stdout;
+    for line in [
+        "Depends: shadowsocks-smol",
+        "Architecture: all",
+        "Status: install user installed",
+    ] {
+        assert!(info.lines().any(|l| l == line), "{line:?} in\n{info}");
+    }
+    let info = r.ok(&["info", SUBPACKAGES[1]]).stdout;
+    for line in [
+        "Depends: shadowsocks-smol-config, nftables, kmod-nft-nat, kmod-nft-socket, kmod-nft-tproxy, ip",
+        "Conflicts: shadowsocks-smol-rules-iptables, shadowsocks-libev-ss-rules",
+    ] {
+        assert!(info.lines().any(|l| l == line), "{line:?} in\n{info}");
+    }
+    let conffiles = fs::read_to_string(
+        r.root
+            .join(format!("usr/lib/opkg/info/{}.conffiles", SUBPACKAGES[0])),
+    )
+    .unwrap();
+    assert_eq!(conffiles, "/etc/config/shadowsocks-smol\n");
+
+    // The iptables rules cannot go in beside the nft ones.
+    let ipt = sub_ipk(&out1, "x86_64", SUBPACKAGES[2], &version());
+    let f = r.install(&ipt);
+    assert!(!f.status.success(), "both rules packages installed");
+    assert!(
+        f.stderr.contains(&format!(
+            "The following packages conflict with {}",
+            SUBPACKAGES[2]
+        )),
+        "opkg's message:\n{}",
+        f.stderr
+    );
+
+    // The admin's change survives an upgrade; the new sample is put beside it.
+    let mut changed = fs::read_to_string(r.root.join(CONFIG)).unwrap();
+    changed.push_str(ADMIN_LINE);
+    fs::write(r.root.join(CONFIG), &changed).unwrap();
+    let set2 = set_of(&out2, &next_version(), "ipk");
+    let mut args = vec!["install"];
+    args.extend(path_args(&set2));
+    let f = r.ok(&args);
+    let listed = r.ok(&["list-installed"]).stdout;
+    for name in [NAME, SUBPACKAGES[0], SUBPACKAGES[1]] {
+        let line = format!("{name} - {}", next_version());
+        assert!(
+            listed.lines().any(|l| l == line),
+            "{line:?} after the upgrade:\n{listed}"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(r.root.join(CONFIG)).unwrap(),
+        changed,
+        "the changed config after the upgrade ({})",
+        f.stdout
+    );
+    let sample = r.root.join(format!("{CONFIG}-opkg"));
+    assert_eq!(
+        fs::read(&sample).unwrap(),
+        fs::read(repo().join("openwrt/files/shadowsocks-smol.config")).unwrap(),
+        "the new sample beside it"
+    );
+    fs::remove_file(&sample).unwrap();
+
+    r.ok(&["remove", SUBPACKAGES[1], SUBPACKAGES[0], NAME]);
+    let after = files_under(&r.root);
+    // rc.common's procd_lock leaves its lock in /var/lock (tmpfs on a router), as for every
+    // procd service it enables or disables.
+    let left: Vec<&String> = after
+        .difference(&before)
+        .filter(|f| *f != "var/lock/procd_shadowsocks-smol.lock")
+        .collect();
+    assert_eq!(
+        left,
+        [CONFIG],
+        "left behind after opkg remove (the changed conffile only)"
+    );
+    assert_eq!(fs::read_to_string(r.root.join(CONFIG)).unwrap(), changed);
+    assert!(
+        rc_d_entries(&r.root).is_empty(),
+        "default_prerm disabled the service: {:?}",
+        rc_d_entries(&r.root)
+    );
+}
+
+#[test]
+#[ignore = "needs the vendored opkg and apk-tools; bash tests/run-all.sh runs it"]
+fn apk_installs_upgrades_and_removes_the_set() {
+    let tools = tools();
+    cross_bin("x86_64-unknown-linux-musl");
+    let dir = TempDir::new("pkg-apk-set");
+    let (out1, out2) = (dir.join("r1"), dir.join("r2"));
+    build_packages_with(&out1, &["x86_64"], &["--format", "apk"], &tools);
+    build_packages_with(
+        &out2,
+        &["x86_64"],
+        &["--format", "apk", "--release", "2"],
+        &tools,
+    );
+    let r = ApkRoot::new(dir.join("root"), &tools);
+    stage_base_files(&r.root);
+    let fakes: Vec<PathBuf> = FEED_DEPS
+        .iter()
+        .map(|dep| fake_package(dir.path(), dep, "1.0-r1", &[], &tools).1)
+        .collect();
+    let mut args = vec!["add", "--allow-untrusted"];
+    args.extend(path_args(&fakes));
+    r.ok(&args);
+    let before = files_under(&r.root);
+
+    let set1 = set_of(&out1, &version(), "apk");
+    let mut args = vec!["add", "--allow-untrusted"];
+    args.extend(path_args(&set1));
+    r.ok(&args);
+    assert_set_installed(&r.root);
+    let info = r.ok(&["info", "-R", SUBPACKAGES[1]]).stdout;
+    for dep in [
+        "shadowsocks-smol-config",
+        "nftables",
+        "kmod-nft-tproxy",
+        "!shadowsocks-smol-rules-iptables",
+        "!shadowsocks-libev-ss-rules",
+    ] {
+        assert!(info.lines().any(|l| l == dep), "{dep:?} in\n{info}");
+    }
+    // OpenWrt's own record of the conffile, which sysupgrade's backup reads.
+    let conffiles = fs::read_to_string(
+        r.root
+            .join(format!("lib/apk/packages/{}.conffiles", SUBPACKAGES[0])),
+    )
+    .unwrap();
+    assert_eq!(conffiles, "/etc/config/shadowsocks-smol\n");
+
+    let ipt = sub_apk(&out1, "x86_64", SUBPACKAGES[2], &version());
+    let f = r.add(&ipt);
+    assert!(!f.status.success(), "both rules packages installed");
+
+    let mut changed = fs::read_to_string(r.root.join(CONFIG)).unwrap();
+    changed.push_str(ADMIN_LINE);
+    fs::write(r.root.join(CONFIG), &changed).unwrap();
+    let set2 = set_of(&out2, &next_version(), "apk");
+    let mut args = vec!["add", "--allow-untrusted"];
+    args.extend(path_args(&set2));
+    let f = r.ok(&args);
+    let listed = r.ok(&["list", "--installed"]).stdout;
+    for name in [NAME, SUBPACKAGES[0], SUBPACKAGES[1]] {
+        let want = format!("{name}-{} ", next_version());
+        assert!(
+            listed.lines().any(|l| l.starts_with(&want)),
+            "{want:?} after the upgrade:\n{listed}"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(r.root.join(CONFIG)).unwrap(),
+        changed,
+        "the changed config after the upgrade ({})",
+        f.stdout
+    );
+    let sample = r.root.join(format!("{CONFIG}.apk-new"));
+    assert_eq!(
+        fs::read(&sample).unwrap(),
+        fs::read(repo().join("openwrt/files/shadowsocks-smol.config")).unwrap(),
+        "the new sample beside it"
+    );
+    fs::remove_file(&sample).unwrap();
+
+    r.ok(&["del", SUBPACKAGES[1], SUBPACKAGES[0], NAME]);
+    let after = files_under(&r.root);
+    let left: Vec<&String> = after
+        .difference(&before)
+        .filter(|f| *f != "lib/apk/db/lock")
+        .collect();
+    assert_eq!(
+        left,
+        [CONFIG],
+        "left behind after apk del (the changed conffile only)"
+    );
+    assert_eq!(fs::read_to_string(r.root.join(CONFIG)).unwrap(), changed);
+    assert!(
+        rc_d_entries(&r.root).is_empty(),
+        "default_prerm disabled the service: {:?}",
+        rc_d_entries(&r.root)
     );
 }

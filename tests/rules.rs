@@ -422,7 +422,30 @@ fn failed_apply_exits_1_and_leaves_nothing() {
         ],
     );
     assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
-    assert!(f.stderr.contains("nft -f"), "{}", f.stderr);
+    assert!(f.stderr.contains("nft -c rejected"), "{}", f.stderr);
+    assert_nothing_left(&ns);
+
+    // Refused by the dry run, a bad start leaves an earlier good one as it was.
+    rules_ok(&ns, &["start", "--tcp-port", "1081"]);
+    let listed = inside(&ns, "nft", &["list", "table", "inet", "ss_rules"]);
+    assert!(listed.0, "the good start loaded its table");
+    let f = rules(
+        Some(&ns),
+        &[
+            "start",
+            "--tcp-port",
+            "1082",
+            "--nft-tcp-extra",
+            "tcp dport {",
+        ],
+    );
+    assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
+    assert_eq!(
+        inside(&ns, "nft", &["list", "table", "inet", "ss_rules"]),
+        listed,
+        "the earlier rules after a refused start"
+    );
+    rules_ok(&ns, &["stop"]);
     assert_nothing_left(&ns);
 }
 

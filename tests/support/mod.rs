@@ -176,6 +176,7 @@ impl TempDir {
         let tag: String = tag
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(80) // a file name has at most 255 bytes; tags may be whole command lines
             .collect();
         let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("ss-smol-{}-{n}-{tag}", std::process::id()));
