@@ -587,10 +587,14 @@ fn print_in_a_namespace_changes_nothing() {
 }
 
 #[test]
-#[ignore = "needs dash and busybox (OpenWrt's ash); bash tests/run-all.sh runs it"]
+#[ignore = "needs dash, busybox (OpenWrt's ash) and shellcheck; bash tests/run-all.sh runs it"]
 fn script_is_posix_sh() {
     let path = script();
-    require_tools(&["dash", "busybox"]);
+    require_tools(&["dash", "busybox", "shellcheck"]);
+    let mut cmd = Command::new("shellcheck");
+    cmd.args(["-s", "sh"]).arg(&path);
+    let f = run_to_end("shellcheck", cmd, STEP);
+    assert!(f.status.success(), "shellcheck:\n{}{}", f.stdout, f.stderr);
     for shell in ["sh", "dash", "busybox"] {
         let mut cmd = Command::new(shell);
         if shell == "busybox" {
