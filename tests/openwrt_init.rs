@@ -1532,3 +1532,68 @@ fn status_reports_instances_and_rules() {
     assert_eq!(f.status.code(), Some(0), "{}{}", f.stdout, f.stderr);
     assert_eq!(f.stdout, "ss_local.l: running (pid 7)\nrules: not loaded\n");
 }
+
+/// The README's "forward all" recipe, its `uci batch` block taken from the README as written,
+/// applied to the shipped sample: the redir and the DNS tunnel run, the rules forward
+/// everything, dnsmasq is pointed at the tunnel, and ss-smol takes both JSON files.
+#[test]
+#[ignore = "needs root and the OpenWrt kit; bash tests/run-all.sh runs it"]
+fn readme_forward_all_recipe_works_on_the_sample() {
+    let _w = Watchdog::new("README recipe", TEST_LIMIT);
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let batch = readme
+        .split("uci batch <<'UCI'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nUCI\n").next())
+        .expect("the README's uci batch block");
+    let r = Router::new("owrt-readme");
+    fs::write(
+        r.path("etc/config/dhcp"),
+        "config dnsmasq\n\toption domainneeded '1'\n",
+    )
+    .unwrap();
+    fs::write(r.path("etc/test-batch"), format!("{batch}\n")).unwrap();
+    r.sh("uci batch < /etc/test-batch");
+    r.init("start");
+    let set = r.last_set();
+    let tunnel = instance_named(&set, "ss_tunnel.cfg");
+    let mut names = instances(&set);
+    names.sort();
+    assert_eq!(names, ["ss_redir.hi".to_string(), tunnel.clone()]);
+    let redir = flat(&r.conf_json("ss_redir.hi"));
+    assert_eq!(redir["server"], "\"203.0.113.5\"");
+    assert_eq!(redir["fwmark"], "\"0xff\"");
+    let t = flat(&r.conf_json(&tunnel));
+    assert_eq!(t["tunnel_address"], "\"1.1.1.1:53\"");
+    assert_eq!(t["local_port"], "8053");
+    assert_eq!(t["mode"], "\"udp_only\"");
+    let calls = r.rules_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = calls[0].join(" ");
+    for part in [
+        "--tcp-port 1100",
+        "--udp-port 1100",
+        "--mark-out 0xff",
+        "--src-default forward",
+        "--dst-default forward",
+        "--local-default bypass",
+        "--server 203.0.113.5",
+    ] {
+        assert!(call.contains(part), "{part:?} in ss-rules {call}");
+    }
+    assert!(
+        !call.contains("--dst-forward") && !call.contains("--src-forward"),
+        "the sample's lists were deleted: {call}"
+    );
+    let dhcp = r.sh("uci show dhcp").stdout;
+    for line in [
+        "dhcp.@dnsmasq[0].noresolv='1'",
+        "dhcp.@dnsmasq[0].server='127.0.0.1#8053'",
+    ] {
+        assert!(dhcp.lines().any(|l| l == line), "{line} in\n{dhcp}");
+    }
+    let ns = NetNs::new("owrt-readme", &[]);
+    for inst in instances(&set) {
+        check_with_ss_smol(&r, &set, &inst, &ns);
+    }
+}
