@@ -665,6 +665,8 @@ fn forward_all_rules_args() -> Vec<String> {
         "1100",
         "--mark-out",
         "0xff",
+        "--family",
+        "4",
         "--src-default",
         "checkdst",
         "--dst-default",
@@ -819,6 +821,9 @@ fn sample_with_every_section_enabled_gives_json_ss_smol_accepts() {
         "1100",
         "--udp-port",
         "1100",
+        // The sample's redir listens on 0.0.0.0: IPv4 only.
+        "--family",
+        "4",
         "--src-default",
         "checkdst",
         "--dst-default",
@@ -1585,6 +1590,9 @@ fn readme_forward_all_recipe_works_on_the_sample() {
         !call.contains("--dst-forward") && !call.contains("--src-forward"),
         "the sample's lists were deleted: {call}"
     );
+    // The redir listens on `::`: both families are diverted.
+    assert!(!call.contains("--family"), "{call}");
+    assert_eq!(redir["local_address"], "\"::\"");
     let dhcp = r.sh("uci show dhcp").stdout;
     for line in [
         "dhcp.@dnsmasq[0].noresolv='1'",
