@@ -8,6 +8,7 @@
 //! - ss-server bans: the address that failed may still authenticate (a client behind the same
 //!   NAT), while a single probe still gets no answer and no early close.
 //! - logs: 20,000 malformed SOCKS5 requests write a bounded number of lines, with a summary.
+//! - memory: after 1,000 proxied connections close, ss-local's RSS comes back down.
 //!
 //! Every address is loopback: the attacker binds 127.0.0.2 (all of 127/8 is local), the
 //! legitimate client uses 127.0.0.1. Time bounds are functional (what the old code could not
@@ -298,6 +299,55 @@ fn a_burst_from_one_host_is_let_in_whole() {
     for w in workers {
         w.join().expect("a connection of the burst failed");
     }
+}
+
+/// The memory a flood of connections took is given back when they close: RSS before, during
+/// (1,000 connections open end to end) and after, printed; "after" must have come at least
+/// two thirds of the way back down within two housekeeping ticks.
+#[test]
+fn memory_comes_back_after_a_flood_of_connections() {
+    require_nofile(3000);
+    let _dog = Watchdog::new("memory_comes_back", Duration::from_secs(120));
+    let (_server, port) = smol_server(&[]);
+    let mut local = smol_local(port, &[]);
+    let echo = EchoServer::start();
+    let pid = local.proc.pid();
+    let one = |s: &mut TcpStream| {
+        s.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+    };
+    // One connection first, so that start-up's lazily made state is in "before".
+    let mut warm = socks5_connect(local.addr(), &Target::Ip(echo.v4())).unwrap();
+    one(&mut warm);
+    drop(warm);
+    thread::sleep(Duration::from_millis(200));
+    let before = vm_rss_kib(pid).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        let mut s = socks5_connect(local.addr(), &Target::Ip(echo.v4())).unwrap();
+        one(&mut s);
+        held.push(s);
+    }
+    let during = vm_rss_kib(pid).unwrap();
+    drop(held);
+    let want = before + (during - before) / 3;
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut after = vm_rss_kib(pid).unwrap();
+    while after > want && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+        after = vm_rss_kib(pid).unwrap();
+    }
+    eprintln!("ss-local RSS: {before} KiB before, {during} KiB with 1,000 connections, {after} KiB after they closed");
+    assert!(
+        during > before + 1000,
+        "1,000 connections cost under 1 KiB each? {before} -> {during} KiB"
+    );
+    assert!(
+        after <= want,
+        "RSS stayed up after the connections closed: {before} -> {during} -> {after} KiB"
+    );
+    local.proc.assert_running();
 }
 
 fn tail(log: &str) -> String {

@@ -1,30 +1,46 @@
-//! The global allocator: the C library's malloc, except that large blocks come straight from
-//! `mmap`.
+//! The global allocator: size-classed slabs (`slab.rs`) for blocks up to 16 KiB, their own
+//! mappings for larger ones, the C library's malloc only for alignments above a page.
 //!
-//! Why: the memory model counts on a zeroed allocation that nobody has touched costing no RSS
-//! (the relay pool, the replay filter and the ban table are allocated zeroed at start-up and
-//! filled slowly, or never). musl's and glibc's `calloc` hand out fresh anonymous pages for
-//! large sizes and skip the memset, but the C library zig links into the router builds zeroes
-//! every byte of a `calloc` in a loop: a default ss-tunnel on the x86_64 router build sat at
-//! 2,636 KiB of RSS idle instead of 892 KiB, and under qemu-mipsel the loop ran 8 million
-//! instructions at start. Pages from `mmap` are zero by the kernel's promise and cost nothing
-//! until written, whatever the C library does.
+//! Why not malloc for everything: the memory model counts on a zeroed allocation that nobody
+//! has touched costing no RSS (the relay pool, the replay filter and the ban table are
+//! allocated zeroed at start-up and filled slowly, or never), and on memory coming back after
+//! a flood of connections. The C library zig links into the router builds zeroes every byte of
+//! a `calloc` in a loop (a default ss-tunnel on the x86_64 router build sat at 2,636 KiB of RSS
+//! idle instead of 892 KiB) and never returns a freed block. Pages from `mmap` are zero by the
+//! kernel's promise and cost nothing until written; slabs are unmapped when emptied.
 
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::num::NonZeroUsize;
 use std::ptr::{self, NonNull};
 
-/// Sizes from which a block is mapped on its own (musl's threshold is about the same).
-const DIRECT: usize = 128 * 1024;
+use super::slab::{class_of, Slabs};
+
+/// Sizes from which a block is mapped on its own.
+#[cfg(test)]
+const DIRECT: usize = super::slab::MAX_CLASS + 1;
 /// Alignment a fresh mapping is known to have: the smallest page size Linux uses.
 const PAGE_ALIGN: usize = 4096;
+
+/// The process's slabs.
+static SLABS: Slabs = Slabs::new();
 
 /// See the module documentation. Install with `#[global_allocator]`.
 pub struct Allocator;
 
-fn is_direct(layout: Layout) -> bool {
-    layout.size() >= DIRECT && layout.align() <= PAGE_ALIGN
+/// Which allocator serves a layout; a block is always freed by the one the same layout picks.
+enum Route {
+    Slab(usize, usize),
+    Direct,
+    System,
+}
+
+fn route(layout: Layout) -> Route {
+    match class_of(layout.size(), layout.align()) {
+        Some((class, slot)) => Route::Slab(class, slot),
+        None if layout.align() <= PAGE_ALIGN => Route::Direct,
+        None => Route::System,
+    }
 }
 
 fn map(size: usize) -> *mut u8 {
@@ -44,40 +60,51 @@ fn map(size: usize) -> *mut u8 {
     mapped.map_or(ptr::null_mut(), |p| p.as_ptr().cast())
 }
 
-// SAFETY: every block is either the C library's (sizes below DIRECT, or over-aligned ones) or
-// a mapping of exactly `layout.size()` bytes; `is_direct` on the layout, which callers must
+// SAFETY: every block is a slab slot of the class `route` gives for its layout, a mapping of
+// exactly `layout.size()` bytes, or the C library's; `route` on the layout, which callers must
 // pass back unchanged, tells which, so each block is freed by the allocator that made it.
-// Mappings are page-aligned, which satisfies every alignment `is_direct` accepts, and zero-
-// filled, as `alloc_zeroed` requires.
+// Slots are aligned as `class_of` promises for the layout, mappings are page-aligned (every
+// alignment `Route::Direct` takes), and both are zero where `alloc_zeroed` says so.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if is_direct(layout) {
-            map(layout.size())
-        } else {
+        match route(layout) {
+            Route::Slab(class, slot) => SLABS.alloc(class, slot).map_or(ptr::null_mut(), |b| b.ptr),
+            Route::Direct => map(layout.size()),
             // SAFETY: forwarded with the caller's guarantees.
-            unsafe { System.alloc(layout) }
+            Route::System => unsafe { System.alloc(layout) },
         }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if is_direct(layout) {
-            map(layout.size())
-        } else {
+        match route(layout) {
+            Route::Slab(class, slot) => match SLABS.alloc(class, slot) {
+                Some(b) if b.zero => b.ptr,
+                Some(b) => {
+                    // SAFETY: the slot has `slot` >= `layout.size()` bytes and is ours.
+                    unsafe { b.ptr.write_bytes(0, layout.size()) };
+                    b.ptr
+                }
+                None => ptr::null_mut(),
+            },
+            Route::Direct => map(layout.size()),
             // SAFETY: forwarded with the caller's guarantees.
-            unsafe { System.alloc_zeroed(layout) }
+            Route::System => unsafe { System.alloc_zeroed(layout) },
         }
     }
 
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        if is_direct(layout) {
-            if let Some(p) = NonNull::new(block) {
-                // SAFETY: `block` is a mapping of `layout.size()` bytes made by `map` (the
-                // caller passes the layout it allocated with) and nothing uses it any more.
-                let _ = unsafe { munmap(p.cast(), layout.size()) };
+        match route(layout) {
+            // SAFETY: `block` was allocated with this layout, so from this class's slabs.
+            Route::Slab(class, _) => unsafe { SLABS.free(block, class) },
+            Route::Direct => {
+                if let Some(p) = NonNull::new(block) {
+                    // SAFETY: `block` is a mapping of `layout.size()` bytes made by `map` (the
+                    // caller passes the layout it allocated with) and nothing uses it any more.
+                    let _ = unsafe { munmap(p.cast(), layout.size()) };
+                }
             }
-        } else {
             // SAFETY: forwarded with the caller's guarantees.
-            unsafe { System.dealloc(block, layout) }
+            Route::System => unsafe { System.dealloc(block, layout) },
         }
     }
 
@@ -85,11 +112,16 @@ unsafe impl GlobalAlloc for Allocator {
         // SAFETY: the caller guarantees that `new_size`, rounded up to `layout.align()`, does
         // not overflow, which is what this constructor requires.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if !is_direct(layout) && !is_direct(new_layout) {
-            // SAFETY: forwarded with the caller's guarantees; both sizes are the C library's.
-            return unsafe { System.realloc(block, layout, new_size) };
+        match (route(layout), route(new_layout)) {
+            // The same slot size: the block already has room (or shrinks in place).
+            (Route::Slab(a, _), Route::Slab(b, _)) if a == b => return block,
+            (Route::System, Route::System) => {
+                // SAFETY: forwarded with the caller's guarantees; both are the C library's.
+                return unsafe { System.realloc(block, layout, new_size) };
+            }
+            _ => {}
         }
-        // One side is a mapping: move the bytes between the two allocators.
+        // Another class or allocator: move the bytes.
         // SAFETY: `new_layout` has a non-zero size (realloc's contract).
         let moved = unsafe { self.alloc(new_layout) };
         if !moved.is_null() {
@@ -234,20 +266,49 @@ mod tests {
     }
 
     #[test]
-    fn over_aligned_and_small_blocks_go_to_the_c_library() {
-        assert!(!is_direct(
-            Layout::from_size_align(DIRECT, 2 * PAGE_ALIGN).unwrap()
-        ));
-        assert!(!is_direct(layout(DIRECT - 1)));
-        assert!(is_direct(layout(DIRECT)));
+    fn blocks_go_to_slabs_mappings_or_the_c_library_by_size_and_alignment() {
+        let routes = |size: usize, align: usize| match route(
+            Layout::from_size_align(size, align).unwrap(),
+        ) {
+            Route::Slab(..) => "slab",
+            Route::Direct => "direct",
+            Route::System => "system",
+        };
+        assert_eq!(routes(1, 1), "slab");
+        assert_eq!(routes(DIRECT - 1, 8), "slab");
+        assert_eq!(routes(DIRECT, 8), "direct");
+        assert_eq!(routes(100, PAGE_ALIGN), "slab");
+        assert_eq!(routes(DIRECT, PAGE_ALIGN), "direct");
+        assert_eq!(routes(100, 2 * PAGE_ALIGN), "system");
         let a = Allocator;
-        let l = Layout::from_size_align(DIRECT, 2 * PAGE_ALIGN).unwrap();
-        // SAFETY: (test) freed with the layout it was allocated with.
+        for l in [
+            Layout::from_size_align(DIRECT, 2 * PAGE_ALIGN).unwrap(),
+            Layout::from_size_align(100, 256).unwrap(),
+            layout(2600),
+        ] {
+            // SAFETY: (test) freed with the layout it was allocated with.
+            unsafe {
+                let p = a.alloc(l);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % l.align(), 0);
+                p.write_bytes(1, l.size());
+                a.dealloc(p, l);
+            }
+        }
+    }
+
+    #[test]
+    fn zeroed_slab_blocks_are_zero_after_reuse() {
+        let a = Allocator;
+        let l = layout(700);
+        // SAFETY: (test) each block used within its size and freed with its layout.
         unsafe {
             let p = a.alloc(l);
-            assert!(!p.is_null());
-            assert_eq!(p as usize % (2 * PAGE_ALIGN), 0);
+            p.write_bytes(0xff, 700);
             a.dealloc(p, l);
+            let q = a.alloc_zeroed(l);
+            assert!(std::slice::from_raw_parts(q, 700).iter().all(|&b| b == 0));
+            a.dealloc(q, l);
         }
     }
 }

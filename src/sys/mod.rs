@@ -22,6 +22,7 @@ pub mod ports;
 mod process;
 mod random;
 mod redir;
+mod slab;
 
 pub use alloc::{release_pages, zeroed_bytes, Allocator};
 pub use net::{
