@@ -361,25 +361,41 @@ impl Parser<'_> {
 
 /// Whether miniserde's `significand as f64 * 1e{exponent}` overflows. Below 10^289 it cannot
 /// (a u64 is below 1.85e19, and f64::MAX is 1.797e308), past 10^308 it always does (for a
-/// non-zero significand); in between it multiplies as miniserde did, by its correctly rounded
-/// powers of ten.
+/// non-zero significand); in between it does from a threshold on (both roundings are monotonic),
+/// which a test checks against the float product. (Integers: no soft-float code on MIPS.)
 fn infinite(significand: u64, exponent: i32) -> bool {
-    #[allow(clippy::excessive_precision)]
-    const POW10_FROM_289: [f64; 20] = [
-        1e289, 1e290, 1e291, 1e292, 1e293, 1e294, 1e295, 1e296, 1e297, 1e298, //
-        1e299, 1e300, 1e301, 1e302, 1e303, 1e304, 1e305, 1e306, 1e307, 1e308,
-    ];
     if significand == 0 || exponent < 289 {
         return false;
     }
-    let Some(pow) = usize::try_from(exponent - 289)
+    usize::try_from(exponent - 289)
         .ok()
-        .and_then(|i| POW10_FROM_289.get(i))
-    else {
-        return true;
-    };
-    (significand as f64 * pow).is_infinite()
+        .and_then(|i| FIRST_INFINITE.get(i))
+        .is_none_or(|&first| significand >= first)
 }
+
+/// For 10^289 … 10^308: the least significand whose product with it is infinite.
+const FIRST_INFINITE: [u64; 20] = [
+    17_976_931_348_623_156_225,
+    1_797_693_134_862_315_649,
+    179_769_313_486_231_600,
+    17_976_931_348_623_158,
+    1_797_693_134_862_316,
+    179_769_313_486_232,
+    17_976_931_348_624,
+    1_797_693_134_863,
+    179_769_313_487,
+    17_976_931_349,
+    1_797_693_135,
+    179_769_314,
+    17_976_932,
+    1_797_694,
+    179_770,
+    17_977,
+    1_798,
+    180,
+    18,
+    2,
+];
 
 #[cfg(test)]
 mod tests {
@@ -556,6 +572,15 @@ mod tests {
             )])]))
         );
         assert_eq!(parse(&"[".repeat(1 << 20)), None);
+    }
+
+    #[test]
+    fn overflow_thresholds_are_miniserdes() {
+        for (i, &first) in FIRST_INFINITE.iter().enumerate() {
+            let pow: f64 = format!("1e{}", 289 + i).parse().unwrap();
+            assert!((first as f64 * pow).is_infinite(), "1e{}", 289 + i);
+            assert!(!((first - 1) as f64 * pow).is_infinite(), "1e{}", 289 + i);
+        }
     }
 
     #[test]
