@@ -191,18 +191,25 @@ fi
 # static-pie and crashed at start).
 STATIC_FLAGS="-C target-feature=+crt-static -C link-self-contained=no"
 # Router flavour: a panic aborts at once, with no message, no location strings and no unwind
-# tables (nothing unwinds).
+# tables (nothing unwinds); the C library's unwind tables are dropped at link time too
+# (cross/discard-eh-frame.ld).
 SMALL_FLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Cforce-unwind-tables=no"
 # mips: non-PIC code (a static executable needs no PIC; MIPS PIC costs a GOT load and a $gp
 # set-up per call: -11 % size, +15 % ChaCha20 throughput) and no .pdr section (see the script).
-# The path is relative: rustc runs the linker in the package root.
-MIPS_FLAGS="-Crelocation-model=static -Clink-arg=-Wl,-T,cross/mips-discard.ld"
+MIPS_FLAGS="-Crelocation-model=static"
 
 # rustflags_for FLAVOUR TARGET
 rustflags_for() {
-    local flags=$STATIC_FLAGS
-    [[ $1 != debug-panics ]] && flags+=" $SMALL_FLAGS"
-    [[ $TIER3 == *" $2 "* ]] && flags+=" $MIPS_FLAGS"
+    local flags=$STATIC_FLAGS script=
+    [[ $1 != debug-panics ]] && flags+=" $SMALL_FLAGS" script=cross/discard-eh-frame.ld
+    if [[ $TIER3 == *" $2 "* ]]; then
+        flags+=" $MIPS_FLAGS"
+        script=cross/mips-discard.ld
+        [[ $1 != debug-panics ]] && script=cross/mips-router.ld
+    fi
+    # One script per link: zig's linker driver keeps only the last -T. The path is relative:
+    # rustc runs the linker in the package root.
+    [[ -n $script ]] && flags+=" -Clink-arg=-Wl,-T,$script"
     printf '%s' "$flags"
 }
 

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod file;
+mod json;
 mod merge;
 pub mod options;
 pub mod settings;

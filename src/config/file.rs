@@ -7,10 +7,10 @@
 //! `parse_json_config` is pure and total: any text gives `Ok` or `Err`, never a panic (it is a
 //! fuzz target). File reading is separate, in `read_config_file`.
 
+use super::json::{self, Number, Value};
 use super::options::{self, Rule, OPTIONS};
 use super::value::{self, HostPort, IntRule, Secret, Val};
 use super::Transport;
-use miniserde::json::{Number, Value};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -87,8 +87,9 @@ pub fn parse_json_config(text: &str) -> Result<FileConfig, String> {
     if clean.trim().is_empty() {
         return Err("is empty; expected a JSON object such as {\"server\": \"…\", …}".into());
     }
-    let value: Value = miniserde::json::from_str(&clean)
-        .map_err(|_| "is not valid JSON (look for a missing comma, quote or brace)".to_string())?;
+    let value = json::parse(&clean).ok_or_else(|| {
+        "is not valid JSON (look for a missing comma, quote or brace)".to_string()
+    })?;
     let Value::Object(obj) = value else {
         return Err(format!(
             "must be a JSON object {{ … }}, got {}",
@@ -570,6 +571,11 @@ mod tests {
         );
         assert!(err(r#"{"local_port": -1}"#).starts_with("\"local_port\" must be a port"));
         assert!(err(r#"{"local_port": 1.5}"#).starts_with("\"local_port\" must be a port"));
+        // A number that is not an integer is quoted as written.
+        assert_eq!(
+            err(r#"{"local_port": 1.08E3}"#),
+            "\"local_port\" must be a port number (1-65535), got 1.08E3"
+        );
         assert_eq!(
             err(r#"{"fast_open": "yes"}"#),
             "\"fast_open\" must be true or false, got \"yes\""

@@ -59,10 +59,7 @@ impl Poller {
     ) -> io::Result<impl Iterator<Item = Readiness> + 'e> {
         let timeout = match timeout {
             None => EpollTimeout::NONE,
-            Some(t) => {
-                let ms = t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
-                EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
-            }
+            Some(t) => EpollTimeout::try_from(timeout_ms(t)).unwrap_or(EpollTimeout::MAX),
         };
         let n = match self.0.wait(&mut events.0, timeout) {
             Ok(n) => n,
@@ -138,5 +135,37 @@ pub fn read_term_signal(fd: &SignalFd) -> io::Result<&'static str> {
         Some(info) if info.ssi_signo == Signal::SIGCHLD as u32 => Ok("SIGCHLD"),
         Some(_) => Ok("SIGTERM"),
         None => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+/// `t` in milliseconds, rounded up, at most `i32::MAX`. Whole seconds are whole milliseconds, so
+/// only the nanoseconds round up (not `as_nanos().div_ceil(..)`: a u128 division links 2 KB of
+/// compiler-rt into the router binaries).
+fn timeout_ms(t: Duration) -> i32 {
+    let sub_ms = u64::from(t.subsec_nanos().div_ceil(1_000_000));
+    let ms = t.as_secs().saturating_mul(1000).saturating_add(sub_ms);
+    ms.min(i32::MAX as u64) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_to_a_millisecond() {
+        let cases = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_nanos(999_999),
+            Duration::from_millis(1),
+            Duration::new(1, 1),
+            Duration::new(2_147_483, 647_000_000),
+            Duration::new(2_147_483, 647_000_001),
+            Duration::new(u64::MAX, 999_999_999),
+        ];
+        for t in cases {
+            let expected = t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            assert_eq!(timeout_ms(t), expected, "{t:?}");
+        }
     }
 }
