@@ -14,6 +14,7 @@
 //! `lib.rs` lifts that for `sys` alone); clippy rejects any unsafe block here without a
 //! `// SAFETY:` comment.
 
+mod accounts;
 mod alloc;
 pub mod child;
 mod net;

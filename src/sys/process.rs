@@ -5,11 +5,11 @@
 //! Capabilities are set with the raw `capset` system call: OpenWrt has no libcap, and nix does
 //! not wrap it.
 
+use super::accounts::{self, Account};
 use super::{ctx, ctx_hint};
 use nix::errno::Errno;
 use nix::sys::resource::{getrlimit, rlim_t, setrlimit, Resource, RLIM_INFINITY};
-use nix::unistd::{getuid, initgroups, setgid, setuid, Uid, User};
-use std::ffi::CString;
+use nix::unistd::{getuid, setgid, setgroups, setuid, Gid, Uid};
 use std::io;
 
 /// RLIMIT_NOFILE soft limit to `n`, raising the hard limit too when `n` is above it (needs
@@ -107,7 +107,7 @@ pub fn kept_capabilities(
 /// thread of the process; capabilities are per thread, so call it before starting any.
 pub fn run_as(user: &str, keep: &[Capability]) -> io::Result<()> {
     let pw = lookup_user(user)?;
-    if pw.uid == getuid() {
+    if pw.uid == getuid().as_raw() {
         return Ok(());
     }
     if !getuid().is_root() {
@@ -116,18 +116,20 @@ pub fn run_as(user: &str, keep: &[Capability]) -> io::Result<()> {
             format!("cannot run as user {user}: switching users needs root"),
         ));
     }
-    let name = CString::new(pw.name.as_str()).map_err(|_| bad_user(user))?;
     let mask = capability_mask(keep);
     // While we are still root (CAP_SETPCAP): the bounding set is what any later exec can have.
     drop_bounding_except(mask)?;
     // Supplementary groups first: they are root's (e.g. 0) until replaced, and replacing
     // them needs the privilege that setuid is about to drop.
-    initgroups(&name, pw.gid).map_err(|e| ctx(e, format_args!("initgroups for {user}")))?;
-    setgid(pw.gid).map_err(|e| ctx(e, format_args!("setgid to {}", pw.gid)))?;
+    let groups = accounts::groups(&pw.name, pw.gid)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading /etc/group for {user}: {e}")))?;
+    let groups: Vec<Gid> = groups.into_iter().map(Gid::from_raw).collect();
+    setgroups(&groups).map_err(|e| ctx(e, format_args!("setgroups for {user}")))?;
+    setgid(Gid::from_raw(pw.gid)).map_err(|e| ctx(e, format_args!("setgid to {}", pw.gid)))?;
     // Without KEEPCAPS, setuid away from root empties the permitted set, and nothing can
     // bring a capability back.
     set_keepcaps(mask != 0)?;
-    setuid(pw.uid).map_err(|e| ctx(e, format_args!("setuid to {}", pw.uid)))?;
+    setuid(Uid::from_raw(pw.uid)).map_err(|e| ctx(e, format_args!("setuid to {}", pw.uid)))?;
     if mask != 0 {
         set_capabilities(mask)?;
         set_keepcaps(false)?;
@@ -205,18 +207,16 @@ fn set_capabilities(mask: u64) -> io::Result<()> {
         .map_err(|e| ctx(e, format_args!("capset({mask:#x})")))
 }
 
-fn lookup_user(user: &str) -> io::Result<User> {
+fn lookup_user(user: &str) -> io::Result<Account> {
     if user.is_empty() || user.contains('\0') {
         return Err(bad_user(user));
     }
-    let by_name =
-        User::from_name(user).map_err(|e| ctx(e, format_args!("looking up user {user}")))?;
-    let found = match (by_name, user.parse::<u32>()) {
-        (Some(pw), _) => Some(pw),
-        (None, Ok(uid)) => User::from_uid(Uid::from_raw(uid))
-            .map_err(|e| ctx(e, format_args!("looking up uid {uid}")))?,
-        (None, Err(_)) => None,
-    };
+    let found = accounts::lookup(user).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("looking up user {user} in /etc/passwd: {e}"),
+        )
+    })?;
     found.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -326,7 +326,7 @@ mod tests {
     /// this test binary re-executed with only `run_as_child` selected.
     #[test]
     fn run_as_drops_to_nobody() {
-        if !is_root() || User::from_name("nobody").ok().flatten().is_none() {
+        if !is_root() || accounts::lookup("nobody").ok().flatten().is_none() {
             return;
         }
         let out = std::process::Command::new(std::env::current_exe().unwrap())
@@ -352,10 +352,13 @@ mod tests {
         let Ok(user) = std::env::var(CHILD_ENV) else {
             return;
         };
-        let pw = User::from_name(&user).unwrap().unwrap();
+        let pw = accounts::lookup(&user).unwrap().unwrap();
         run_as(&user, &[]).unwrap();
-        assert_eq!((getuid(), nix::unistd::getgid()), (pw.uid, pw.gid));
-        assert_eq!(nix::unistd::geteuid(), pw.uid);
+        assert_eq!(
+            (getuid().as_raw(), nix::unistd::getgid().as_raw()),
+            (pw.uid, pw.gid)
+        );
+        assert_eq!(nix::unistd::geteuid().as_raw(), pw.uid);
         // Root's supplementary groups must be gone.
         let groups = nix::unistd::getgroups().unwrap();
         assert!(
@@ -367,10 +370,10 @@ mod tests {
 
     #[test]
     fn run_as_self_is_a_no_op() {
-        let me = User::from_uid(getuid()).unwrap();
+        let me = accounts::lookup(&getuid().to_string()).unwrap();
         if let Some(me) = me {
             run_as(&me.name, &[]).unwrap();
-            assert_eq!(getuid(), me.uid);
+            assert_eq!(getuid().as_raw(), me.uid);
         }
         // A numeric uid is accepted too, as in libev.
         run_as(&getuid().to_string(), &[]).unwrap();
