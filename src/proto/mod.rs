@@ -29,6 +29,7 @@ pub mod cipher;
 pub mod handshake;
 pub mod replay;
 pub mod socks5;
+pub mod ss2022;
 pub mod tcp;
 pub mod udp;
 

@@ -12,6 +12,9 @@
 //! `chacha20poly1305` and `aes-gcm` crates, only to do the keystream XOR ourselves; why is in
 //! [`keystream`]. The tests check them against those crates on random inputs.
 //!
+//! For Shadowsocks 2022 also AES as a bare block cipher ([`AesBlock`]) and one-chunk BLAKE3
+//! ([`blake3`]).
+//!
 //! Only what Shadowsocks needs: a 16-byte detached tag, no associated data, nonces of the
 //! algorithm's length supplied by the caller.
 #![no_std]
@@ -19,11 +22,15 @@
 
 extern crate alloc;
 
+pub mod blake3;
+mod block;
 mod chacha_poly;
 mod chacha_words;
 mod gcm;
 mod keystream;
 mod poly_words;
+
+pub use block::AesBlock;
 
 use aes::{Aes128, Aes192, Aes256};
 use alloc::boxed::Box;
