@@ -29,8 +29,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use support::openwrt_kit::*;
 use support::topology::*;
 use support::*;
 
@@ -46,75 +46,6 @@ const TUNNEL_PORT: u16 = 5353;
 /// DHCPv6's All_DHCP_Relay_Agents_and_Servers group and server port.
 const DHCP6_GROUP: &str = "ff02::1:2";
 const DHCP6_PORT: u16 = 547;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn files() -> PathBuf {
-    repo().join("openwrt/files")
-}
-
-fn kit() -> PathBuf {
-    std::env::var_os("OPENWRT_KIT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/vendor/openwrt"))
-}
-
-extern "C" {
-    fn geteuid() -> u32;
-    fn if_nametoindex(name: *const std::ffi::c_char) -> u32;
-}
-
-fn require_root() {
-    // SAFETY: plain syscall without arguments.
-    let euid = unsafe { geteuid() };
-    assert_eq!(euid, 0, "needs root: run `sudo bash tests/run-all.sh`");
-}
-
-/// The kit's tools, built once per machine into `$TMPDIR/owrt-kit-out` under the lock the
-/// other OpenWrt tests share.
-fn kit_out() -> &'static Path {
-    static OUT: OnceLock<PathBuf> = OnceLock::new();
-    OUT.get_or_init(|| {
-        let kit = kit();
-        assert!(
-            kit.join("build.sh").is_file(),
-            "the OpenWrt init-script kit is not at {} (set OPENWRT_KIT)",
-            kit.display()
-        );
-        let out = std::env::temp_dir().join("owrt-kit-out");
-        fs::create_dir_all(&out).unwrap();
-        let mut cmd = Command::new("flock");
-        cmd.arg(out.with_extension("lock"))
-            .arg("sh")
-            .arg(kit.join("build.sh"))
-            .arg(&out);
-        let f = run_to_end("kit build.sh", cmd, Duration::from_secs(600));
-        assert!(
-            f.status.success(),
-            "kit build.sh failed: {}\n{}",
-            f.stdout,
-            f.stderr
-        );
-        out
-    })
-}
-
-/// demo/ubus's format (VERB\tOBJECT\tMETHOD\tJSON a line); there is no procd to answer.
-const UBUS: &str = r#"#!/bin/sh
-log=${UBUS_LOG:-/var/run/ubus.log}
-printf '%s\t%s\t%s\t%s\n' "${1:-}" "${2:-}" "${3:-}" "${4:-}" >>"$log"
-case "${1:-} ${2:-} ${3:-}" in
-	"call service list") echo '{ }' ;;
-esac
-exit 0
-"#;
-
-const LOGGER: &str = r#"#!/bin/sh
-[ "$1" != -t ] || shift 2
-echo "$*" >>/var/run/logger.log
-"#;
 
 /// The former package's "forward all" recipe against wan's server: ss_redir for TCP and UDP
 /// on `redir_address` (`::`: both families), ss_tunnel for DNS-like UDP to far's responder, ss_rules diverting
@@ -159,12 +90,6 @@ config ss_rules 'ss_rules'
     )
 }
 
-fn write_exec(path: &Path, body: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, body).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 /// A staged router root: the kit, the init script, the config above, the real ss-rules and
 /// ss-smol, recording ubus and logger.
 struct Root {
@@ -173,13 +98,10 @@ struct Root {
 
 impl Root {
     fn new(tag: &str, redir_address: &str) -> Root {
-        let out = kit_out();
-        let dir = TempDir::new(tag);
-        let r = Root { dir };
-        let mut cmd = Command::new("sh");
-        cmd.arg(kit().join("stage.sh")).arg(r.root()).arg(out);
-        let f = run_to_end("stage.sh", cmd, STEP);
-        assert!(f.status.success(), "stage.sh: {}", f.stderr);
+        let r = Root {
+            dir: TempDir::new(tag),
+        };
+        stage_root(&r.root());
         for (src, dst, mode) in [
             (
                 "shadowsocks-smol.init",
@@ -190,7 +112,7 @@ impl Root {
         ] {
             let to = r.path(dst);
             fs::create_dir_all(to.parent().unwrap()).unwrap();
-            fs::copy(files().join(src), &to).unwrap();
+            fs::copy(openwrt_files().join(src), &to).unwrap();
             fs::set_permissions(&to, fs::Permissions::from_mode(mode)).unwrap();
         }
         fs::write(
@@ -408,11 +330,9 @@ fn udp_seen(lan: &NetNs, target: SocketAddr, tag: &str) -> Result<IpAddr, String
 }
 
 fn ifindex(ns: &NetNs, name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: a NUL-terminated name; the lookup is an ioctl in the thread's namespace.
-    let i = ns.run(|| unsafe { if_nametoindex(c.as_ptr()) });
-    assert_ne!(i, 0, "{}: no interface {name}", ns.name);
-    i
+    // The lookup is an ioctl in the calling thread's namespace.
+    ns.run(|| nix::net::if_::if_nametoindex(name))
+        .unwrap_or_else(|e| panic!("{}: no interface {name}: {e}", ns.name))
 }
 
 /// A DHCPv6-style datagram from lan to ff02::1:2 port 547 on its link must reach a plain

@@ -28,8 +28,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
+use support::openwrt_kit::*;
 use support::*;
 
 const STEP: Duration = Duration::from_secs(60);
@@ -41,72 +41,8 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn files() -> PathBuf {
-    repo().join("openwrt/files")
-}
-
-fn kit() -> PathBuf {
-    std::env::var_os("OPENWRT_KIT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/vendor/openwrt"))
-}
-
-extern "C" {
-    fn geteuid() -> u32;
-}
-
-fn require_root() {
-    // SAFETY: plain syscall without arguments.
-    let euid = unsafe { geteuid() };
-    assert_eq!(
-        euid, 0,
-        "needs root (the kit's run-in-root.sh makes a mount namespace; the binary checks a \
-         network namespace): run `sudo bash tests/run-all.sh`"
-    );
-}
-
-/// The kit's tools, built once per machine into `$TMPDIR/owrt-kit-out` (build.sh is idempotent;
-/// `flock` keeps parallel test processes from building at the same time).
-fn kit_out() -> &'static Path {
-    static OUT: OnceLock<PathBuf> = OnceLock::new();
-    OUT.get_or_init(|| {
-        require_tools(&["busybox", "flock", "unshare", "bash"]);
-        let kit = kit();
-        assert!(
-            kit.join("build.sh").is_file(),
-            "the OpenWrt init-script kit is not at {} (set OPENWRT_KIT)",
-            kit.display()
-        );
-        let out = std::env::temp_dir().join("owrt-kit-out");
-        fs::create_dir_all(&out).unwrap();
-        let mut cmd = Command::new("flock");
-        cmd.arg(out.with_extension("lock"))
-            .arg("sh")
-            .arg(kit.join("build.sh"))
-            .arg(&out);
-        let f = run_to_end("kit build.sh", cmd, Duration::from_secs(600));
-        assert!(
-            f.status.success(),
-            "kit build.sh failed: {}\n{}",
-            f.stdout,
-            f.stderr
-        );
-        out
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Stand-ins installed into the staged root
-
-/// demo/ubus plus an answer to `call service list` from /var/run/ubus-list.json.
-const UBUS: &str = r#"#!/bin/sh
-log=${UBUS_LOG:-/var/run/ubus.log}
-printf '%s\t%s\t%s\t%s\n' "${1:-}" "${2:-}" "${3:-}" "${4:-}" >>"$log"
-case "${1:-} ${2:-} ${3:-}" in
-	"call service list") cat /var/run/ubus-list.json 2>/dev/null || echo '{ }' ;;
-esac
-exit 0
-"#;
 
 /// Records its arguments (separated by \x1f, one call a line); exit status and stderr from
 /// /var/run/ss-rules.rc and /var/run/ss-rules.err when present. Never touches the kernel.
@@ -115,11 +51,6 @@ const SS_RULES: &str = r#"#!/bin/sh
 [ ! -f /var/run/ss-rules.err ] || cat /var/run/ss-rules.err >&2
 [ ! -f /var/run/ss-rules.rc ] || exit "$(cat /var/run/ss-rules.rc)"
 exit 0
-"#;
-
-const LOGGER: &str = r#"#!/bin/sh
-[ "$1" != -t ] || shift 2
-echo "$*" >>/var/run/logger.log
 "#;
 
 /// `resolveip [-t N] NAME`: the addresses after NAME in /etc/test-hosts.
@@ -153,12 +84,6 @@ u.bind((host, port))
 time.sleep(120)
 "#;
 
-fn write_exec(path: &Path, body: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, body).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 /// A staged router root with the service files installed.
 struct Router {
     dir: TempDir,
@@ -168,18 +93,14 @@ struct Router {
 impl Router {
     fn new(tag: &str) -> Router {
         require_root();
-        let out = kit_out();
         let dir = TempDir::new(tag);
         let root = dir.join("root");
-        let mut cmd = Command::new("sh");
-        cmd.arg(kit().join("stage.sh")).arg(&root).arg(out);
-        let f = run_to_end("stage.sh", cmd, STEP);
-        assert!(f.status.success(), "stage.sh: {}", f.stderr);
+        stage_root(&root);
         let r = Router { dir, root };
         let install = |src: &str, dst: &str, mode: u32| {
             let to = r.path(dst);
             fs::create_dir_all(to.parent().unwrap()).unwrap();
-            fs::copy(files().join(src), &to).unwrap();
+            fs::copy(openwrt_files().join(src), &to).unwrap();
             fs::set_permissions(&to, fs::Permissions::from_mode(mode)).unwrap();
         };
         install(
@@ -273,7 +194,7 @@ impl Router {
     fn uci_defaults(&self) -> Finished {
         let script = "etc/uci-defaults/shadowsocks-smol";
         fs::copy(
-            files().join("shadowsocks-smol.uci-defaults"),
+            openwrt_files().join("shadowsocks-smol.uci-defaults"),
             self.path(script),
         )
         .unwrap();
@@ -690,7 +611,7 @@ fn scripts_are_shellcheck_clean_and_parse_under_busybox_ash() {
     require_tools(&["shellcheck", "busybox"]);
     for f in ["shadowsocks-smol.init", "shadowsocks-smol.uci-defaults"] {
         let mut cmd = Command::new("shellcheck");
-        cmd.args(["-s", "sh"]).arg(files().join(f));
+        cmd.args(["-s", "sh"]).arg(openwrt_files().join(f));
         let out = run_to_end("shellcheck", cmd, STEP);
         assert!(
             out.status.success(),
@@ -699,11 +620,11 @@ fn scripts_are_shellcheck_clean_and_parse_under_busybox_ash() {
             out.stderr
         );
         let mut cmd = Command::new("busybox");
-        cmd.args(["sh", "-n"]).arg(files().join(f));
+        cmd.args(["sh", "-n"]).arg(openwrt_files().join(f));
         let out = run_to_end("busybox sh -n", cmd, STEP);
         assert!(out.status.success(), "busybox sh -n {f}: {}", out.stderr);
     }
-    let init = fs::read_to_string(files().join("shadowsocks-smol.init")).unwrap();
+    let init = fs::read_to_string(openwrt_files().join("shadowsocks-smol.init")).unwrap();
     assert!(init.starts_with("#!/bin/sh /etc/rc.common\n"));
     for line in ["USE_PROCD=1", "START=99"] {
         assert!(init.lines().any(|l| l == line), "{line}");
@@ -1224,7 +1145,7 @@ config ss_rules 'ss_rules'
         &r.path("etc/init.d/shadowsocks-libev"),
         "#!/bin/sh\necho \"$*\" >>/var/run/libev-init.log\n",
     );
-    let sample = fs::read(files().join("shadowsocks-smol.config")).unwrap();
+    let sample = fs::read(openwrt_files().join("shadowsocks-smol.config")).unwrap();
     assert_eq!(
         fs::read(r.path("etc/config/shadowsocks-smol")).unwrap(),
         sample

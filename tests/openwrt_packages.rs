@@ -1069,10 +1069,7 @@ const ADMIN_LINE: &str = "\n# changed by the admin\n";
 /// vendored init-script kit, so that the packages' maintainer scripts really run
 /// default_postinst/default_prerm in the offline root (enabling and disabling the service).
 fn stage_base_files(root: &Path) {
-    let kit = std::env::var_os("OPENWRT_KIT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/vendor/openwrt"));
-    let rootfs = kit.join("rootfs");
+    let rootfs = support::openwrt_kit::kit().join("rootfs");
     assert!(
         rootfs.join("lib/functions.sh").is_file(),
         "OpenWrt's base files not found under {} (set OPENWRT_KIT)",
