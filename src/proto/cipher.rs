@@ -305,12 +305,7 @@ mod tests {
     )]
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::proto::hex;
 
     #[test]
     fn evp_bytes_to_key_matches_openssl() {

@@ -50,12 +50,7 @@ const VECTORS: [Vector; 5] = [
     },
 ];
 
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
+use super::hex as unhex;
 
 #[test]
 fn libev_tcp_stream_decodes() {

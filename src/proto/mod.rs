@@ -36,6 +36,20 @@ pub mod udp;
 #[cfg(test)]
 mod golden_tests;
 
+/// Hex text to bytes, for the known-answer tests.
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects
+)]
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 use core::fmt;
 
 /// Why a parser could not produce a value.

@@ -17,12 +17,7 @@ use super::*;
 use crate::proto::address::Address;
 use ss_aead::{AesBlock, Algorithm};
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
+use crate::proto::hex;
 
 const KAT_PSK: &str = "2dcded4f1d0163a649fdf0b03b1dc9bc5d08fda9e1c0904ee69dbe140e5571ee";
 const KAT_SALT: &str = "de814ed15c8bc862389c537433d3feeb6bcf343fcbeaff088a781a3c95936c90";
