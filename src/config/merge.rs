@@ -11,6 +11,7 @@ use super::{cli, file, sip003, Config, Limits, Mode, ServerAddr, ServerOpts, Tra
 use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
+use crate::proto::ss2022::{KeyError, Psk};
 use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -169,6 +170,13 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         (false, true) => Transport::UdpOnly,
         (false, false) => s.transport(Id::TransportMode).unwrap_or_default(),
     };
+    if method.ss2022().is_some() && transport != Transport::TcpOnly {
+        return Err(format!(
+            "UDP with {} (Shadowsocks 2022) is not supported yet: leave out -u/-U (mode \
+             tcp_only)",
+            method.name()
+        ));
+    }
 
     let limits = Limits {
         max_conns: count(s, Id::MaxConns),
@@ -274,6 +282,19 @@ fn master_key(method: Method, s: &Settings) -> Result<MasterKey, String> {
                 .into(),
         );
     };
+    if let Some(m) = method.ss2022() {
+        // The password is the key itself, base64, as shadowsocks-rust takes it.
+        let (text, source) = match cred {
+            Cred::Key(k, source) => (k, source),
+            Cred::Password(p) => (p, s.source(Id::Password)),
+        };
+        let psk = value::decode_base64_key(text.expose())
+            .ok_or(KeyError::NotBase64)
+            .and_then(|bytes| Psk::from_bytes(m, &bytes))
+            .map_err(|e| format!("{source}: {e}"))?;
+        return MasterKey::from_bytes(method, psk.as_bytes())
+            .ok_or_else(|| format!("{source}: not a key for {}", method.name()));
+    }
     match cred {
         Cred::Password(p) => Ok(MasterKey::from_password(method, p.expose().as_bytes())),
         Cred::Key(k, source) => {
@@ -564,7 +585,52 @@ mod tests {
             &["-l", "1", "-s", "h", "-p", "1"],
             Some(r#"{"password": "x", "method": "2022-blake3-aes-128-gcm"}"#),
         );
-        assert!(e.contains("2022"), "{e}");
+        assert!(
+            e.starts_with("\"password\" in config")
+                && e.contains("not a password")
+                && e.contains("head -c 32 /dev/urandom | base64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shadowsocks_2022_keys_are_the_psk_itself() {
+        let base = ["-s", "h", "-p", "1", "-l", "2"];
+        let raw = [0x5au8; 32];
+        let std = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw);
+        for (method, flag) in [
+            ("2022-blake3-aes-256-gcm", "-k"),
+            ("2022-blake3-chacha20-poly1305", "--key"),
+        ] {
+            let c = ok(
+                Mode::Local,
+                &[&base[..], &["-m", method, flag, &std]].concat(),
+                None,
+            );
+            assert_eq!(c.key.as_bytes(), &raw[..], "{method}: no KDF");
+        }
+        let e = err(
+            Mode::Local,
+            &[&base[..], &["-m", "2022-blake3-aes-128-gcm", "-k", &std]].concat(),
+            None,
+        );
+        assert!(
+            e.starts_with(
+                "-k: the key decodes to 32 bytes but 2022-blake3-aes-128-gcm needs \
+                 exactly 16"
+            ) && e.contains("head -c 16 /dev/urandom | base64"),
+            "{e}"
+        );
+        let e = err(
+            Mode::Local,
+            &[
+                &base[..],
+                &["-m", "2022-blake3-aes-256-gcm", "-k", &std, "-u"],
+            ]
+            .concat(),
+            None,
+        );
+        assert!(e.contains("UDP") && e.contains("not supported yet"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod socks5;
 pub mod tunnel;
 
 use crate::proto::address::Address;
-use crate::proto::tcp::Decryptor;
+use crate::proto::stream::Opening;
 use crate::relay::pool::Parked;
 use crate::rt::Async;
 use futures_lite::future;
@@ -50,7 +50,7 @@ pub enum Request {
     Direct {
         target: Box<Address>,
         early: Parked,
-        dec: Box<Decryptor>,
+        dec: Box<Opening>,
     },
 }
 

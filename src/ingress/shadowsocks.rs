@@ -1,7 +1,10 @@
 //! ss-server's front door: AEAD Shadowsocks streams and packets from clients.
 //!
 //! TCP: the salt and the first chunk are read and checked by `proto::handshake`; the target it
-//! names goes to the relay, with the client's first payload. A connection whose first chunk
+//! names goes to the relay, with the client's first payload. Shadowsocks 2022 streams read the
+//! salt and fixed header in one read (`proto::ss2022::tcp`), then the variable header; its salt
+//! is remembered for a minute (a `SaltPool` of bounded size), and a timestamp 30 s off, a
+//! replayed salt or a bad tag are probes like the rest. A connection whose first chunk
 //! does not authenticate (wrong key, random bytes, a replayed salt) gets no answer and no early
 //! close: it is read and discarded until the idle timeout, with one log line, and counts
 //! towards a ban of its source. The cipher state for the reply direction is only built once
@@ -18,9 +21,14 @@ use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::handshake::{Next, Probe, ServerHandshake};
 use crate::proto::replay::ReplayFilter;
+use crate::proto::ss2022::salts::{self, SaltPool};
+use crate::proto::ss2022::stream::StreamOpener;
+use crate::proto::ss2022::tcp::{open_request_fixed, open_request_variable, request_fixed_len};
+use crate::proto::ss2022::{self, Psk};
+use crate::proto::stream::Opening;
 use crate::proto::tcp::HEADER_LEN;
 use crate::proto::{udp, ParseError};
-use crate::relay::pool::{Block, Parked, Pool};
+use crate::relay::pool::{Parked, Pool};
 use crate::rt::{self, Async, Timer};
 use crate::sys::{self, random_salt};
 use futures_lite::{future, AsyncReadExt};
@@ -37,6 +45,8 @@ pub struct Guard {
     /// UDP has a filter of its own: every datagram brings a salt, and at a high packet rate a
     /// shared filter would forget TCP salts within minutes.
     replay_udp: RefCell<ReplayFilter>,
+    /// Shadowsocks 2022 request salts of the last minute.
+    salts: RefCell<SaltPool>,
     ban: RefCell<Ban>,
 }
 
@@ -45,6 +55,7 @@ impl Guard {
         Guard {
             replay: RefCell::new(ReplayFilter::new(replay_capacity)),
             replay_udp: RefCell::new(ReplayFilter::new(replay_capacity / 4)),
+            salts: RefCell::new(SaltPool::new(salts::DEFAULT_CAPACITY)),
             ban: RefCell::new(Ban::new(ban)),
         }
     }
@@ -79,19 +90,20 @@ enum FirstError {
     Probe(Probe),
     /// An authenticated client sent something unusable.
     Request(ParseError),
+    /// An authenticated Shadowsocks 2022 client sent a header that breaks the rules.
+    Request2022(ss2022::Error),
+    /// Too many new Shadowsocks 2022 sessions in the last minute (only key holders count).
+    Busy,
     Io(io::Error),
     Closed,
     TimedOut,
 }
 
-/// The decrypted first chunk, still in the block it arrived in.
+/// The decrypted request: the target, the client's first payload and the ciphertext received
+/// past the request, parked.
 struct First {
     target: Address,
-    block: Block,
-    /// Plaintext after the address: the client's first payload.
-    early: Range<usize>,
-    /// Ciphertext received past the first chunk.
-    rest: Range<usize>,
+    early: Parked,
 }
 
 impl Ingress for Shadowsocks {
@@ -139,6 +151,18 @@ impl Ingress for Shadowsocks {
                     log::warn!("{peer}: bad request header: {e}");
                     return None;
                 }
+                Err(FirstError::Request2022(e)) => {
+                    log::warn!("{peer}: bad request header: {e}");
+                    return None;
+                }
+                Err(FirstError::Busy) => {
+                    log::warn!(
+                        "{peer}: refused: {} new Shadowsocks 2022 sessions in the last minute \
+                         (the most whose salts are remembered)",
+                        salts::DEFAULT_CAPACITY
+                    );
+                    return None;
+                }
                 Err(FirstError::Io(e)) => {
                     log::debug!("{peer}: {e}");
                     return None;
@@ -148,18 +172,13 @@ impl Ingress for Shadowsocks {
                     return None;
                 }
             };
-            let First {
-                target,
-                block,
-                early,
-                rest,
-            } = first;
+            let First { target, early } = first;
             Some(Inbound {
                 who: format!("{peer} -> {target}"),
                 request: Request::Direct {
                     target: Box::new(target),
-                    early: Parked::new(&self.pool, block, early, rest),
-                    dec: Box::new(hs.into_decryptor()),
+                    early,
+                    dec: Box::new(hs),
                 },
             })
         })
@@ -167,11 +186,27 @@ impl Ingress for Shadowsocks {
 }
 
 impl Shadowsocks {
-    /// Reads until the first chunk authenticates and names a target.
+    /// Reads until the request authenticates and names a target.
     async fn read_request(
         &self,
         client: &Async<TcpStream>,
-    ) -> Result<(First, ServerHandshake), FirstError> {
+    ) -> Result<(First, Opening), FirstError> {
+        match self.method.ss2022() {
+            None => self.read_first_chunk(client).await,
+            Some(m) => {
+                // The config checked the key's length.
+                let psk = Psk::from_bytes(m, self.key.as_bytes())
+                    .map_err(|_| FirstError::Probe(Probe::BadTag))?;
+                self.read_request_2022(client, &psk).await
+            }
+        }
+    }
+
+    /// AEAD-2017: reads until the first chunk authenticates and names a target.
+    async fn read_first_chunk(
+        &self,
+        client: &Async<TcpStream>,
+    ) -> Result<(First, Opening), FirstError> {
         let mut hs = ServerHandshake::new(self.method, &self.key);
         // Until the first chunk's length authenticates, read only the salt and the sealed
         // length, into a small buffer: a prober without the key must not hold a pool block.
@@ -194,14 +229,7 @@ impl Shadowsocks {
         // Only a key holder gets here. Even so, take a block only once the whole first chunk is
         // queued, so slow or stalled clients cannot pin the pool while it trickles in.
         // Usually the whole chunk came with the salt: then no SO_RCVLOWAT round trip is needed.
-        let need = hs.element_len();
-        if sys::bytes_queued(client.get_ref()).map_err(FirstError::Io)? < need {
-            let lowat = sys::set_recv_lowat(client.get_ref(), need).is_ok();
-            client.queued(need).await.map_err(FirstError::Io)?;
-            if lowat {
-                let _ = sys::set_recv_lowat(client.get_ref(), 1);
-            }
-        }
+        wait_queued(client, hs.element_len()).await?;
         let mut block = self.pool.take().await;
         let (mut filled, mut start) = (0, 0);
         loop {
@@ -240,16 +268,114 @@ impl Shadowsocks {
                 Some(Ok((target, early))) => {
                     let first = First {
                         target,
-                        block,
-                        early,
-                        rest: start..filled,
+                        early: Parked::new(&self.pool, block, early, start..filled),
                     };
-                    return Ok((first, hs));
+                    return Ok((first, Opening::Aead(hs.into_decryptor())));
                 }
                 Some(Err(e)) => return Err(e),
             }
         }
     }
+}
+
+impl Shadowsocks {
+    /// Shadowsocks 2022: the salt and fixed header in one read into a small buffer, then the
+    /// variable header (target, padding, first payload) once it is all queued.
+    async fn read_request_2022(
+        &self,
+        client: &Async<TcpStream>,
+        psk: &Psk,
+    ) -> Result<(First, Opening), FirstError> {
+        let mut head = [0u8; ss2022::MAX_KEY_LEN + 11 + TAG_LEN];
+        let head = &mut head[..request_fixed_len(psk.method())];
+        (&*client)
+            .read_exact(head)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => FirstError::Closed,
+                _ => FirstError::Io(e),
+            })?;
+        let now = rt::unix_now();
+        let mut fixed = open_request_fixed(psk, head, now, &mut self.guard.salts.borrow_mut())
+            .map_err(|e| match e {
+                ss2022::Error::ClockSkew { timestamp, now } => {
+                    FirstError::Probe(Probe::Timestamp { timestamp, now })
+                }
+                ss2022::Error::Replay => FirstError::Probe(Probe::Replayed),
+                ss2022::Error::SaltPoolFull => FirstError::Busy,
+                _ => FirstError::Probe(Probe::BadTag),
+            })?;
+        // Only a key holder gets here.
+        let need = usize::from(fixed.variable_len) + TAG_LEN;
+        wait_queued(client, need).await?;
+        let bad = |e| match e {
+            ss2022::Error::BadTag => FirstError::Probe(Probe::BadTag),
+            ss2022::Error::Address(why) => FirstError::Request(ParseError::Invalid(why)),
+            e => FirstError::Request2022(e),
+        };
+        if need > crate::relay::pool::BLOCK_SIZE {
+            // A header longer than a block: received into a buffer of its own.
+            let mut jumbo = self.pool.take_jumbo().ok_or(FirstError::Busy)?;
+            let big = jumbo.get_mut(..need).ok_or(FirstError::Busy)?;
+            (&*client)
+                .read_exact(big)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => FirstError::Closed,
+                    _ => FirstError::Io(e),
+                })?;
+            let header = open_request_variable(&mut fixed, big).map_err(bad)?;
+            let early =
+                Parked::early_only(&self.pool, &big[header.payload]).ok_or(FirstError::Busy)?;
+            let first = First {
+                target: header.target,
+                early,
+            };
+            return Ok((
+                first,
+                Opening::Ss2022(StreamOpener::after_request(psk, fixed)),
+            ));
+        }
+        let mut block = self.pool.take().await;
+        let mut filled = 0;
+        while filled < need {
+            match client.try_read_with(|mut s| s.read(&mut block[filled..])) {
+                Ok(0) => return Err(FirstError::Closed),
+                Ok(n) => filled += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    client.readable().await.map_err(FirstError::Io)?
+                }
+                Err(e) => return Err(FirstError::Io(e)),
+            }
+        }
+        let header = open_request_variable(&mut fixed, &mut block[..need]).map_err(bad)?;
+        let first = First {
+            target: header.target,
+            early: Parked::new(&self.pool, block, header.payload, need..filled),
+        };
+        Ok((
+            first,
+            Opening::Ss2022(StreamOpener::after_request(psk, fixed)),
+        ))
+    }
+}
+
+/// Waits until `need` bytes are queued on `client` (SO_RCVLOWAT where it works), so a pool
+/// block is lent only for a request that has wholly arrived.
+async fn wait_queued(client: &Async<TcpStream>, need: usize) -> Result<(), FirstError> {
+    if sys::bytes_queued(client.get_ref()).map_err(FirstError::Io)? < need {
+        let lowat = sys::set_recv_lowat(client.get_ref(), need).is_ok();
+        client.queued(need).await.map_err(FirstError::Io)?;
+        if lowat {
+            let _ = sys::set_recv_lowat(client.get_ref(), 1);
+        }
+    }
+    Ok(())
 }
 
 /// What a handshake step decided, with the early payload's range moved by `at` (where the

@@ -24,9 +24,21 @@ pub enum Method {
     Aes128Gcm,
     Aes192Gcm,
     Aes256Gcm,
+    /// Shadowsocks 2022 (`proto::ss2022`): the key is the PSK itself, and the stream, packets
+    /// and subkeys are that edition's.
+    Ss2022Aes128Gcm,
+    Ss2022Aes256Gcm,
+    Ss2022ChaCha20Poly1305,
 }
 
-/// Every supported method, default first.
+/// The Shadowsocks 2022 methods.
+pub const SS2022_METHODS: [Method; 3] = [
+    Method::Ss2022Aes128Gcm,
+    Method::Ss2022Aes256Gcm,
+    Method::Ss2022ChaCha20Poly1305,
+];
+
+/// Every supported AEAD-2017 method, default first.
 pub const METHODS: [Method; 5] = [
     Method::ChaCha20Poly1305,
     Method::Aes128Gcm,
@@ -65,14 +77,19 @@ const STREAM_CIPHERS: [&str; 21] = [
 pub enum MethodError {
     /// A known but insecure stream cipher.
     Stream(String),
-    /// A Shadowsocks 2022 method (not implemented yet).
+    /// A Shadowsocks 2022 method we do not have (the reduced-round ChaCha ones).
     Ss2022(String),
     Unknown(String),
 }
 
 impl fmt::Display for MethodError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = METHODS.map(Method::name).join(", ");
+        let list = METHODS
+            .iter()
+            .chain(&SS2022_METHODS)
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", ");
         match self {
             MethodError::Stream(n) => write!(
                 f,
@@ -82,7 +99,7 @@ impl fmt::Display for MethodError {
             MethodError::Ss2022(n) => {
                 write!(
                     f,
-                    "method '{n}' (Shadowsocks 2022) is not supported yet; use one of: {list}"
+                    "method '{n}' (Shadowsocks 2022) is not supported; use one of: {list}"
                 )
             }
             MethodError::Unknown(n) => write!(f, "unknown method '{n}'; supported: {list}"),
@@ -93,7 +110,11 @@ impl fmt::Display for MethodError {
 impl Method {
     pub fn from_name(name: &str) -> Result<Method, MethodError> {
         let lower = name.to_ascii_lowercase();
-        if let Some(m) = METHODS.iter().find(|m| m.name() == lower) {
+        if let Some(m) = METHODS
+            .iter()
+            .chain(&SS2022_METHODS)
+            .find(|m| m.name() == lower)
+        {
             return Ok(*m);
         }
         if STREAM_CIPHERS.contains(&lower.as_str()) || lower == "chacha20-ietf" {
@@ -112,6 +133,20 @@ impl Method {
             Method::Aes128Gcm => "aes-128-gcm",
             Method::Aes192Gcm => "aes-192-gcm",
             Method::Aes256Gcm => "aes-256-gcm",
+            Method::Ss2022Aes128Gcm => "2022-blake3-aes-128-gcm",
+            Method::Ss2022Aes256Gcm => "2022-blake3-aes-256-gcm",
+            Method::Ss2022ChaCha20Poly1305 => "2022-blake3-chacha20-poly1305",
+        }
+    }
+
+    /// The Shadowsocks 2022 method this is, if it is one.
+    pub fn ss2022(self) -> Option<crate::proto::ss2022::Method> {
+        use crate::proto::ss2022::Method as M;
+        match self {
+            Method::Ss2022Aes128Gcm => Some(M::Aes128Gcm),
+            Method::Ss2022Aes256Gcm => Some(M::Aes256Gcm),
+            Method::Ss2022ChaCha20Poly1305 => Some(M::ChaCha20Poly1305),
+            _ => None,
         }
     }
 
@@ -121,7 +156,9 @@ impl Method {
             Method::XChaCha20Poly1305 => Algorithm::XChaCha20Poly1305,
             Method::Aes128Gcm => Algorithm::Aes128Gcm,
             Method::Aes192Gcm => Algorithm::Aes192Gcm,
-            Method::Aes256Gcm => Algorithm::Aes256Gcm,
+            Method::Aes256Gcm | Method::Ss2022Aes256Gcm => Algorithm::Aes256Gcm,
+            Method::Ss2022Aes128Gcm => Algorithm::Aes128Gcm,
+            Method::Ss2022ChaCha20Poly1305 => Algorithm::ChaCha20Poly1305,
         }
     }
 
@@ -330,8 +367,12 @@ mod tests {
             Method::from_name("chacha20-ietf"),
             Err(MethodError::Stream(_))
         ));
+        assert_eq!(
+            Method::from_name("2022-BLAKE3-aes-128-gcm"),
+            Ok(Method::Ss2022Aes128Gcm)
+        );
         assert!(matches!(
-            Method::from_name("2022-blake3-aes-128-gcm"),
+            Method::from_name("2022-blake3-chacha8-poly1305"),
             Err(MethodError::Ss2022(_))
         ));
         let msg = Method::from_name("nope").unwrap_err().to_string();

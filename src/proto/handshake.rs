@@ -30,6 +30,9 @@ pub enum Probe {
     BadChunk,
     /// Authenticated, but its salt was seen before: a recorded connection sent again.
     Replayed,
+    /// A Shadowsocks 2022 header stamped more than 30 s from our clock: an old recording sent
+    /// again, or a client whose clock is wrong.
+    Timestamp { timestamp: u64, now: u64 },
 }
 
 impl core::fmt::Display for Probe {
@@ -38,6 +41,13 @@ impl core::fmt::Display for Probe {
             Probe::BadTag => "authentication failed (wrong password or a probe)",
             Probe::BadChunk => "authentication failed (invalid chunk)",
             Probe::Replayed => "replayed salt (a recorded connection sent again)",
+            Probe::Timestamp { timestamp, now } => {
+                return super::Invalid::ClockSkew {
+                    timestamp: *timestamp,
+                    now: *now,
+                }
+                .fmt(f)
+            }
         })
     }
 }

@@ -30,6 +30,7 @@ pub mod handshake;
 pub mod replay;
 pub mod socks5;
 pub mod ss2022;
+pub mod stream;
 pub mod tcp;
 pub mod udp;
 
@@ -78,6 +79,15 @@ pub enum Invalid {
     BadTag,
     /// A packet shorter than salt + tag.
     ShortPacket,
+    /// A Shadowsocks 2022 header of the other side's type.
+    HeaderType(u8),
+    /// A Shadowsocks 2022 header stamped more than 30 s from our clock.
+    ClockSkew {
+        timestamp: u64,
+        now: u64,
+    },
+    /// A Shadowsocks 2022 response that answers another request.
+    SaltMismatch,
 }
 
 impl fmt::Display for Invalid {
@@ -98,6 +108,19 @@ impl fmt::Display for Invalid {
                 f.write_str("authentication failed (wrong password or corrupted data)")
             }
             Invalid::ShortPacket => f.write_str("packet too short"),
+            Invalid::HeaderType(t) => write!(f, "Shadowsocks 2022 header of type {t}"),
+            Invalid::ClockSkew { timestamp, now } => write!(
+                f,
+                "header timestamp is {} s {} our clock (clock skew? both ends need the time \
+                 within 30 s: check NTP; or a replay)",
+                timestamp.abs_diff(now),
+                if timestamp > now {
+                    "ahead of"
+                } else {
+                    "behind"
+                }
+            ),
+            Invalid::SaltMismatch => f.write_str("response to another request (salt mismatch)"),
         }
     }
 }

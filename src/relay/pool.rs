@@ -26,6 +26,8 @@ pub struct Pool {
     low_water: Cell<usize>,
     /// The free blocks below this depth have had their pages released.
     released_below: Cell<usize>,
+    /// Idle jumbo buffers (see [`Pool::take_jumbo`]).
+    jumbos: RefCell<Vec<Box<[u8]>>>,
 }
 
 impl Pool {
@@ -59,6 +61,7 @@ impl Pool {
             low_water: Cell::new(blocks),
             // Never touched yet, so nothing to release.
             released_below: Cell::new(blocks),
+            jumbos: RefCell::new(Vec::new()),
         }))
     }
 
@@ -97,6 +100,7 @@ impl Pool {
         }
         self.released_below.set(self.released_below.get().max(cold));
         self.low_water.set(free.len());
+        self.jumbos.borrow_mut().clear();
         cold - from
     }
 
@@ -129,6 +133,64 @@ impl Pool {
             bytes: parts.concat().into_boxed_slice(),
             pool: Rc::clone(self),
         })
+    }
+}
+
+/// A buffer for one element longer than a block: a Shadowsocks 2022 chunk or request header
+/// (0xFFFF bytes of payload and a tag).
+pub const JUMBO_LEN: usize = 0xFFFF + 16;
+/// Idle jumbo buffers kept for reuse (a stream of 64 KiB chunks takes one per chunk).
+const JUMBOS_KEPT: usize = 4;
+
+impl Pool {
+    /// A [`JUMBO_LEN`] buffer charged to the spill budget; `None` while the budget is spent.
+    /// Returned buffers are kept for the next one until [`Pool::trim`].
+    pub fn take_jumbo(self: &Rc<Self>) -> Option<Jumbo> {
+        let left = self.spill_left.get();
+        if JUMBO_LEN > left {
+            return None;
+        }
+        self.spill_left.set(left - JUMBO_LEN);
+        let buf = self
+            .jumbos
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0u8; JUMBO_LEN].into_boxed_slice());
+        Some(Jumbo {
+            buf: Some(buf),
+            pool: Rc::clone(self),
+        })
+    }
+}
+
+/// A jumbo buffer; goes back to the pool's few kept ones (and its budget) when dropped.
+pub struct Jumbo {
+    buf: Option<Box<[u8]>>,
+    pool: Rc<Pool>,
+}
+
+impl Deref for Jumbo {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.buf.as_deref().unwrap_or(&[])
+    }
+}
+
+impl DerefMut for Jumbo {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.buf.as_deref_mut().unwrap_or(&mut [])
+    }
+}
+
+impl Drop for Jumbo {
+    fn drop(&mut self) {
+        self.pool
+            .spill_left
+            .set(self.pool.spill_left.get() + JUMBO_LEN);
+        let mut kept = self.pool.jumbos.borrow_mut();
+        if let Some(buf) = self.buf.take().filter(|_| kept.len() < JUMBOS_KEPT) {
+            kept.push(buf);
+        }
     }
 }
 
@@ -189,6 +251,15 @@ impl Parked {
             },
             None => Parked::InBlock { block, early, rest },
         }
+    }
+
+    /// Only a first payload, copied into a spill; `None` when the budget is spent.
+    pub fn early_only(pool: &Rc<Pool>, early: &[u8]) -> Option<Parked> {
+        let bytes = pool.spill(early)?;
+        Some(Parked::Spilled {
+            early: bytes.len(),
+            bytes,
+        })
     }
 
     /// The client's first payload, to write to the target.

@@ -13,8 +13,9 @@
 
 use super::pool::{Block, Pool, Spill, BLOCK_SIZE};
 use super::RelayError;
-use crate::proto::cipher::MAX_SALT_LEN;
-use crate::proto::tcp::{Decryptor, Encryptor, HEADER_LEN, MAX_PAYLOAD, OVERHEAD};
+use crate::proto::cipher::{MAX_SALT_LEN, TAG_LEN};
+use crate::proto::stream::{Opening, Sealing};
+use crate::proto::tcp::{HEADER_LEN, MAX_PAYLOAD, OVERHEAD};
 use crate::proto::ParseError;
 use crate::rt::{self, Async, Timer};
 use futures_lite::future;
@@ -84,12 +85,22 @@ const SEALED_CHUNK: usize = OVERHEAD + SEAL_PAYLOAD;
 const fn chunk_at(i: usize) -> usize {
     2 + MAX_SALT_LEN + i * SEALED_CHUNK
 }
-const _: () =
-    assert!(SEALED_CHUNK.is_multiple_of(4) && (chunk_at(0) + HEADER_LEN).is_multiple_of(4));
+const _: () = assert!(SEALED_CHUNK.is_multiple_of(4) && SLOT0_PAYLOAD.is_multiple_of(4));
+
+/// Where slot 0's payload starts, and where it ends.
+const SLOT0_PAYLOAD: usize = chunk_at(0) + HEADER_LEN;
+const SLOT0_END: usize = SLOT0_PAYLOAD + SEAL_PAYLOAD;
+
+/// Where slot 0's payload starts in the block that carries a stream's first frame: after the
+/// salt and the first header (a Shadowsocks 2022 header is longer than a chunk's length field,
+/// so slot 0 is shorter then), 4-byte aligned.
+fn first_payload_at(enc: &Sealing) -> usize {
+    enc.first_len().next_multiple_of(4).max(SLOT0_PAYLOAD)
+}
 
 /// Where received ciphertext is placed in a block: so that the next chunk's payload starts
 /// 4-byte aligned (see [`SEAL_PAYLOAD`]).
-fn receive_at(dec: &Decryptor) -> usize {
+fn receive_at(dec: &Opening) -> usize {
     (4 - dec.payload_offset() % 4) % 4
 }
 
@@ -126,24 +137,29 @@ impl Default for Activity {
     }
 }
 
-/// Seals `plain_len` bytes of plaintext sitting in the payload slots of `block` into chunks,
-/// and returns the range to send (salt included when `with_salt`). On error nothing in the
-/// block may be sent.
+/// Seals `plain_len` bytes of plaintext sitting in the payload slots of `block` (slot 0's
+/// from `at`) into chunks, and returns the range to send: the stream's first frame, salt and
+/// header included, when `first`. On error nothing in the block may be sent.
 fn seal_block(
-    enc: &mut Encryptor,
+    enc: &mut Sealing,
     block: &mut [u8],
+    at: usize,
     plain_len: usize,
-    with_salt: bool,
+    first: bool,
 ) -> Result<(usize, usize), RelayError> {
-    let mut start = chunk_at(0);
-    if with_salt {
-        let salt = enc.salt();
-        start -= salt.len();
-        block[start..chunk_at(0)].copy_from_slice(salt);
-    }
-    let mut end = start;
-    let mut left = plain_len;
-    let mut i = 0;
+    let len0 = plain_len.min(SLOT0_END - at);
+    let (start, sealed) = if first {
+        let start = at - enc.first_len();
+        let frame = &mut block[start..at + len0 + TAG_LEN];
+        (start, enc.seal_first(frame, rt::unix_now()))
+    } else {
+        let frame = &mut block[chunk_at(0)..at + len0 + TAG_LEN];
+        (chunk_at(0), enc.seal_chunk(frame))
+    };
+    sealed.map_err(RelayError::Seal)?;
+    let mut end = at + len0 + TAG_LEN;
+    let mut left = plain_len - len0;
+    let mut i = 1;
     while left > 0 {
         let len = left.min(SEAL_PAYLOAD);
         let frame = &mut block[chunk_at(i)..chunk_at(i) + len + OVERHEAD];
@@ -155,14 +171,18 @@ fn seal_block(
     Ok((start, end))
 }
 
-/// Reads into the payload slots of a block, after `skip` bytes already placed in slot 0.
-fn read_into_slots(src: &TcpStream, block: &mut [u8], skip: usize) -> io::Result<usize> {
+/// Reads into the payload slots of a block, slot 0 from `at`.
+fn read_into_slots(src: &TcpStream, block: &mut [u8], at: usize) -> io::Result<usize> {
     let (slot0, rest) = block.split_at_mut(chunk_at(1));
-    let slot0 =
-        &mut slot0[chunk_at(0) + HEADER_LEN + skip..chunk_at(0) + HEADER_LEN + SEAL_PAYLOAD];
+    let slot0 = &mut slot0[at..SLOT0_END];
     let slot1 = &mut rest[HEADER_LEN..HEADER_LEN + SEAL_PAYLOAD];
     let mut src = src;
     src.read_vectored(&mut [IoSliceMut::new(slot0), IoSliceMut::new(slot1)])
+}
+
+/// Bytes [`read_into_slots`] can read from `at`.
+fn slots_room(at: usize) -> usize {
+    SLOT0_END - at + SEAL_PAYLOAD
 }
 
 // readv fills slot 0 completely before slot 1, which is exactly the SEAL_PAYLOAD chunking
@@ -189,7 +209,7 @@ pub struct Pending {
 pub fn encrypt_pump<'a>(
     src: &'a Async<TcpStream>,
     dst: &'a Async<TcpStream>,
-    enc: &'a mut Encryptor,
+    enc: &'a mut Sealing,
     sent: &'a mut bool,
     first: Option<FirstWrite<'a>>,
     pool: &'a Rc<Pool>,
@@ -200,7 +220,10 @@ pub fn encrypt_pump<'a>(
         if let Some(first) = first {
             // The wait ends with data, with EOF, or at the deadline.
             let mut deadline = Timer::after(first.wait);
-            let skip = first.prefix.len().min(SEAL_PAYLOAD);
+            let payload_at = first_payload_at(enc);
+            // An address is at most 262 bytes: never cut in practice.
+            let prefix = &first.prefix[..first.prefix.len().min(SEAL_PAYLOAD / 2)];
+            let skip = prefix.len() + enc.first_gap();
             let (mut block, n, eof) = loop {
                 let ready = future::or(async { src.readable().await.map(|()| true) }, async {
                     (&mut deadline).await;
@@ -212,10 +235,10 @@ pub fn encrypt_pump<'a>(
                 if !ready {
                     break (block, 0, false);
                 }
-                match src.try_read_with(|s| read_into_slots(s, &mut block, skip)) {
+                match src.try_read_with(|s| read_into_slots(s, &mut block, payload_at + skip)) {
                     Ok(0) => break (block, 0, true),
                     Ok(n) => {
-                        if n < 2 * SEAL_PAYLOAD - skip {
+                        if n < slots_room(payload_at + skip) {
                             src.drained();
                         }
                         break (block, n, false);
@@ -226,10 +249,10 @@ pub fn encrypt_pump<'a>(
                     Err(e) => return Err(RelayError::PlainIo(e)),
                 }
             };
-            block[chunk_at(0) + HEADER_LEN..chunk_at(0) + HEADER_LEN + skip]
-                .copy_from_slice(&first.prefix[..skip]);
+            block[payload_at..payload_at + prefix.len()].copy_from_slice(prefix);
             if skip + n > 0 {
-                let (start, end) = seal_block(enc, &mut block, skip + n, true)?;
+                let len = enc.fill_gap(&mut block[payload_at..SLOT0_END], skip, n);
+                let (start, end) = seal_block(enc, &mut block, payload_at, len, true)?;
                 salt_sent = true;
                 *sent = n > 0;
                 send(dst, block, start..end, pool)
@@ -246,7 +269,12 @@ pub fn encrypt_pump<'a>(
         loop {
             streak.ready(src).await.map_err(RelayError::PlainIo)?;
             let mut block = pool.take().await;
-            let n = match src.try_read_with(|s| read_into_slots(s, &mut block, 0)) {
+            let at = if salt_sent {
+                SLOT0_PAYLOAD
+            } else {
+                first_payload_at(enc)
+            };
+            let n = match src.try_read_with(|s| read_into_slots(s, &mut block, at)) {
                 Ok(0) => {
                     let _ = dst.get_ref().shutdown(Shutdown::Write);
                     return Ok(());
@@ -259,8 +287,8 @@ pub fn encrypt_pump<'a>(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(RelayError::PlainIo(e)),
             };
-            streak.read(src, n, 2 * SEAL_PAYLOAD);
-            let (start, end) = seal_block(enc, &mut block, n, !salt_sent)?;
+            streak.read(src, n, slots_room(at));
+            let (start, end) = seal_block(enc, &mut block, at, n, !salt_sent)?;
             salt_sent = true;
             *sent = true;
             send(dst, block, start..end, pool)
@@ -280,7 +308,7 @@ pub fn encrypt_pump<'a>(
 pub fn decrypt_pump<'a>(
     src: &'a Async<TcpStream>,
     dst: &'a Async<TcpStream>,
-    dec: &'a mut Decryptor,
+    dec: &'a mut Opening,
     pending: Option<Pending>,
     pool: &'a Rc<Pool>,
     activity: &'a Activity,
@@ -317,6 +345,12 @@ pub fn decrypt_pump<'a>(
                     b
                 }
             };
+            if !fresh && begin + dec.element_len() > block.len() {
+                // A Shadowsocks 2022 chunk longer than a block; rare enough to box.
+                Box::pin(jumbo_chunk(src, dst, dec, block, begin..filled, pool)).await?;
+                activity.touch();
+                continue;
+            }
             if !fresh {
                 let n = match src.try_read_with(|mut s| s.read(&mut block[filled..])) {
                     Ok(n) => n,
@@ -384,6 +418,55 @@ pub fn decrypt_pump<'a>(
     }
 }
 
+/// Receives the rest of an element longer than a block (a Shadowsocks 2022 chunk of up to
+/// 0xFFFF + 16 bytes), whose first bytes are `block[partial]`, into a buffer of its own from
+/// the spill budget (waiting while that is spent), opens it there and writes its plaintext.
+/// Peers such as shadowsocks-rust send 64 KiB chunks while streaming: this is their data path.
+async fn jumbo_chunk(
+    src: &Async<TcpStream>,
+    dst: &Async<TcpStream>,
+    dec: &mut Opening,
+    block: Block,
+    partial: Range<usize>,
+    pool: &Rc<Pool>,
+) -> Result<(), RelayError> {
+    let need = dec.element_len();
+    let mut big = loop {
+        match pool.take_jumbo() {
+            Some(b) => break b,
+            None => Timer::after(Duration::from_millis(50)).await,
+        };
+    };
+    let Some(big) = big.get_mut(..need) else {
+        return Err(RelayError::Truncated);
+    };
+    let mut have = partial.len();
+    big[..have].copy_from_slice(&block[partial]);
+    drop(block);
+    while have < need {
+        match src.try_read_with(|mut s| s.read(&mut big[have..need])) {
+            Ok(0) => return Err(RelayError::Truncated),
+            Ok(n) => have += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                src.readable().await.map_err(RelayError::SealedIo)?
+            }
+            Err(e) => return Err(RelayError::SealedIo(e)),
+        }
+    }
+    let step = dec.decode(big).map_err(|e| match e {
+        ParseError::Invalid(why) => RelayError::Sealed(why),
+        ParseError::NeedMore(_) => RelayError::Truncated,
+    })?;
+    dst.write_all(&big[step.plain])
+        .await
+        .map_err(RelayError::PlainIo)
+}
+
 /// What [`open_and_write`] left to do.
 enum Opened {
     /// All plaintext was written; the partial element's ciphertext is at `.0` in the block.
@@ -406,12 +489,15 @@ enum Opened {
 /// the socket takes at once. Not async, so that its working state (the runs, the slices to
 /// spill) is never kept in the connection's future.
 fn open_and_write(
-    dec: &mut Decryptor,
+    dec: &mut Opening,
     dst: &Async<TcpStream>,
     block: &mut Block,
     received: Range<usize>,
     pool: &Rc<Pool>,
 ) -> Result<Opened, RelayError> {
+    if dec.needs_clock() {
+        dec.set_clock(rt::unix_now());
+    }
     let mut runs = Runs::default();
     let mut start = received.start;
     loop {
@@ -588,8 +674,8 @@ fn send<'a>(
 /// Both halves of one connection's cipher state, boxed once per connection: futures store
 /// what they own by value more than once, a pointer only costs 8 bytes each time.
 pub struct Ciphers {
-    pub enc: Encryptor,
-    pub dec: Decryptor,
+    pub enc: Sealing,
+    pub dec: Opening,
     /// Set once data read from the plain side was sent sealed (not just a target address).
     pub sent: bool,
 }
@@ -664,16 +750,18 @@ mod tests {
     #[test]
     fn seal_block_propagates_a_seal_failure() {
         use crate::proto::cipher::{MasterKey, Method};
+        use crate::proto::tcp::Encryptor;
         use crate::proto::SealError;
         let m = Method::ChaCha20Poly1305;
         let key = MasterKey::from_password(m, b"k");
         let mut block = vec![0u8; BLOCK_SIZE];
-        let mut good = Encryptor::new(m, &key, &[3; 32]);
-        let (start, end) = seal_block(&mut good, &mut block, 10, true).unwrap();
+        let mut good = Sealing::Aead(Encryptor::new(m, &key, &[3; 32]));
+        let at = first_payload_at(&good);
+        let (start, end) = seal_block(&mut good, &mut block, at, 10, true).unwrap();
         assert_eq!(end - start, 32 + 10 + OVERHEAD);
-        let mut short = Encryptor::new(m, &key, &[3; 16]);
+        let mut short = Sealing::Aead(Encryptor::new(m, &key, &[3; 16]));
         assert!(matches!(
-            seal_block(&mut short, &mut block, 10, true),
+            seal_block(&mut short, &mut block, at, 10, true),
             Err(RelayError::Seal(SealError::ShortSalt))
         ));
     }

@@ -149,6 +149,14 @@ pub fn now() -> Instant {
         .unwrap_or_else(Instant::now)
 }
 
+/// Wall-clock time in unix seconds (0 for a clock before 1970): what Shadowsocks 2022 stamps
+/// its headers with. Read when needed, not cached: it can jump when NTP sets it.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Reactor {
     fn register(&self) -> Rc<Source> {
         let mut slab = self.sources.borrow_mut();

@@ -14,7 +14,7 @@ use super::{Context, Far, HANDSHAKES_PER_SOURCE};
 use crate::ingress::{Handshake, Inbound, Ingress, Prefix, Request};
 use crate::policy::handshakes::{Evicted, Ripe};
 use crate::proto::cipher::MAX_SALT_LEN;
-use crate::proto::tcp::{Decryptor, Encryptor};
+use crate::proto::stream::{Opening, Sealing};
 use crate::relay::connect::Upstream;
 use crate::relay::tcp::{relay, Ciphers, FirstWrite, Pending};
 use crate::relay::RelayError;
@@ -276,11 +276,7 @@ async fn open(
                 log::debug!("{who}: {e}");
                 return None;
             }
-            let ciphers = Box::new(Ciphers {
-                enc: encryptor(ctx, &who)?,
-                dec: Decryptor::new(ctx.method, &ctx.key),
-                sent: false,
-            });
+            let ciphers = Box::new(client_ciphers(ctx, &who)?);
             Some(Opened {
                 far,
                 ciphers,
@@ -307,7 +303,10 @@ async fn open(
             let pending = early.into_pending(&ctx.pool).await;
             // Built only now: a peer that never authenticated costs no cipher state.
             let ciphers = Box::new(Ciphers {
-                enc: encryptor(ctx, &who)?,
+                enc: sealing(
+                    Sealing::server(ctx.method, &ctx.key, &salt(&who)?, &dec),
+                    &who,
+                )?,
                 dec: *dec,
                 sent: false,
             });
@@ -344,20 +343,48 @@ async fn connect_server(
     }
 }
 
-/// The sealing half for one connection, under a fresh salt.
-fn encryptor(ctx: &Context, who: &str) -> Option<Encryptor> {
+/// A fresh salt for the connection `who`.
+fn salt(who: &str) -> Option<[u8; MAX_SALT_LEN]> {
     let mut salt = [0u8; MAX_SALT_LEN];
     if let Err(e) = random_salt(&mut salt) {
         log::error!("{who}: the system random number generator failed: {e}");
         return None;
     }
-    Some(Encryptor::new(ctx.method, &ctx.key, &salt))
+    Some(salt)
+}
+
+/// A sealing half that could be made (only a key of the wrong length, which the config
+/// refuses, cannot).
+fn sealing(enc: Option<Sealing>, who: &str) -> Option<Sealing> {
+    if enc.is_none() {
+        log::error!("{who}: no cipher state for this method and key");
+    }
+    enc
+}
+
+/// A client mode's cipher state for one connection, under a fresh salt.
+fn client_ciphers(ctx: &Context, who: &str) -> Option<Ciphers> {
+    let salt = salt(who)?;
+    // The length of a Shadowsocks 2022 request's padding, if it has no data to carry.
+    let mut padding = [0u8; 2];
+    if let Err(e) = random_salt(&mut padding) {
+        log::error!("{who}: the system random number generator failed: {e}");
+        return None;
+    }
+    let padding = u16::from_le_bytes(padding);
+    let enc = sealing(Sealing::client(ctx.method, &ctx.key, &salt, padding), who)?;
+    let dec = Opening::client(ctx.method, &ctx.key, &enc)?;
+    Some(Ciphers {
+        enc,
+        dec,
+        sent: false,
+    })
 }
 
 /// A server that takes a client's data and never answers (closes or goes quiet) is most often
 /// one with another password or method: say so once, until a server answers again.
 fn hint_silent_server(ctx: &Context, open: &Opened, result: &Result<(), RelayError>) {
-    let answered = open.ciphers.dec.salt().is_some();
+    let answered = open.ciphers.dec.answered();
     if answered {
         ctx.hinted.set(false);
         return;

@@ -1,7 +1,6 @@
 //! Shadowsocks 2022 (SIP022): methods, pre-shared keys, the session-subkey schedule and the
 //! errors of its decoders. Sans-IO like the rest of `proto`: no clock (callers pass `now`, unix
 //! seconds), no randomness (callers pass salts, nonces and padding lengths), no sockets.
-//! Not wired into any mode yet.
 //!
 //! ```text
 //! method                          PSK = salt   TCP AEAD            UDP
@@ -15,10 +14,12 @@
 //! TCP nonce      = 12-byte little-endian counter from 0, +1 after every seal or open
 //! ```
 //!
-//! [`tcp`] has the stream headers and chunks, [`udp`] the packets, [`salts`] the server's
+//! [`tcp`] has the stream headers and chunks, [`stream`] the two halves of a stream as the
+//! relay drives them, [`udp`] the packets, [`salts`] the server's
 //! salt store and [`window`] the per-session packet-id filter.
 
 pub mod salts;
+pub mod stream;
 pub mod tcp;
 pub mod udp;
 pub mod window;
@@ -111,9 +112,9 @@ impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyError::NotBase64 => f.write_str(
-                "the key of a Shadowsocks 2022 method must be base64 (standard alphabet, \
-                 with padding) of random bytes, not a password; make one with \
-                 `head -c 32 /dev/urandom | base64` (16 bytes for 2022-blake3-aes-128-gcm)",
+                "the key of a Shadowsocks 2022 method is base64 of random bytes, not a \
+                 password; make one with `head -c 32 /dev/urandom | base64` (16 bytes for \
+                 2022-blake3-aes-128-gcm)",
             ),
             KeyError::WrongLength { method, got, want } => write!(
                 f,

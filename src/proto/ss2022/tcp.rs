@@ -105,36 +105,15 @@ pub fn seal_request(
     out: &mut [u8],
 ) -> Result<(usize, Sealer), SealError> {
     let method = psk.method();
-    let var_len = variable_len(target, padding, payload.len())
-        .ok_or(SealError::FrameLength(payload.len()))?;
     if padding > MAX_PADDING || (padding == 0 && payload.is_empty()) {
         return Err(SealError::FrameLength(payload.len()));
     }
     let total = request_len(method, target, padding, payload.len()).ok_or(SealError::NoRoom)?;
     let out = out.get_mut(..total).ok_or(SealError::NoRoom)?;
-    let salt = salt.get(..method.salt_len()).ok_or(SealError::ShortSalt)?;
-    let (salt_out, rest) = out
-        .split_at_mut_checked(salt.len())
+    let (_, rest) = out
+        .split_at_mut_checked(request_fixed_len(method))
         .ok_or(SealError::NoRoom)?;
-    salt_out.copy_from_slice(salt);
-    let mut stream = Stream::new(psk, salt);
-
-    let (fixed, rest) = rest
-        .split_first_chunk_mut::<REQUEST_FIXED_LEN>()
-        .ok_or(SealError::NoRoom)?;
-    let (fixed_tag, rest) = rest
-        .split_first_chunk_mut::<TAG_LEN>()
-        .ok_or(SealError::NoRoom)?;
-    let [ty, ts @ .., l0, l1] = fixed;
-    *ty = TYPE_REQUEST;
-    *ts = now.to_be_bytes();
-    // var_len <= MAX_PAYLOAD = u16::MAX.
-    [*l0, *l1] = u16::try_from(var_len)
-        .map_err(|_| SealError::NoRoom)?
-        .to_be_bytes();
-    *fixed_tag = stream.seal(fixed)?;
-
-    let (var, var_tag) = rest
+    let (var, _) = rest
         .split_last_chunk_mut::<TAG_LEN>()
         .ok_or(SealError::NoRoom)?;
     let used = target.write_to(var).ok_or(SealError::NoRoom)?;
@@ -149,8 +128,42 @@ pub fn seal_request(
     rest.get_mut(..payload.len())
         .ok_or(SealError::NoRoom)?
         .copy_from_slice(payload);
+    let sealer = seal_request_in_place(psk, salt, now, out)?;
+    Ok((total, sealer))
+}
+
+/// [`seal_request`] over a frame the caller laid out: `[request_fixed_len spare][variable
+/// header plaintext, 1..=0xFFFF bytes][TAG_LEN spare]`. The variable header's content (target,
+/// padding rules) is the caller's to get right; the frame is the whole request header.
+pub fn seal_request_in_place(
+    psk: &Psk,
+    salt: &[u8],
+    now: u64,
+    frame: &mut [u8],
+) -> Result<Sealer, SealError> {
+    let bad = SealError::FrameLength(frame.len());
+    let salt = salt
+        .get(..psk.method().salt_len())
+        .ok_or(SealError::ShortSalt)?;
+    let (salt_out, rest) = frame.split_at_mut_checked(salt.len()).ok_or(bad)?;
+    salt_out.copy_from_slice(salt);
+    let (fixed, rest) = rest
+        .split_first_chunk_mut::<REQUEST_FIXED_LEN>()
+        .ok_or(bad)?;
+    let (fixed_tag, rest) = rest.split_first_chunk_mut::<TAG_LEN>().ok_or(bad)?;
+    let (var, var_tag) = rest.split_last_chunk_mut::<TAG_LEN>().ok_or(bad)?;
+    let var_len = u16::try_from(var.len())
+        .ok()
+        .filter(|&n| n != 0)
+        .ok_or(bad)?;
+    let mut stream = Stream::new(psk, salt);
+    let [ty, ts @ .., l0, l1] = fixed;
+    *ty = TYPE_REQUEST;
+    *ts = now.to_be_bytes();
+    [*l0, *l1] = var_len.to_be_bytes();
+    *fixed_tag = stream.seal(fixed)?;
     *var_tag = stream.seal(var)?;
-    Ok((total, Sealer(stream)))
+    Ok(Sealer(stream))
 }
 
 /// What the server learnt from a request's fixed header.
