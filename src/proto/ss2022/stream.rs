@@ -447,7 +447,7 @@ mod tests {
     fn a_response_is_checked_for_time_salt_and_type() {
         let m = super::super::Method::Aes256Gcm;
         let psk = psk(m);
-        let mut reply_at = |now: u64, request_salt: [u8; 32]| {
+        let reply_at = |now: u64, request_salt: [u8; 32]| {
             let mut down = StreamSealer::response(&psk, &[2; 32], &request_salt);
             let head = down.first_len();
             let mut reply = vec![0u8; head + 1 + TAG_LEN];
