@@ -8,10 +8,11 @@
 What it does, in order:
   1. installs what is missing: Debian's shadowsocks-libev, iperf3, python3-matplotlib,
      qemu-user-static (apt, non-interactive); shadowsocks-rust from crates.io
-     (`cargo install shadowsocks-rust --locked`, ~10 min on 2 cores, only when `sslocal` is
-     not found; build dir target/bench-peers/target); the x86_64 musl rustup target; Debian's
-     mipsel shadowsocks-libev and its libraries unpacked into target/bench-peers/mipsel-root
-     (only when a mipsel ss-smol exists). --no-install skips all of that.
+     (`cargo install shadowsocks-rust@1.25.0 --locked`, ~10 min on 2 cores, only when
+     `sslocal` is not found; build dir target/bench-peers/target, shared with tests/run-all.sh);
+     the x86_64 musl rustup target; Debian's mipsel shadowsocks-libev and its libraries
+     unpacked into target/bench-peers/mipsel-root (only when a mipsel ss-smol exists).
+     --no-install skips all of that.
   2. builds ss-smol with cross/build.sh: the x86_64 router binary (what ships for x86_64
      routers) and the mipsel one for the mipsel rows; --build musl for `cargo build --release
      --target x86_64-unknown-linux-musl`, --build glibc for plain `cargo build --release`; or
@@ -524,7 +525,7 @@ def find_ssrust():
 def install_ssrust():
     log("installing shadowsocks-rust from crates.io (about 10 minutes on 2 cores)")
     env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(PEERS, "target"))
-    run_cmd(["cargo", "install", "shadowsocks-rust", "--locked", "--root", PEERS], env=env)
+    run_cmd(["cargo", "install", "shadowsocks-rust@1.25.0", "--locked", "--root", PEERS], env=env)
 
 
 def mipsel_lib_closure():

@@ -14,6 +14,9 @@
 # (openwrt/build-packages.sh and its test). cross/build.sh and fuzz/run.sh add the
 # pinned nightly, zig, cargo-zigbuild and cargo-fuzz themselves; ../shared/vendor/pkgtools/build.sh
 # (OpenWrt's opkg and apk-tools 3, for tests/openwrt_packages.rs) installs its own build deps.
+# shadowsocks-rust 1.25.0 (sslocal, ssserver: tests/interop_ssrust.rs) comes from crates.io with
+# `cargo install` into target/bench-peers, the same build benches/run.py uses (~10 min on 2 cores,
+# only when target/bench-peers/bin has no 1.25.0 yet).
 #
 # Extra arguments are passed to `cargo test`, those after `--` to the test binaries
 # (e.g. `bash tests/run-all.sh -- --test-threads=1`).
@@ -103,6 +106,31 @@ fi
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
 
+# --- shadowsocks-rust, the peer of tests/interop_ssrust.rs (SIP022 methods). ---------------------
+# Pinned, so that every run tests against the same peer; built where benches/run.py builds it
+# (target/bench-peers), so both share one install. The tests look in SS_SMOL_SSRUST_DIR, then
+# target/bench-peers/bin, then PATH; here they get the pinned build, whatever the caller had set.
+SSRUST_VERSION=1.25.0
+ssrust_bin=target/bench-peers/bin
+ssrust_ok() {
+    local b
+    for b in sslocal ssserver; do
+        [[ -x $ssrust_bin/$b ]] || return 1
+        "$ssrust_bin/$b" --version 2>/dev/null | grep -qw "$SSRUST_VERSION" || return 1
+    done
+}
+if ssrust_ok; then
+    log "shadowsocks-rust $SSRUST_VERSION already in $ssrust_bin"
+else
+    log "cargo install shadowsocks-rust@$SSRUST_VERSION (about 10 minutes on 2 cores)"
+    CARGO_TARGET_DIR=target/bench-peers/target \
+        cargo install "shadowsocks-rust@$SSRUST_VERSION" --locked --root target/bench-peers || true
+    # On failure the interop_ssrust tests fail too, naming what is missing.
+    ssrust_ok ||
+        log "no shadowsocks-rust $SSRUST_VERSION in $ssrust_bin: the interop_ssrust tests will fail"
+fi
+export SS_SMOL_SSRUST_DIR="$PWD/$ssrust_bin"
+
 # --- Static router binaries (cross/): tests/cross_qemu.rs runs them under qemu-user. ----------
 log "cross/build.sh (installs nightly rust-src, zig, cargo-zigbuild when missing)"
 cross_status=0
@@ -120,7 +148,7 @@ bash ../shared/vendor/pkgtools/build.sh ||
 # are installed, they run too, and a missing tool fails its test (tests/support/mod.rs).
 # The development switches that point the tests at libev's programs or another rules script must
 # never leak in.
-unset SS_SMOL_CLIENT_UNDER_TEST SS_SMOL_REDIR_UNDER_TEST SS_SMOL_RULES
+unset SS_SMOL_CLIENT_UNDER_TEST SS_SMOL_REDIR_UNDER_TEST SS_SMOL_RULES SS_SMOL_SSRUST_SELF_TEST
 
 # Our arguments: cargo's before the first `--`, the test binaries' after it.
 cargo_args=() harness_args=()

@@ -21,6 +21,7 @@
 //! # Missing tools
 //!
 //! [`require_tool`] fails a test when a peer program is missing, naming its Debian package;
+//! [`ssrust_tool`] does the same for shadowsocks-rust's programs (from crates.io);
 //! `tests/run-all.sh` installs them all.
 
 #![allow(dead_code)] // every test crate uses a different subset
@@ -112,15 +113,51 @@ fn debian_package(tool: &str) -> &str {
 }
 
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|p| {
-            fs::metadata(p)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+        .find(|p| is_executable(p))
+}
+
+/// Directory with shadowsocks-rust's `sslocal` and `ssserver`, overriding the default search.
+pub const SSRUST_DIR_ENV: &str = "SS_SMOL_SSRUST_DIR";
+/// The shadowsocks-rust release that `tests/run-all.sh` installs (and benches/run.py pins).
+pub const SSRUST_VERSION: &str = "1.25.0";
+
+/// Path of shadowsocks-rust's program `name` (`sslocal`, `ssserver`): in `$SS_SMOL_SSRUST_DIR`
+/// when that is set (and only there), else in `<repo>/target/bench-peers/bin` (where
+/// `tests/run-all.sh` and benches/run.py install it), else in PATH. Missing fails the test, as
+/// [`require_tool`] does: shadowsocks-rust is no Debian package, `tests/run-all.sh` installs it
+/// from crates.io.
+pub fn ssrust_tool(name: &str) -> PathBuf {
+    let found = match std::env::var_os(SSRUST_DIR_ENV).filter(|d| !d.is_empty()) {
+        Some(dir) => Some(Path::new(&dir).join(name)).filter(|p| is_executable(p)),
+        None => Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/bench-peers/bin")
+                .join(name),
+        )
+        .filter(|p| is_executable(p))
+        .or_else(|| find_in_path(name)),
+    };
+    found.unwrap_or_else(|| {
+        let place = match std::env::var(SSRUST_DIR_ENV) {
+            Ok(d) if !d.is_empty() => format!("in {SSRUST_DIR_ENV}={d}"),
+            _ => "in target/bench-peers/bin or PATH".to_owned(),
+        };
+        panic!(
+            "required tool not installed: `{name}` (shadowsocks-rust {SSRUST_VERSION}) not found \
+             {place}; `bash tests/run-all.sh` installs it (cargo install \
+             shadowsocks-rust@{SSRUST_VERSION} --locked --root target/bench-peers)"
+        )
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Environment variable of the development switch (see the module documentation).
