@@ -170,13 +170,6 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         (false, true) => Transport::UdpOnly,
         (false, false) => s.transport(Id::TransportMode).unwrap_or_default(),
     };
-    if method.ss2022().is_some() && transport != Transport::TcpOnly {
-        return Err(format!(
-            "UDP with {} (Shadowsocks 2022) is not supported yet: leave out -u/-U (mode \
-             tcp_only)",
-            method.name()
-        ));
-    }
 
     let limits = Limits {
         max_conns: count(s, Id::MaxConns),
@@ -621,16 +614,6 @@ mod tests {
             ) && e.contains("head -c 16 /dev/urandom | base64"),
             "{e}"
         );
-        let e = err(
-            Mode::Local,
-            &[
-                &base[..],
-                &["-m", "2022-blake3-aes-256-gcm", "-k", &std, "-u"],
-            ]
-            .concat(),
-            None,
-        );
-        assert!(e.contains("UDP") && e.contains("not supported yet"), "{e}");
     }
 
     #[test]

@@ -105,9 +105,36 @@ pub trait Ingress {
     }
 }
 
+/// Whom a datagram's association belongs to: a client address, or a Shadowsocks 2022 client
+/// session, which stays the same when the client's address changes (NAT rebinding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    Addr(SocketAddr),
+    Session(u64),
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Addr(a) => a.fmt(f),
+            Peer::Session(id) => write!(f, "session {id:016x}"),
+        }
+    }
+}
+
+impl Peer {
+    /// The address a front that keys by address replies to.
+    pub fn addr(self) -> io::Result<SocketAddr> {
+        match self {
+            Peer::Addr(a) => Ok(a),
+            Peer::Session(_) => Err(io::Error::other("a session where an address was expected")),
+        }
+    }
+}
+
 /// One datagram as it arrived, in the block it was received into.
 pub struct Datagram {
-    pub client: SocketAddr,
+    pub client: Peer,
     pub target: Address,
     /// Where the payload lies in the block.
     pub data: Range<usize>,
@@ -136,7 +163,7 @@ pub trait DatagramFront {
     /// `reply_headroom` bytes) and the tag room after `data` may be written over.
     fn reply(
         &self,
-        client: SocketAddr,
+        client: Peer,
         from: &Address,
         buf: &mut [u8],
         data: Range<usize>,

@@ -16,7 +16,8 @@
 //! reached the port directly, without a rule: relaying it would loop, so it is refused.
 
 use super::{
-    BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Prefix, Request, Stray, Strays,
+    BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Peer, Prefix, Request, Stray,
+    Strays,
 };
 use crate::policy::assoc::AssocTable;
 use crate::policy::throttle::{skipped_note, Throttle};
@@ -260,7 +261,7 @@ impl RedirDatagrams {
         };
         room.copy_from_slice(&stray.data);
         Ok(Some(Datagram {
-            client: stray.client,
+            client: Peer::Addr(stray.client),
             target: stray.target,
             data: at..end,
         }))
@@ -340,7 +341,7 @@ impl DatagramFront for RedirDatagrams {
             return Ok(None);
         }
         Ok(Some(Datagram {
-            client,
+            client: Peer::Addr(client),
             target: Address::Ip(target),
             data: at..at + n,
         }))
@@ -352,11 +353,12 @@ impl DatagramFront for RedirDatagrams {
 
     fn reply(
         &self,
-        client: SocketAddr,
+        client: Peer,
         from: &Address,
         buf: &mut [u8],
         data: Range<usize>,
     ) -> io::Result<()> {
+        let client = client.addr()?;
         let Address::Ip(from) = from else {
             // The server names the replying address as it got it: an IP for an IP target.
             return Err(io::Error::new(

@@ -14,16 +14,20 @@
 //! never counts towards a ban (UDP sources can be forged to get a victim banned).
 
 use super::{
-    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Request,
+    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Peer,
+    Request,
 };
+use crate::policy::assoc::AssocTable;
 use crate::policy::ban::{Ban, BanConfig};
 use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::handshake::{Next, Probe, ServerHandshake};
 use crate::proto::replay::ReplayFilter;
 use crate::proto::ss2022::salts::{self, SaltPool};
+use crate::proto::ss2022::session::{server_prefix_len, ServerSession};
 use crate::proto::ss2022::stream::StreamOpener;
 use crate::proto::ss2022::tcp::{open_request_fixed, open_request_variable, request_fixed_len};
+use crate::proto::ss2022::udp::{open_separate_header, UdpCipher, NONCE_LEN};
 use crate::proto::ss2022::{self, Psk};
 use crate::proto::stream::Opening;
 use crate::proto::tcp::HEADER_LEN;
@@ -409,10 +413,153 @@ async fn discard_until_idle(client: &Async<TcpStream>, timeout: Duration) {
 
 /// Shadowsocks packets on the server's UDP socket.
 pub struct ShadowsocksDatagrams {
-    pub socket: Async<UdpSocket>,
-    pub method: Method,
-    pub key: MasterKey,
-    pub guard: Rc<Guard>,
+    socket: Async<UdpSocket>,
+    method: Method,
+    key: MasterKey,
+    guard: Rc<Guard>,
+    /// Shadowsocks 2022: the client sessions, by client session id.
+    sessions: Option<Sessions>,
+}
+
+/// A Shadowsocks 2022 server's client sessions: bounded like the relay's associations, and
+/// those that were answered kept ahead of those never answered when full.
+struct Sessions {
+    udp: UdpCipher,
+    table: RefCell<AssocTable<Session, u64>>,
+}
+
+struct Session {
+    state: ServerSession,
+    /// Where the client's last authenticated packet came from: replies go there, so a client
+    /// whose address changed keeps its session.
+    addr: SocketAddr,
+}
+
+impl ShadowsocksDatagrams {
+    /// `capacity` sessions at most (Shadowsocks 2022), each dropped after `timeout` idle.
+    pub fn new(
+        socket: Async<UdpSocket>,
+        method: Method,
+        key: MasterKey,
+        guard: Rc<Guard>,
+        capacity: usize,
+        timeout: Duration,
+    ) -> ShadowsocksDatagrams {
+        let sessions = method
+            .ss2022()
+            .and_then(|m| Psk::from_bytes(m, key.as_bytes()).ok())
+            .map(|psk| Sessions {
+                udp: UdpCipher::new(&psk),
+                table: RefCell::new(AssocTable::new(capacity, timeout)),
+            });
+        ShadowsocksDatagrams {
+            socket,
+            method,
+            key,
+            guard,
+            sessions,
+        }
+    }
+
+    /// A Shadowsocks 2022 packet: its session found (or made, once it authenticated), its
+    /// packet id checked against the session's window.
+    fn receive_2022(
+        &self,
+        sessions: &Sessions,
+        client: SocketAddr,
+        packet: &mut [u8],
+        at: usize,
+    ) -> Option<Datagram> {
+        let sep = match open_separate_header(&sessions.udp, packet) {
+            Ok(sep) => sep,
+            Err(why) => {
+                log::debug!("udp: {client}: {why}");
+                return None;
+            }
+        };
+        let (now, unix) = (rt::now(), rt::unix_now());
+        let mut table = sessions.table.borrow_mut();
+        let opened = match table.get_mut(&sep.session_id, now) {
+            Some(s) => s
+                .state
+                .open(&sessions.udp, sep, packet, unix)
+                .inspect(|_| s.addr = client),
+            None => {
+                let mut id = [0u8; 8];
+                if random_salt(&mut id).is_err() {
+                    log::error!("udp: the system random number generator failed");
+                    return None;
+                }
+                ServerSession::open_first(&sessions.udp, sep, packet, unix, u64::from_ne_bytes(id))
+                    .map(|(state, p)| {
+                        let gone = table.insert(
+                            sep.session_id,
+                            Session {
+                                state,
+                                addr: client,
+                            },
+                            now,
+                        );
+                        drop(gone);
+                        p
+                    })
+            }
+        };
+        drop(table);
+        match opened {
+            Ok(p) => Some(Datagram {
+                client: Peer::Session(sep.session_id),
+                target: p.address,
+                data: at + p.payload.start..at + p.payload.end,
+            }),
+            // Only a key holder (or a replay of one) gets past the tag.
+            Err(why @ (ss2022::Error::PacketId(_) | ss2022::Error::ClockSkew { .. })) => {
+                log::warn!("udp: {client}: dropped: {why}");
+                None
+            }
+            Err(why) => {
+                log::debug!("udp: {client}: {why}");
+                None
+            }
+        }
+    }
+
+    /// A reply to a Shadowsocks 2022 client session, sent where it was last heard from.
+    fn reply_2022(
+        &self,
+        sessions: &Sessions,
+        client: Peer,
+        from: &Address,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> io::Result<()> {
+        let Peer::Session(id) = client else {
+            return Err(io::Error::other("an address where a session was expected"));
+        };
+        let now = rt::now();
+        let mut nonce = [0u8; NONCE_LEN];
+        if sessions.udp.method() == ss2022::Method::ChaCha20Poly1305 {
+            random_salt(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        let mut table = sessions.table.borrow_mut();
+        let Some(session) = table.get_mut(&id, now) else {
+            return Err(io::Error::other("session expired"));
+        };
+        let start = data
+            .start
+            .saturating_sub(server_prefix_len(sessions.udp.method(), from));
+        let Some(packet) = buf.get_mut(start..data.end + TAG_LEN) else {
+            return Ok(());
+        };
+        session
+            .state
+            .seal(&sessions.udp, from, rt::unix_now(), &nonce, packet)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let addr = session.addr;
+        table.assure(&id, now);
+        drop(table);
+        send_now(&self.socket, packet, addr)
+    }
 }
 
 /// Longest address a reply carries: the remote's IP, an IPv6 one at most.
@@ -431,6 +578,9 @@ impl DatagramFront for ShadowsocksDatagrams {
             return Ok(None);
         }
         let packet = &mut buf[at..at + n];
+        if let Some(sessions) = &self.sessions {
+            return Ok(self.receive_2022(sessions, client, packet, at));
+        }
         let plain = match udp::open(self.method, &self.key, packet) {
             Ok(r) => r,
             Err(why) => {
@@ -445,7 +595,7 @@ impl DatagramFront for ShadowsocksDatagrams {
         }
         match Address::parse(&packet[plain.clone()]) {
             Ok((target, used)) => Ok(Some(Datagram {
-                client,
+                client: Peer::Addr(client),
                 target,
                 data: at + plain.start + used..at + plain.end,
             })),
@@ -457,16 +607,22 @@ impl DatagramFront for ShadowsocksDatagrams {
     }
 
     fn reply_headroom(&self) -> usize {
-        MAX_SALT_LEN + REPLY_ADDR_ROOM
+        // The larger of a salt and Shadowsocks 2022's nonce, separate header, type, timestamp,
+        // client session id and padding length.
+        (MAX_SALT_LEN).max(NONCE_LEN + 16 + 1 + 8 + 8 + 2) + REPLY_ADDR_ROOM
     }
 
     fn reply(
         &self,
-        client: SocketAddr,
+        client: Peer,
         from: &Address,
         buf: &mut [u8],
         data: Range<usize>,
     ) -> io::Result<()> {
+        if let Some(sessions) = &self.sessions {
+            return self.reply_2022(sessions, client, from, buf, data);
+        }
+        let client = client.addr()?;
         let salt_len = self.method.salt_len();
         let plain_at = data.start - from.wire_len().min(address::MAX_LEN);
         let _ = from.write_to(&mut buf[plain_at..data.start]);

@@ -5,8 +5,8 @@
 //! plaintext, so the relay seals it where it was received.
 
 use super::{
-    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Prefix,
-    Request,
+    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Peer,
+    Prefix, Request,
 };
 use crate::proto::address::Address;
 use crate::proto::socks5::{self, Command};
@@ -226,7 +226,7 @@ impl DatagramFront for Socks5Datagrams {
         };
         match socks5::parse_udp_header(&buf[at..at + n]) {
             Ok((target, header)) => Ok(Some(Datagram {
-                client,
+                client: Peer::Addr(client),
                 target,
                 data: at + header..at + n,
             })),
@@ -243,11 +243,12 @@ impl DatagramFront for Socks5Datagrams {
 
     fn reply(
         &self,
-        client: SocketAddr,
+        client: Peer,
         from: &Address,
         buf: &mut [u8],
         data: Range<usize>,
     ) -> io::Result<()> {
+        let client = client.addr()?;
         let start = data.start - socks5::udp_header_len(from);
         let _ = socks5::write_udp_header(from, &mut buf[start..data.start]);
         send_now(&self.socket, &buf[start..data.end], client)

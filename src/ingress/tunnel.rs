@@ -3,8 +3,8 @@
 //! client's first bytes leave with the salt and the destination's address.
 
 use super::{
-    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Prefix,
-    Request,
+    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Peer,
+    Prefix, Request,
 };
 use crate::proto::address::Address;
 use crate::rt::Async;
@@ -63,7 +63,7 @@ impl DatagramFront for TunnelDatagrams {
             return Ok(None);
         };
         Ok(Some(Datagram {
-            client,
+            client: Peer::Addr(client),
             target: self.target.clone(),
             data: at..at + n,
         }))
@@ -75,11 +75,11 @@ impl DatagramFront for TunnelDatagrams {
 
     fn reply(
         &self,
-        client: SocketAddr,
+        client: Peer,
         _from: &Address,
         buf: &mut [u8],
         data: Range<usize>,
     ) -> io::Result<()> {
-        send_now(&self.socket, &buf[data], client)
+        send_now(&self.socket, &buf[data], client.addr()?)
     }
 }

@@ -19,12 +19,14 @@ pub fn program(
     l: Listeners,
 ) -> Result<Serving, String> {
     let udp = udp_socket(l.udp)?.map(|socket| {
-        Box::new(ShadowsocksDatagrams {
+        Box::new(ShadowsocksDatagrams::new(
             socket,
-            method: cfg.method,
-            key: cfg.key.clone(),
-            guard: Rc::clone(&guard),
-        }) as _
+            cfg.method,
+            cfg.key.clone(),
+            Rc::clone(&guard),
+            cfg.limits.udp_assocs,
+            cfg.timeout,
+        )) as _
     });
     let tcp = Shadowsocks {
         method: cfg.method,

@@ -18,6 +18,7 @@
 //! the caller, so a value that cancels tasks on drop is dropped outside any borrow of the table.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,8 @@ const NIL: u32 = 0x7fff_ffff;
 /// a `bool` (on 64-bit targets it would cost 8 bytes an entry), and links need only 31 bits.
 const ASSURED: u32 = 1 << 31;
 
-struct Entry<V> {
-    key: SocketAddr,
+struct Entry<V, K> {
+    key: K,
     value: V,
     last: Instant,
     /// Neighbours in the entry's activity list (slab indexes; `NIL` at the ends); `older_class`
@@ -37,7 +38,7 @@ struct Entry<V> {
     older_class: u32,
 }
 
-impl<V> Entry<V> {
+impl<V, K> Entry<V, K> {
     fn older(&self) -> u32 {
         self.older_class & !ASSURED
     }
@@ -71,19 +72,20 @@ const EMPTY: Ends = Ends {
 const UNASSURED: usize = 0;
 const ASSURED_LIST: usize = 1;
 
-pub struct AssocTable<V> {
-    slab: Vec<Option<Entry<V>>>,
+/// Keyed by client address unless `K` says otherwise (Shadowsocks 2022 sessions).
+pub struct AssocTable<V, K = SocketAddr> {
+    slab: Vec<Option<Entry<V, K>>>,
     free: Vec<u32>,
-    index: HashMap<SocketAddr, u32>,
+    index: HashMap<K, u32>,
     /// The unassured entries' list, then the assured ones'.
     lists: [Ends; 2],
     capacity: usize,
     timeout: Duration,
 }
 
-impl<V> AssocTable<V> {
+impl<V, K: Hash + Eq + Copy> AssocTable<V, K> {
     /// `capacity` is clamped to 1..2^31 (slab indexes are 31 bits, below `NIL`).
-    pub fn new(capacity: usize, timeout: Duration) -> AssocTable<V> {
+    pub fn new(capacity: usize, timeout: Duration) -> AssocTable<V, K> {
         AssocTable {
             slab: Vec::new(),
             free: Vec::new(),
@@ -103,21 +105,21 @@ impl<V> AssocTable<V> {
     }
 
     /// The value for `key`, marked active at `now`.
-    pub fn get(&mut self, key: &SocketAddr, now: Instant) -> Option<&V> {
+    pub fn get(&mut self, key: &K, now: Instant) -> Option<&V> {
         let i = *self.index.get(key)?;
         self.touch_at(i, now);
         self.entry(i).map(|e| &e.value)
     }
 
     /// Like [`AssocTable::get`], for changing the value.
-    pub fn get_mut(&mut self, key: &SocketAddr, now: Instant) -> Option<&mut V> {
+    pub fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
         let i = *self.index.get(key)?;
         self.touch_at(i, now);
         self.entry_mut(i).map(|e| &mut e.value)
     }
 
     /// Marks `key` active (replies count as activity too).
-    pub fn touch(&mut self, key: &SocketAddr, now: Instant) {
+    pub fn touch(&mut self, key: &K, now: Instant) {
         if let Some(&i) = self.index.get(key) {
             self.touch_at(i, now);
         }
@@ -125,7 +127,7 @@ impl<V> AssocTable<V> {
 
     /// Marks `key` active and assured: from now on it is evicted only when every entry is
     /// assured. The caller decides what earns it (a reply that reached the client).
-    pub fn assure(&mut self, key: &SocketAddr, now: Instant) {
+    pub fn assure(&mut self, key: &K, now: Instant) {
         let Some(&i) = self.index.get(key) else {
             return;
         };
@@ -144,7 +146,7 @@ impl<V> AssocTable<V> {
     /// an assured entry (it is a new flow). Returns what left the table: the replaced value, or
     /// when the table was full the least recently active unassured entry, or the least
     /// recently active assured one if there was none.
-    pub fn insert(&mut self, key: SocketAddr, value: V, now: Instant) -> Option<(SocketAddr, V)> {
+    pub fn insert(&mut self, key: K, value: V, now: Instant) -> Option<(K, V)> {
         let mut gone = self.remove(&key).map(|v| (key, v));
         if self.index.len() >= self.capacity {
             let victims = match self.lists[UNASSURED].oldest {
@@ -178,7 +180,7 @@ impl<V> AssocTable<V> {
         gone
     }
 
-    pub fn remove(&mut self, key: &SocketAddr) -> Option<V> {
+    pub fn remove(&mut self, key: &K) -> Option<V> {
         let i = self.index.remove(key)?;
         self.unlink(i);
         self.free.push(i);
@@ -213,16 +215,16 @@ impl<V> AssocTable<V> {
         (self.timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(15))
     }
 
-    fn pop_oldest(&mut self, class: usize) -> Option<(SocketAddr, V)> {
+    fn pop_oldest(&mut self, class: usize) -> Option<(K, V)> {
         let key = self.entry(self.lists[class].oldest)?.key;
         self.remove(&key).map(|v| (key, v))
     }
 
-    fn entry(&self, i: u32) -> Option<&Entry<V>> {
+    fn entry(&self, i: u32) -> Option<&Entry<V, K>> {
         self.slab.get(i as usize)?.as_ref()
     }
 
-    fn entry_mut(&mut self, i: u32) -> Option<&mut Entry<V>> {
+    fn entry_mut(&mut self, i: u32) -> Option<&mut Entry<V, K>> {
         self.slab.get_mut(i as usize)?.as_mut()
     }
 
@@ -506,7 +508,7 @@ mod tests {
     fn the_flag_costs_no_memory() {
         use std::mem::size_of;
         let fields = size_of::<SocketAddr>() + size_of::<[u64; 2]>() + size_of::<Instant>() + 8;
-        assert_eq!(size_of::<Entry<[u64; 2]>>(), fields);
+        assert_eq!(size_of::<Entry<[u64; 2], SocketAddr>>(), fields);
         assert_eq!(NIL & ASSURED, 0);
         // Slab indexes (below the capacity) never reach NIL or the flag.
         let t = AssocTable::<u8>::new(usize::MAX, Duration::ZERO);

@@ -20,11 +20,14 @@
 //! [`MAX_LOOKUPS`] of them at once.
 
 use super::Far;
-use crate::ingress::{Datagram, DatagramFront};
+use crate::ingress::{Datagram, DatagramFront, Peer};
 use crate::policy::assoc::AssocTable;
 use crate::policy::throttle::{skipped_note, Throttle};
 use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
+use crate::proto::ss2022::session::{client_prefix_len, ClientSession};
+use crate::proto::ss2022::udp::{UdpCipher, NONCE_LEN, SEPARATE_LEN};
+use crate::proto::ss2022::{self, Psk};
 use crate::proto::udp;
 use crate::relay::direct::Targets;
 use crate::relay::pool::{Block, Pool};
@@ -45,8 +48,13 @@ pub const MAX_LOOKUPS: u8 = 8;
 /// cancels the task.
 struct Outbound {
     socket: Rc<Async<UdpSocket>>,
+    /// A Shadowsocks 2022 client's session with the server.
+    session: Option<Rc<RefCell<ClientSession>>>,
     _replies: Task<()>,
 }
+
+/// An association's socket and, for a Shadowsocks 2022 client, its session.
+type Way = (Rc<Async<UdpSocket>>, Option<Rc<RefCell<ClientSession>>>);
 
 /// One client's association: through the server, one socket (slot 0); to targets, one per
 /// address family (0: IPv4, 1: IPv6).
@@ -61,8 +69,10 @@ pub struct UdpRelay {
     far: Far,
     method: Method,
     key: MasterKey,
+    /// The PSK's packet cipher, for a Shadowsocks 2022 method.
+    ss2022: Option<UdpCipher>,
     pool: Rc<Pool>,
-    table: RefCell<AssocTable<Assoc>>,
+    table: RefCell<AssocTable<Assoc, Peer>>,
     ex: Rc<LocalExecutor<'static>>,
     /// Evictions are warned about at most once a second.
     evictions: Throttle,
@@ -80,11 +90,16 @@ impl UdpRelay {
         capacity: usize,
         ex: Rc<LocalExecutor<'static>>,
     ) -> Rc<Self> {
+        let ss2022 = method
+            .ss2022()
+            .and_then(|m| Psk::from_bytes(m, key.as_bytes()).ok())
+            .map(|psk| UdpCipher::new(&psk));
         Rc::new(UdpRelay {
             front,
             far,
             method,
             key,
+            ss2022,
             pool,
             table: RefCell::new(AssocTable::new(capacity, timeout)),
             ex,
@@ -100,9 +115,10 @@ impl UdpRelay {
     /// Receives client datagrams for ever, forwarding each through its association.
     pub async fn serve(self: Rc<Self>) -> io::Result<()> {
         let _sweeper = self.ex.spawn(Rc::clone(&self).sweep());
-        // Room in front of a datagram for the salt and the target address it leaves with.
+        // Room in front of a datagram for the salt (or 2022's headers) and the target address
+        // it leaves with.
         let at = match self.far {
-            Far::Server(_) => MAX_SALT_LEN + address::MAX_LEN,
+            Far::Server(_) => (MAX_SALT_LEN + address::MAX_LEN).max(SS2022_ROOM),
             Far::Targets(_) => 0,
         };
         loop {
@@ -132,12 +148,29 @@ impl UdpRelay {
 
     /// Seals `ADDRESS | data` where it lies and sends it on the association's server socket.
     async fn to_server(self: &Rc<Self>, mut block: Block, d: Datagram) {
-        let socket = match self.server_socket(d.client) {
+        let (socket, session) = match self.server_socket(d.client) {
             Ok(s) => s,
             Err(e) => {
                 return log::warn!("udp: {}: cannot open a socket to the server: {e}", d.client)
             }
         };
+        if let (Some(udp), Some(session)) = (&self.ss2022, session) {
+            let start = d.data.start - client_prefix_len(udp.method(), &d.target);
+            let packet = &mut block[start..d.data.end + TAG_LEN];
+            let Some(nonce) = packet_nonce(udp) else {
+                return log::error!("udp: the system random number generator failed");
+            };
+            let sealed = session
+                .borrow_mut()
+                .seal(udp, &d.target, rt::unix_now(), &nonce, packet);
+            if let Err(e) = sealed {
+                return log::warn!("udp: {}: not sent: {e}", d.client);
+            }
+            if let Err(e) = socket.send(packet).await {
+                log::debug!("udp: {}: send to server: {e}", d.client);
+            }
+            return;
+        }
         let salt_len = self.method.salt_len();
         let plain_at = d.data.start - d.target.wire_len();
         let _ = d.target.write_to(&mut block[plain_at..d.data.start]);
@@ -190,8 +223,8 @@ impl UdpRelay {
             .detach();
     }
 
-    async fn send_to_target(self: &Rc<Self>, client: SocketAddr, addr: SocketAddr, data: &[u8]) {
-        let socket = match self.target_socket(client, addr) {
+    async fn send_to_target(self: &Rc<Self>, client: Peer, addr: SocketAddr, data: &[u8]) {
+        let socket = match self.target_socket(client, addr).map(|(s, _)| s) {
             Ok(s) => s,
             Err(e) => return log::warn!("udp: {client} -> {addr}: {e}"),
         };
@@ -201,7 +234,7 @@ impl UdpRelay {
     }
 
     /// The lookup counter of `client`'s association, made (empty) when missing.
-    fn lookups(&self, client: SocketAddr) -> Rc<Cell<u8>> {
+    fn lookups(&self, client: Peer) -> Rc<Cell<u8>> {
         let now = rt::now();
         let mut table = self.table.borrow_mut();
         if let Some(a) = table.get(&client, now) {
@@ -216,7 +249,7 @@ impl UdpRelay {
     }
 
     /// The association's socket to the server, made when missing.
-    fn server_socket(self: &Rc<Self>, client: SocketAddr) -> io::Result<Rc<Async<UdpSocket>>> {
+    fn server_socket(self: &Rc<Self>, client: Peer) -> io::Result<Way> {
         self.socket(client, 0, || {
             let Far::Server(upstream) = &self.far else {
                 return Err(io::Error::other("no server for this relay"));
@@ -233,11 +266,7 @@ impl UdpRelay {
     }
 
     /// The association's socket to targets of `addr`'s family, made when missing.
-    fn target_socket(
-        self: &Rc<Self>,
-        client: SocketAddr,
-        addr: SocketAddr,
-    ) -> io::Result<Rc<Async<UdpSocket>>> {
+    fn target_socket(self: &Rc<Self>, client: Peer, addr: SocketAddr) -> io::Result<Way> {
         let slot = usize::from(addr.is_ipv6());
         self.socket(client, slot, || {
             let Far::Targets(targets) = &self.far else {
@@ -250,26 +279,36 @@ impl UdpRelay {
     /// `client`'s socket in `slot`, opened with `open` (and its reply task started) if needed.
     fn socket(
         self: &Rc<Self>,
-        client: SocketAddr,
+        client: Peer,
         slot: usize,
         open: impl FnOnce() -> io::Result<UdpSocket>,
-    ) -> io::Result<Rc<Async<UdpSocket>>> {
+    ) -> io::Result<Way> {
         let now = rt::now();
         let existing = self.table.borrow_mut().get(&client, now).map(|a| {
             a.out
                 .get(slot)
                 .and_then(Option::as_ref)
-                .map(|o| Rc::clone(&o.socket))
+                .map(|o| (Rc::clone(&o.socket), o.session.clone()))
         });
-        if let Some(Some(socket)) = existing {
-            return Ok(socket);
+        if let Some(Some(way)) = existing {
+            return Ok(way);
         }
         let socket = Rc::new(Async::new_nonblocking(open()?)?);
-        let replies = self
-            .ex
-            .spawn(Rc::clone(self).replies(client, Rc::clone(&socket)));
+        let session = match (&self.ss2022, &self.far) {
+            (Some(udp), Far::Server(_)) => {
+                let mut id = [0u8; 8];
+                random_salt(&mut id).map_err(|e| io::Error::other(e.to_string()))?;
+                let id = u64::from_ne_bytes(id);
+                Some(Rc::new(RefCell::new(ClientSession::new(udp, id))))
+            }
+            _ => None,
+        };
+        let replies =
+            self.ex
+                .spawn(Rc::clone(self).replies(client, Rc::clone(&socket), session.clone()));
         let outbound = Outbound {
             socket: Rc::clone(&socket),
+            session: session.clone(),
             _replies: replies,
         };
         let mut table = self.table.borrow_mut();
@@ -303,11 +342,16 @@ impl UdpRelay {
             }
         }
         drop(gone);
-        Ok(socket)
+        Ok((socket, session))
     }
 
     /// Far side → client, for one outbound socket.
-    async fn replies(self: Rc<Self>, client: SocketAddr, socket: Rc<Async<UdpSocket>>) {
+    async fn replies(
+        self: Rc<Self>,
+        client: Peer,
+        socket: Rc<Async<UdpSocket>>,
+        session: Option<Rc<RefCell<ClientSession>>>,
+    ) {
         let head = self.front.reply_headroom();
         let mut warned = false;
         loop {
@@ -326,6 +370,23 @@ impl UdpRelay {
                 }
             };
             let (from, data) = match self.far {
+                Far::Server(_) if self.ss2022.is_some() => {
+                    let packet = &mut block[head..head + n];
+                    let opened = match (&self.ss2022, &session) {
+                        (Some(udp), Some(s)) => s.borrow_mut().open(udp, packet, rt::unix_now()),
+                        _ => Err(ss2022::Error::BadTag),
+                    };
+                    match opened {
+                        Ok(p) => (p.address, head + p.payload.start..head + p.payload.end),
+                        Err(why) => {
+                            if !warned {
+                                log::warn!("udp: {client}: bad packet from server: {why}");
+                                warned = true;
+                            }
+                            continue;
+                        }
+                    }
+                }
                 Far::Server(_) => {
                     let packet = &mut block[head..head + n];
                     let plain = match udp::open(self.method, &self.key, packet) {
@@ -371,6 +432,19 @@ impl UdpRelay {
             drop(gone);
         }
     }
+}
+
+/// Room a Shadowsocks 2022 client packet needs in front of its payload, at most: ChaCha's nonce,
+/// the separate header, type, timestamp, padding length and the target address.
+const SS2022_ROOM: usize = NONCE_LEN + SEPARATE_LEN + 1 + 8 + 2 + address::MAX_LEN;
+
+/// A packet's random nonce, for the method that uses one (ChaCha); zeros otherwise.
+fn packet_nonce(udp: &UdpCipher) -> Option<[u8; NONCE_LEN]> {
+    let mut nonce = [0u8; NONCE_LEN];
+    if udp.method() == ss2022::Method::ChaCha20Poly1305 && random_salt(&mut nonce).is_err() {
+        return None;
+    }
+    Some(nonce)
 }
 
 /// IPv4-mapped IPv6 sources are reported as IPv4, as clients expect.

@@ -19,6 +19,7 @@
 //! salt store and [`window`] the per-session packet-id filter.
 
 pub mod salts;
+pub mod session;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
@@ -249,7 +250,7 @@ impl fmt::Display for Error {
             Error::ClockSkew { timestamp, now } => write!(
                 f,
                 "header timestamp {timestamp} is more than {MAX_TIME_DIFF} s from our clock \
-                 ({now}): check both clocks (NTP)"
+                 ({now}): clock skew? (check NTP on both ends) or a replay"
             ),
             Error::Replay => f.write_str("replayed salt"),
             Error::SaltPoolFull => f.write_str("too many new sessions in the last minute"),
