@@ -18,6 +18,9 @@ use std::rc::Rc;
 /// Runs a mode until SIGTERM/SIGINT. Errors are start-up failures, already worded for users.
 pub fn run(cfg: Config) -> Result<(), String> {
     startup::raise_nofile(&cfg)?;
+    if let Some(warning) = startup::check_clock(cfg.method, crate::rt::unix_now()) {
+        log::warn!("{warning}");
+    }
     let opts = startup::outbound_opts(&cfg);
     let resolver = startup::resolver(&cfg, &opts)?;
     let (binds, far, launches) = match cfg.mode {

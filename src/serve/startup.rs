@@ -5,6 +5,7 @@
 use crate::config::{Config, Mode};
 use crate::dns::Resolver;
 use crate::logger;
+use crate::proto::cipher::Method;
 use crate::rt::{self, Async, Timer};
 use crate::sys::{self, OutboundOpts};
 use async_executor::{LocalExecutor, Task};
@@ -93,6 +94,32 @@ pub fn log_listening(cfg: &Config, b: &Bind) {
         b.addr,
         what.join(" and ")
     );
+}
+
+/// When this binary was built, in unix seconds (build.rs).
+fn built_at() -> u64 {
+    env!("SS_SMOL_BUILT").parse().unwrap_or(0)
+}
+
+/// Shadowsocks 2022 stamps every header and refuses those more than 30 s off, so a router that
+/// booted without a real-time clock and has not synced it yet cannot connect: says so at start
+/// when the clock reads earlier than the build. Only warns, as NTP may set it any moment.
+pub fn check_clock(method: Method, now: u64) -> Option<String> {
+    let built = built_at();
+    if method.ss2022().is_none() || now >= built {
+        return None;
+    }
+    let date = |secs: u64| {
+        let (y, m, d) = crate::logger::civil_from_days(secs / 86_400);
+        format!("{y}-{m:02}-{d:02}")
+    };
+    Some(format!(
+        "the system clock reads {}, before this program was built ({}): {} needs the time \
+         within 30 s of the server's, so connections fail until the clock is set (NTP)",
+        date(now),
+        date(built),
+        method.name()
+    ))
 }
 
 /// Raises RLIMIT_NOFILE to `nofile`, or to the hard limit when the connection cap needs it.
@@ -294,4 +321,26 @@ pub fn run_until_signal(
     rt::block_on(ex.run(future::or(signalled, serving)))
         .map_err(|e| format!("event loop failed: {e}"))
         .and_then(|r| r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_before_the_build_is_reported_for_2022_methods_only() {
+        let m = Method::Ss2022Aes256Gcm;
+        let w = check_clock(m, 946_684_800).unwrap();
+        assert!(
+            w.starts_with("the system clock reads 2000-01-01, before"),
+            "{w}"
+        );
+        assert!(
+            w.contains("2022-blake3-aes-256-gcm") && w.contains("NTP"),
+            "{w}"
+        );
+        assert_eq!(check_clock(m, built_at()), None);
+        assert_eq!(check_clock(Method::Aes256Gcm, 0), None);
+        assert!(built_at() > 1_700_000_000, "build.rs sets SS_SMOL_BUILT");
+    }
 }
