@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Seeds for the ss2022_tcp and ss2022_udp fuzz targets (python3, std only).
+"""Seeds for the ss2022_tcp, ss2022_stream and ss2022_udp fuzz targets (python3, std only).
 
-    python3 fuzz/seeds/ss2022.py      writes fuzz/corpus/ss2022_{tcp,udp}/seed-*
+    python3 fuzz/seeds/ss2022.py      writes fuzz/corpus/ss2022_{tcp,stream,udp}/seed-*
 
-Both targets read `[method][mode][rest]` (see their module docs). Nothing here is sealed: the
-odd modes describe a request or packet that the target seals itself, so that libFuzzer starts
-past the tag checks, in the header parsers; the even-mode seeds are raw wire of the right
-lengths (salt + fixed header, a whole small packet) so the framing paths run too. Re-running
-rewrites the same bytes.
+All three read `[method][mode][rest]` (see their module docs). Nothing here is sealed: the
+odd modes describe a request, response stream or packet that the target seals itself, so that
+libFuzzer starts past the tag checks, in the header parsers and the stream's framing; the
+even-mode seeds are raw wire of the right lengths (salt + fixed header, a whole small packet)
+so the framing paths run too. Re-running rewrites the same bytes.
 """
 
 import os
@@ -32,6 +32,20 @@ def tcp(method, mode, position=0, skew=0, padding=0, addr=IPV4, payload=b""):
             + struct.pack(">b", skew) + struct.pack(">H", padding) + target(addr) + payload)
 
 
+def stream(method, mode, position=0, sizes=(0xFF,) * 4, skew=0, echo=True, salt=b"",
+           payloads=(b"x",)):
+    """A response stream for ss2022_stream: payload specs are `[len - 1 u16][bytes]`."""
+    specs = b"".join(struct.pack(">H", len(p) - 1) + p for p in payloads)
+    salt = (salt + bytes(32))[:16 if method == "aes128" else 32]
+    return (bytes([METHODS[method], mode]) + struct.pack(">I", position) + bytes(sizes)
+            + struct.pack(">b", skew) + bytes([0 if echo else 1]) + salt + specs)
+
+
+def stream_pattern(method, mode, length, **kw):
+    """One payload of `length` bytes that the target fills itself (only the spec is given)."""
+    return stream(method, mode, payloads=(), **kw) + struct.pack(">H", length - 1)
+
+
 def udp(method, mode, position=0, server=False, sid=0x0102030405060708, pid=0, padding=0,
         addr=IPV4, payload=b""):
     return (bytes([METHODS[method], mode]) + struct.pack(">I", position)
@@ -52,6 +66,24 @@ SEEDS = {
         "aes128-flip-salt": tcp("aes128", FLIP, position=5, payload=b"x"),
         "raw-aes128-fixed": bytes([0, 0]) + bytes(range(16 + 11 + 16)),
         "raw-chacha-response": bytes([2, 2]) + bytes(range(32 + 43 + 16 + 20)),
+    },
+    "ss2022_stream": {
+        "aes128-two-chunks-small-pieces": stream("aes128", INTACT, sizes=(5, 17, 0x81, 40),
+                                                 payloads=(b"HTTP/1.1 200 OK\r\n\r\n", b"body")),
+        "aes256-whole": stream("aes256", INTACT, salt=b"\x01" * 32, payloads=(b"a", b"bc", b"def")),
+        "chacha-byte-by-byte": stream("chacha", INTACT, sizes=(0, 0, 0, 0), payloads=(b"hi", b"!")),
+        "aes256-largest-chunk": stream_pattern("aes256", INTACT, 0xFFFF, sizes=(0xC0, 0x90, 3, 0xFF)),
+        "chacha-skew-31": stream("chacha", INTACT, skew=31),
+        "aes128-skew-minus-30": stream("aes128", INTACT, skew=-30, payloads=(b"on time",)),
+        "aes256-other-salt": stream("aes256", INTACT, echo=False),
+        "aes128-trunc-head": stream("aes128", TRUNC, position=40, payloads=(b"x", b"y")),
+        "chacha-trunc-boundary": stream("chacha", TRUNC, position=32 + 43 + 16 + 1 + 16,
+                                        payloads=(b"1", b"22")),
+        "aes256-flip-fixed": stream("aes256", FLIP, position=8 * 40 + 1, payloads=(b"x", b"y")),
+        "aes128-flip-second-chunk": stream("aes128", FLIP, position=8 * (16 + 27 + 16 + 3 + 16 + 18 + 2),
+                                           payloads=(b"abc", b"defgh")),
+        "raw-aes128-head": bytes([0, 0, 0]) + bytes(range(16 + 27 + 16)),
+        "raw-chacha-pieces": bytes([2, 0, 3, 7, 0x81, 1]) + bytes(range(32 + 43 + 16 + 40)),
     },
     "ss2022_udp": {
         "aes128-client": udp("aes128", INTACT, payload=b"\x12\x34query"),
