@@ -263,6 +263,9 @@ impl StreamOpener {
     }
 
     fn step(&mut self, buf: &mut [u8]) -> Result<Step, ParseError> {
+        if let Expect::Failed = self.expect {
+            return Err(Invalid::BadTag.into());
+        }
         let need = self.element_len();
         let have = buf.len();
         let buf = buf
@@ -483,7 +486,7 @@ mod tests {
             ))
         ));
         // Dead for good after a failure.
-        assert!(back.decode(&mut [0u8; 100]).is_err());
+        assert_eq!(back.decode(&mut [0u8; 3]), Err(Invalid::BadTag.into()));
     }
 
     #[test]
