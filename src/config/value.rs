@@ -7,8 +7,6 @@
 
 use super::options::Rule;
 use super::Transport;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use base64::Engine;
 use core::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -335,30 +333,37 @@ pub fn parse_nonempty(s: &str) -> Result<String, String> {
 /// libev documents URL-safe base64 but users paste standard base64 too, with or without
 /// padding and sometimes with a trailing newline; all of those mean the same bytes.
 pub fn decode_base64_key(s: &str) -> Option<Vec<u8>> {
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-            .with_decode_allow_trailing_bits(true),
-    );
-    let normalized: String = s
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace() && *c != '=')
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    if normalized.is_empty() {
+    // Six bits per character of either alphabet; whitespace and padding carry none.
+    let sextet = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' | b'-' => Some(62),
+        b'/' | b'_' => Some(63),
+        _ => None,
+    };
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0u32);
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        acc = (acc << 6) | u32::from(sextet(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // One character left over (6 bits) is no whole byte: not base64. Trailing bits after the
+    // last byte are ignored, as libev does.
+    if out.is_empty() || bits == 6 {
         return None;
     }
-    LENIENT.decode(normalized).ok()
+    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     #[test]
     fn ports() {

@@ -425,7 +425,8 @@ pub struct ShadowsocksDatagrams {
 /// those that were answered kept ahead of those never answered when full.
 struct Sessions {
     udp: UdpCipher,
-    table: RefCell<AssocTable<Session, u64>>,
+    /// Keyed like the relay's associations: one hash table type less in the binary.
+    table: RefCell<AssocTable<Session, Peer>>,
 }
 
 struct Session {
@@ -479,7 +480,8 @@ impl ShadowsocksDatagrams {
         };
         let (now, unix) = (rt::now(), rt::unix_now());
         let mut table = sessions.table.borrow_mut();
-        let opened = match table.get_mut(&sep.session_id, now) {
+        let peer = Peer::Session(sep.session_id);
+        let opened = match table.get_mut(&peer, now) {
             Some(s) => s
                 .state
                 .open(&sessions.udp, sep, packet, unix)
@@ -493,7 +495,7 @@ impl ShadowsocksDatagrams {
                 ServerSession::open_first(&sessions.udp, sep, packet, unix, u64::from_ne_bytes(id))
                     .map(|(state, p)| {
                         let gone = table.insert(
-                            sep.session_id,
+                            peer,
                             Session {
                                 state,
                                 addr: client,
@@ -508,7 +510,7 @@ impl ShadowsocksDatagrams {
         drop(table);
         match opened {
             Ok(p) => Some(Datagram {
-                client: Peer::Session(sep.session_id),
+                client: peer,
                 target: p.address,
                 data: at + p.payload.start..at + p.payload.end,
             }),
@@ -533,16 +535,13 @@ impl ShadowsocksDatagrams {
         buf: &mut [u8],
         data: Range<usize>,
     ) -> io::Result<()> {
-        let Peer::Session(id) = client else {
-            return Err(io::Error::other("an address where a session was expected"));
-        };
         let now = rt::now();
         let mut nonce = [0u8; NONCE_LEN];
         if sessions.udp.method() == ss2022::Method::ChaCha20Poly1305 {
             random_salt(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
         }
         let mut table = sessions.table.borrow_mut();
-        let Some(session) = table.get_mut(&id, now) else {
+        let Some(session) = table.get_mut(&client, now) else {
             return Err(io::Error::other("session expired"));
         };
         let start = data
@@ -556,7 +555,7 @@ impl ShadowsocksDatagrams {
             .seal(&sessions.udp, from, rt::unix_now(), &nonce, packet)
             .map_err(|e| io::Error::other(e.to_string()))?;
         let addr = session.addr;
-        table.assure(&id, now);
+        table.assure(&client, now);
         drop(table);
         send_now(&self.socket, packet, addr)
     }

@@ -16,6 +16,8 @@
 
 mod accounts;
 mod alloc;
+#[cfg(all(target_env = "musl", not(test)))]
+mod c_heap;
 pub mod child;
 mod net;
 mod poll;
