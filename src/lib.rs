@@ -20,6 +20,7 @@ pub mod mode;
 pub mod plugin;
 pub mod policy;
 pub mod proto;
+pub mod quote;
 pub mod relay;
 pub mod rt;
 pub mod serve;

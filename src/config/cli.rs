@@ -10,6 +10,7 @@ use super::options::{self, Opt, Rule, OPTIONS};
 use super::settings::Settings;
 use super::value;
 use super::LoadError;
+use crate::quote::Quoted;
 use std::path::PathBuf;
 
 /// Reads `args` (without argv[0]) into `s`'s command-line layer. `program` is how the user
@@ -55,7 +56,7 @@ pub fn parse_args(s: &mut Settings, program: &str, args: &[&str]) -> Result<(), 
                 break;
             }
         } else {
-            return Err(fail(format!("unexpected argument {arg:?}")));
+            return Err(fail(format!("unexpected argument {}", Quoted(arg))));
         }
     }
     Ok(())
@@ -119,7 +120,7 @@ fn store(s: &mut Settings, o: &Opt, shown: &str, text: &str) -> Result<(), Strin
         Ok(None) => {}
         // Secrets are never echoed, even when wrong.
         Err(e) if o.rule == Rule::Secret => return Err(format!("{shown} {e}")),
-        Err(e) => return Err(format!("{shown} {text:?} {e}")),
+        Err(e) => return Err(format!("{shown} {} {e}", Quoted(text))),
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use super::json::{self, Number, Value};
 use super::options::{self, Rule, OPTIONS};
 use super::value::{self, HostPort, IntRule, Secret, Val};
 use super::Transport;
+use crate::quote::Quoted;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -115,7 +116,11 @@ pub fn parse_json_config(text: &str) -> Result<FileConfig, String> {
     // A near miss of a key that changes behaviour is an error only when the real key is
     // absent: then the file means something other than what it says.
     for (key, meant, why) in misspelt {
-        let msg = format!("unknown key {key:?} (did you mean {meant:?}?)");
+        let msg = format!(
+            "unknown key {} (did you mean {}?)",
+            Quoted(&key),
+            Quoted(meant)
+        );
         if obj.contains_key(meant) {
             fc.warnings.push(format!("{msg}; ignored"));
         } else {
@@ -142,7 +147,7 @@ fn read_value(rule: Rule, key: &str, v: &Value) -> Result<Option<Val>, String> {
         },
         Rule::Interface => {
             let s = string(key, v, false)?;
-            Val::Text(value::parse_interface(&s).map_err(|e| format!("{key:?} {e}"))?)
+            Val::Text(value::parse_interface(&s).map_err(|e| format!("{} {e}", Quoted(key)))?)
         }
         Rule::Transport => Val::Transport(transport(key, v)?),
         Rule::Nameservers => Val::Nameservers(nameservers(key, v)?),
@@ -156,11 +161,12 @@ fn note_unused(fc: &mut FileConfig, key: &str) -> Option<(String, &'static str, 
     if HARMLESS_KEYS.contains(&key) || key.starts_with('_') {
         // A leading underscore is the usual JSON idiom for a comment key ("_comment").
         fc.ignored
-            .push(format!("key {key:?} is not used by this program"));
+            .push(format!("key {} is not used by this program", Quoted(key)));
         return None;
     }
     if let Some((_, why)) = UNSUPPORTED_KEYS.iter().find(|(k, _)| *k == key) {
-        fc.warnings.push(format!("key {key:?} ignored: {why}"));
+        fc.warnings
+            .push(format!("key {} ignored: {why}", Quoted(key)));
         return None;
     }
     let meant = options::closest(key, OPTIONS.iter().filter_map(|o| o.key));
@@ -168,12 +174,16 @@ fn note_unused(fc: &mut FileConfig, key: &str) -> Option<(String, &'static str, 
     match (meant, guard) {
         (Some(m), Some(why)) => Some((key.to_string(), m, why)),
         (Some(m), None) => {
-            fc.warnings
-                .push(format!("unknown key {key:?} ignored (did you mean {m:?}?)"));
+            fc.warnings.push(format!(
+                "unknown key {} ignored (did you mean {}?)",
+                Quoted(key),
+                Quoted(m)
+            ));
             None
         }
         (None, _) => {
-            fc.warnings.push(format!("unknown key {key:?} ignored"));
+            fc.warnings
+                .push(format!("unknown key {} ignored", Quoted(key)));
             None
         }
     }
@@ -191,7 +201,7 @@ fn describe(v: &Value, secret: bool) -> String {
             // Keep the error one short line even for a pasted blob.
             let shown: String = s.chars().take(60).collect();
             let more = if shown.len() < s.len() { "…" } else { "" };
-            format!("{shown:?}{more}")
+            format!("{}{more}", Quoted(&shown))
         }
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "an object".into(),
@@ -199,7 +209,11 @@ fn describe(v: &Value, secret: bool) -> String {
 }
 
 fn type_error(key: &str, what: &str, v: &Value, secret: bool) -> String {
-    format!("{key:?} must be {what}, got {}", describe(v, secret))
+    format!(
+        "{} must be {what}, got {}",
+        Quoted(key),
+        describe(v, secret)
+    )
 }
 
 /// libev's `to_string`: strings, and integers as their decimal text (people write
@@ -217,7 +231,8 @@ fn nonempty(key: &str, v: &Value, secret: bool) -> Result<String, String> {
     let s = string(key, v, secret)?;
     if s.is_empty() {
         return Err(format!(
-            "{key:?} must not be empty (remove the key instead)"
+            "{} must not be empty (remove the key instead)",
+            Quoted(key)
         ));
     }
     Ok(s)
@@ -225,7 +240,7 @@ fn nonempty(key: &str, v: &Value, secret: bool) -> Result<String, String> {
 
 fn host(key: &str, v: &Value) -> Result<String, String> {
     let s = string(key, v, false)?;
-    value::check_host(&s).map_err(|e| format!("{key:?} {e}, got {}", describe(v, false)))
+    value::check_host(&s).map_err(|e| format!("{} {e}, got {}", Quoted(key), describe(v, false)))
 }
 
 fn hosts(key: &str, v: &Value) -> Result<Vec<HostPort>, String> {
@@ -233,12 +248,15 @@ fn hosts(key: &str, v: &Value) -> Result<Vec<HostPort>, String> {
         let what = "a host name or address, or a list of them";
         let s = string(key, item, false).map_err(|_| type_error(key, what, item, false))?;
         value::parse_host_port(&s)
-            .map_err(|e| format!("{key:?} {e}, got {}", describe(item, false)))
+            .map_err(|e| format!("{} {e}, got {}", Quoted(key), describe(item, false)))
     };
     match v {
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(format!("{key:?} is an empty list (remove the key instead)"));
+                return Err(format!(
+                    "{} is an empty list (remove the key instead)",
+                    Quoted(key)
+                ));
             }
             items.iter().map(one).collect()
         }
@@ -256,14 +274,15 @@ fn nameservers(key: &str, v: &Value) -> Result<Vec<SocketAddr>, String> {
         let s = string(key, item, false)?;
         // libev passes the string to c-ares, which takes a comma-separated list.
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let ns =
-                value::parse_nameserver(part).map_err(|e| format!("{key:?} {e}, got {part:?}"))?;
+            let ns = value::parse_nameserver(part)
+                .map_err(|e| format!("{} {e}, got {}", Quoted(key), Quoted(part)))?;
             out.push(ns);
         }
     }
     if out.is_empty() {
         return Err(format!(
-            "{key:?} must not be empty (remove the key instead)"
+            "{} must not be empty (remove the key instead)",
+            Quoted(key)
         ));
     }
     Ok(out)
@@ -305,7 +324,7 @@ fn transport(key: &str, v: &Value) -> Result<Transport, String> {
         Value::String(s) => value::parse_transport(s),
         _ => value::parse_transport(""),
     }
-    .map_err(|e| format!("{key:?} {e}, got {}", describe(v, false)))
+    .map_err(|e| format!("{} {e}, got {}", Quoted(key), describe(v, false)))
 }
 
 /// Removes `//` and `/* */` comments outside strings (hand-edited libev configs have them) and

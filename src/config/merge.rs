@@ -12,6 +12,7 @@ use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
 use crate::proto::ss2022::{KeyError, Psk};
+use crate::quote::Quoted;
 use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -54,8 +55,9 @@ pub fn load(mode: Mode, program: &str, args: &[&str]) -> Result<Config, LoadErro
         // One file often serves ss-local and ss-redir alike; libev ignores the other's keys.
         for k in s.unused_file_keys() {
             log::debug!(
-                "config {}: key {k:?} is not used by {program}",
-                path.display()
+                "config {}: key {} is not used by {program}",
+                path.display(),
+                Quoted(k)
             );
         }
     }
@@ -153,8 +155,9 @@ pub fn build(s: &Settings) -> Result<Config, String> {
             Some(a) if a.port() != 0 => Some(a),
             _ => {
                 return Err(format!(
-                    "{} must be HOST:PORT or [IPv6]:PORT with a port 1-65535, got {text:?}",
-                    s.source(Id::TunnelAddress)
+                    "{} must be HOST:PORT or [IPv6]:PORT with a port 1-65535, got {}",
+                    s.source(Id::TunnelAddress),
+                    Quoted(&text)
                 ))
             }
         }
@@ -207,7 +210,11 @@ pub fn build(s: &Settings) -> Result<Config, String> {
     let plugin_opts = s.text(Id::PluginOpts);
     if let Some(text) = &plugin_opts {
         if let Err(why) = sip003::parse(text) {
-            return Err(format!("{} {text:?}: {why}", s.source(Id::PluginOpts)));
+            return Err(format!(
+                "{} {}: {why}",
+                s.source(Id::PluginOpts),
+                Quoted(text)
+            ));
         }
     }
     Ok(Config {
@@ -319,7 +326,8 @@ fn outbound_binds(s: &Settings) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), 
             Some(Val::Text(t)) => t.parse::<IpAddr>().map(Some).map_err(|_| {
                 format!(
                     "{source} must be an IP address (the source of outgoing connections), got \
-                     {t:?}"
+                     {}",
+                    Quoted(t)
                 )
             }),
             _ => Ok(None),

@@ -55,6 +55,7 @@
 
 pub mod wire;
 
+use crate::quote::{List, Quoted};
 use crate::rt::{self, Async, Semaphore, Timer};
 use crate::sys::{self, OutboundOpts};
 use event_listener::Event;
@@ -202,7 +203,8 @@ impl Resolver {
             },
         };
         log::debug!(
-            "dns: nameservers {nameservers:?}, {} names from the hosts file",
+            "dns: nameservers {}, {} names from the hosts file",
+            List(&nameservers),
             hosts.len()
         );
         Ok(Rc::new(Resolver {
@@ -248,7 +250,7 @@ impl Resolver {
         let name = wire::check_name(host).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("cannot resolve {host:?}: not a valid host name"),
+                format!("cannot resolve {}: not a valid host name", Quoted(host)),
             )
         })?;
         let key = name.to_ascii_lowercase();
@@ -343,7 +345,7 @@ impl Resolver {
             self.cache
                 .borrow_mut()
                 .insert(key, Ok(Rc::clone(&ips)), ttl, now);
-            log::debug!("dns: {name} -> {ips:?}");
+            log::debug!("dns: {name} -> {}", List(&ips));
             return Ok(ips);
         }
         let negative = match failure {
@@ -425,7 +427,7 @@ impl Resolver {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Err(fail(io::ErrorKind::InvalidData, &e)),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                let why = format!("no answer within {:?}", self.attempt_timeout);
+                let why = format!("no answer within {} ms", self.attempt_timeout.as_millis());
                 return Err(fail(io::ErrorKind::TimedOut, &why));
             }
             Err(e) => return Err(fail(e.kind(), &e)),

@@ -78,7 +78,12 @@ impl Ingress for Socks5 {
                         HandshakeError::Io(e) => log::debug!("{peer}: SOCKS5 handshake: {e}"),
                         HandshakeError::TimedOut => log::debug!("{peer}: SOCKS5 handshake timed out"),
                         HandshakeError::Unsupported(c) => {
-                            log::debug!("{peer}: SOCKS5 command {c:?} not supported")
+                            log::debug!("{peer}: SOCKS5 command {} not supported", match c {
+                                socks5::Command::Connect => 1,
+                                socks5::Command::Bind => 2,
+                                socks5::Command::UdpAssociate => 3,
+                                socks5::Command::Other(n) => n,
+                            })
                         }
                         HandshakeError::NoAcceptableMethod => log::warn!(
                             "{peer}: SOCKS5 client offers no usable method (only no-auth is supported)"
@@ -201,7 +206,10 @@ async fn associate(client: &Async<TcpStream>, peer: SocketAddr, udp_port: Option
     if reply(client, socks5::REP_SUCCEEDED, bound).await.is_err() {
         return;
     }
-    log::debug!("{peer}: UDP associate via {bound:?}");
+    match bound {
+        Some(b) => log::debug!("{peer}: UDP associate via {b}"),
+        None => log::debug!("{peer}: UDP associate refused"),
+    }
     let mut sink = [0u8; 64];
     while let Ok(n) = (&*client).read(&mut sink).await {
         if n == 0 {

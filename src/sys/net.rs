@@ -5,6 +5,7 @@
 //! `bind()`/`connect()`, which std does not allow, then handed out as std types.
 
 use super::{ctx, ctx_hint};
+use crate::quote::Quoted;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::socket::{
@@ -176,7 +177,10 @@ fn bind_to_device(fd: &OwnedFd, name: &str) -> io::Result<()> {
     if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("interface name {name:?} is not a valid interface name"),
+            format!(
+                "interface name {} is not a valid interface name",
+                Quoted(name)
+            ),
         ));
     }
     setsockopt(fd, sockopt::BindToDevice, &OsString::from(name)).map_err(|e| match e {

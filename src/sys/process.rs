@@ -7,6 +7,7 @@
 
 use super::accounts::{self, Account};
 use super::{ctx, ctx_hint};
+use crate::quote::Quoted;
 use nix::errno::Errno;
 use nix::sys::resource::{getrlimit, rlim_t, setrlimit, Resource, RLIM_INFINITY};
 use nix::unistd::{getuid, setgid, setgroups, setuid, Gid, Uid};
@@ -228,7 +229,7 @@ fn lookup_user(user: &str) -> io::Result<Account> {
 fn bad_user(user: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
-        format!("invalid user name {user:?}"),
+        format!("invalid user name {}", Quoted(user)),
     )
 }
 
