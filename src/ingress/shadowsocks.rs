@@ -21,25 +21,23 @@ use crate::policy::assoc::AssocTable;
 use crate::policy::ban::{Ban, BanConfig};
 use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
-use crate::proto::handshake::{Next, Probe, ServerHandshake};
+use crate::proto::handshake::{Next, Probe, ServerHandshake, Step};
 use crate::proto::replay::ReplayFilter;
+use crate::proto::ss2022::handshake::RequestHandshake;
 use crate::proto::ss2022::salts::{self, SaltPool};
 use crate::proto::ss2022::session::{server_prefix_len, ServerSession};
-use crate::proto::ss2022::stream::StreamOpener;
-use crate::proto::ss2022::tcp::{open_request_fixed, open_request_variable, request_fixed_len};
 use crate::proto::ss2022::udp::{open_separate_header, UdpCipher, NONCE_LEN};
 use crate::proto::ss2022::{self, Psk};
 use crate::proto::stream::Opening;
-use crate::proto::tcp::HEADER_LEN;
 use crate::proto::{udp, ParseError};
-use crate::relay::pool::{Parked, Pool};
+use crate::relay::pool::{Block, Jumbo, Parked, Pool, BLOCK_SIZE};
 use crate::rt::{self, Async, Timer};
 use crate::sys::{self, random_salt};
 use futures_lite::{future, AsyncReadExt};
 use std::cell::RefCell;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::ops::Range;
+use std::ops::{Deref, DerefMut, Range};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -189,33 +187,89 @@ impl Ingress for Shadowsocks {
     }
 }
 
+/// ss-server's handshake of either edition: both are fed the same way.
+enum Hello {
+    Aead(ServerHandshake),
+    Ss2022(RequestHandshake),
+}
+
+impl Hello {
+    fn head_len(&self) -> usize {
+        match self {
+            Hello::Aead(hs) => hs.head_len(),
+            Hello::Ss2022(hs) => hs.head_len(),
+        }
+    }
+
+    fn element_len(&self) -> usize {
+        match self {
+            Hello::Aead(hs) => hs.element_len(),
+            Hello::Ss2022(hs) => hs.element_len(),
+        }
+    }
+
+    fn handle(&mut self, input: &mut [u8], guard: &Guard) -> Step {
+        match self {
+            Hello::Aead(hs) => hs.handle(input, &mut guard.replay.borrow_mut()),
+            Hello::Ss2022(hs) => hs.handle(input, &mut guard.salts.borrow_mut(), rt::unix_now()),
+        }
+    }
+
+    fn into_opening(self) -> Option<Opening> {
+        match self {
+            Hello::Aead(hs) => Some(Opening::Aead(hs.into_decryptor())),
+            Hello::Ss2022(hs) => hs.into_opener().map(Opening::Ss2022),
+        }
+    }
+}
+
+/// Where the request's body is read: a pool block, or a jumbo buffer for a Shadowsocks 2022
+/// header longer than a block.
+enum Room {
+    Block(Block),
+    Jumbo(Jumbo),
+}
+
+impl Deref for Room {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Room::Block(b) => b,
+            Room::Jumbo(j) => j,
+        }
+    }
+}
+
+impl DerefMut for Room {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Room::Block(b) => b,
+            Room::Jumbo(j) => j,
+        }
+    }
+}
+
+/// Longest head: a 32-byte salt and a sealed 2022 fixed header.
+const HEAD_MAX: usize = MAX_SALT_LEN + 11 + TAG_LEN;
+
 impl Shadowsocks {
     /// Reads until the request authenticates and names a target.
     async fn read_request(
         &self,
         client: &Async<TcpStream>,
     ) -> Result<(First, Opening), FirstError> {
-        match self.method.ss2022() {
-            None => self.read_first_chunk(client).await,
-            Some(m) => {
-                // The config checked the key's length.
-                let psk = Psk::from_bytes(m, self.key.as_bytes())
-                    .map_err(|_| FirstError::Probe(Probe::BadTag))?;
-                self.read_request_2022(client, &psk).await
-            }
-        }
-    }
-
-    /// AEAD-2017: reads until the first chunk authenticates and names a target.
-    async fn read_first_chunk(
-        &self,
-        client: &Async<TcpStream>,
-    ) -> Result<(First, Opening), FirstError> {
-        let mut hs = ServerHandshake::new(self.method, &self.key);
-        // Until the first chunk's length authenticates, read only the salt and the sealed
-        // length, into a small buffer: a prober without the key must not hold a pool block.
-        let mut head = [0u8; MAX_SALT_LEN + HEADER_LEN];
-        let head = &mut head[..hs.head_len()];
+        let mut hs = match self.method.ss2022() {
+            None => Hello::Aead(ServerHandshake::new(self.method, &self.key)),
+            // The config checked the key's length.
+            Some(m) => Hello::Ss2022(RequestHandshake::new(
+                &Psk::from_bytes(m, self.key.as_bytes())
+                    .map_err(|_| FirstError::Probe(Probe::BadTag))?,
+            )),
+        };
+        // Until the head (salt and the first sealed length or fixed header) authenticates,
+        // read only it, into a small buffer: a prober without the key must not hold a block.
+        let mut head = [0u8; HEAD_MAX];
+        let head = &mut head[..hs.head_len().min(HEAD_MAX)];
         (&*client)
             .read_exact(head)
             .await
@@ -223,25 +277,30 @@ impl Shadowsocks {
                 io::ErrorKind::UnexpectedEof => FirstError::Closed,
                 _ => FirstError::Io(e),
             })?;
-        let step = hs.handle(head, &mut self.guard.replay.borrow_mut());
+        let step = hs.handle(head, &self.guard);
         match decided(step.next, 0) {
             None => {}
             Some(Err(e)) => return Err(e),
             // The head holds no payload, so no request either.
             Some(Ok(_)) => return Err(FirstError::Probe(Probe::BadChunk)),
         }
-        // Only a key holder gets here. Even so, take a block only once the whole first chunk is
-        // queued, so slow or stalled clients cannot pin the pool while it trickles in.
-        // Usually the whole chunk came with the salt: then no SO_RCVLOWAT round trip is needed.
-        wait_queued(client, hs.element_len()).await?;
-        let mut block = self.pool.take().await;
+        // Only a key holder gets here. Even so, take a block only once the whole first chunk
+        // (or 2022 header) is queued, so slow or stalled clients cannot pin the pool while it
+        // trickles in. Usually it came with the salt: then no SO_RCVLOWAT round trip is needed.
+        let need = hs.element_len();
+        wait_queued(client, need).await?;
+        let mut room = if need > BLOCK_SIZE {
+            Room::Jumbo(self.pool.take_jumbo().ok_or(FirstError::Busy)?)
+        } else {
+            Room::Block(self.pool.take().await)
+        };
         let (mut filled, mut start) = (0, 0);
         loop {
-            let room = block.len() - filled;
-            match client.try_read_with(|mut s| s.read(&mut block[filled..])) {
+            let free = room.len() - filled;
+            match client.try_read_with(|mut s| s.read(&mut room[filled..])) {
                 Ok(0) => return Err(FirstError::Closed),
                 Ok(n) => {
-                    if n < room {
+                    if n < free {
                         // Everything queued was read: the relay waits for more, no read first.
                         client.drained();
                     }
@@ -258,114 +317,30 @@ impl Shadowsocks {
                 }
                 Err(e) => return Err(FirstError::Io(e)),
             }
-            let step = hs.handle(
-                &mut block[start..filled],
-                &mut self.guard.replay.borrow_mut(),
-            );
+            let step = hs.handle(&mut room[start..filled], &self.guard);
             let at = start;
             start += step.consumed;
             match decided(step.next, at) {
-                None if filled < block.len() => {
+                None if filled < room.len() => {
                     client.readable().await.map_err(FirstError::Io)?;
                 }
                 None => return Err(FirstError::Probe(Probe::BadChunk)),
                 Some(Ok((target, early))) => {
-                    let first = First {
-                        target,
-                        early: Parked::new(&self.pool, block, early, start..filled),
+                    let early = match room {
+                        Room::Block(block) => Parked::new(&self.pool, block, early, start..filled),
+                        Room::Jumbo(big) => {
+                            Parked::spilled(&self.pool, &big[early], &big[start..filled])
+                                .ok_or(FirstError::Busy)?
+                        }
                     };
-                    return Ok((first, Opening::Aead(hs.into_decryptor())));
+                    let dec = hs
+                        .into_opening()
+                        .ok_or(FirstError::Probe(Probe::BadChunk))?;
+                    return Ok((First { target, early }, dec));
                 }
                 Some(Err(e)) => return Err(e),
             }
         }
-    }
-}
-
-impl Shadowsocks {
-    /// Shadowsocks 2022: the salt and fixed header in one read into a small buffer, then the
-    /// variable header (target, padding, first payload) once it is all queued.
-    async fn read_request_2022(
-        &self,
-        client: &Async<TcpStream>,
-        psk: &Psk,
-    ) -> Result<(First, Opening), FirstError> {
-        let mut head = [0u8; ss2022::MAX_KEY_LEN + 11 + TAG_LEN];
-        let head = &mut head[..request_fixed_len(psk.method())];
-        (&*client)
-            .read_exact(head)
-            .await
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => FirstError::Closed,
-                _ => FirstError::Io(e),
-            })?;
-        let now = rt::unix_now();
-        let mut fixed = open_request_fixed(psk, head, now, &mut self.guard.salts.borrow_mut())
-            .map_err(|e| match e {
-                ss2022::Error::ClockSkew { timestamp, now } => {
-                    FirstError::Probe(Probe::Timestamp { timestamp, now })
-                }
-                ss2022::Error::Replay => FirstError::Probe(Probe::Replayed),
-                ss2022::Error::SaltPoolFull => FirstError::Busy,
-                _ => FirstError::Probe(Probe::BadTag),
-            })?;
-        // Only a key holder gets here.
-        let need = usize::from(fixed.variable_len) + TAG_LEN;
-        wait_queued(client, need).await?;
-        let bad = |e| match e {
-            ss2022::Error::BadTag => FirstError::Probe(Probe::BadTag),
-            ss2022::Error::Address(why) => FirstError::Request(ParseError::Invalid(why)),
-            e => FirstError::Request2022(e),
-        };
-        if need > crate::relay::pool::BLOCK_SIZE {
-            // A header longer than a block: received into a buffer of its own.
-            let mut jumbo = self.pool.take_jumbo().ok_or(FirstError::Busy)?;
-            let big = jumbo.get_mut(..need).ok_or(FirstError::Busy)?;
-            (&*client)
-                .read_exact(big)
-                .await
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::UnexpectedEof => FirstError::Closed,
-                    _ => FirstError::Io(e),
-                })?;
-            let header = open_request_variable(&mut fixed, big).map_err(bad)?;
-            let early =
-                Parked::early_only(&self.pool, &big[header.payload]).ok_or(FirstError::Busy)?;
-            let first = First {
-                target: header.target,
-                early,
-            };
-            return Ok((
-                first,
-                Opening::Ss2022(StreamOpener::after_request(psk, fixed)),
-            ));
-        }
-        let mut block = self.pool.take().await;
-        let mut filled = 0;
-        while filled < need {
-            match client.try_read_with(|mut s| s.read(&mut block[filled..])) {
-                Ok(0) => return Err(FirstError::Closed),
-                Ok(n) => filled += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    client.readable().await.map_err(FirstError::Io)?
-                }
-                Err(e) => return Err(FirstError::Io(e)),
-            }
-        }
-        let header = open_request_variable(&mut fixed, &mut block[..need]).map_err(bad)?;
-        let first = First {
-            target: header.target,
-            early: Parked::new(&self.pool, block, header.payload, need..filled),
-        };
-        Ok((
-            first,
-            Opening::Ss2022(StreamOpener::after_request(psk, fixed)),
-        ))
     }
 }
 
@@ -390,6 +365,8 @@ fn decided(next: Next, at: usize) -> Option<Result<(Address, Range<usize>), Firs
         Next::NeedMore(_) => None,
         Next::Probe(why) => Some(Err(FirstError::Probe(why))),
         Next::BadRequest(e) => Some(Err(FirstError::Request(e))),
+        Next::Refused(e) => Some(Err(FirstError::Request2022(e))),
+        Next::Busy => Some(Err(FirstError::Busy)),
         Next::Connect { target, early } => Some(Ok((target, at + early.start..at + early.end))),
     }
 }

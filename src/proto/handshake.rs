@@ -69,6 +69,10 @@ pub enum Next {
     },
     /// An authenticated client sent a request that cannot be served (bad address).
     BadRequest(ParseError),
+    /// An authenticated Shadowsocks 2022 header that breaks the padding rules.
+    Refused(super::ss2022::Error),
+    /// Too many new Shadowsocks 2022 sessions in the last minute (see `SaltPool`).
+    Busy,
 }
 
 /// One step: how many input bytes were used, and what comes next.

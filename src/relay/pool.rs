@@ -253,12 +253,12 @@ impl Parked {
         }
     }
 
-    /// Only a first payload, copied into a spill; `None` when the budget is spent.
-    pub fn early_only(pool: &Rc<Pool>, early: &[u8]) -> Option<Parked> {
-        let bytes = pool.spill(early)?;
+    /// `early` (plaintext) and `rest` (ciphertext) copied into a spill; `None` when the budget
+    /// is spent.
+    pub fn spilled(pool: &Rc<Pool>, early: &[u8], rest: &[u8]) -> Option<Parked> {
         Some(Parked::Spilled {
-            early: bytes.len(),
-            bytes,
+            bytes: pool.spill_parts(&[early, rest])?,
+            early: early.len(),
         })
     }
 

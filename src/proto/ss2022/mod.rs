@@ -18,6 +18,7 @@
 //! relay drives them, [`udp`] the packets, [`salts`] the server's
 //! salt store and [`window`] the per-session packet-id filter.
 
+pub mod handshake;
 pub mod salts;
 pub mod session;
 pub mod stream;
