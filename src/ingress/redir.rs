@@ -142,7 +142,8 @@ pub struct RedirDatagrams {
     socket: Async<UdpSocket>,
     port: u16,
     cmsg: RefCell<OrigDstBuf>,
-    replies: RefCell<AssocTable<Reply>>,
+    /// Keyed by `Peer::Addr`, like the relay's table: one hash table type less in the binary.
+    replies: RefCell<AssocTable<Reply, Peer>>,
     strays: Rc<Strays>,
     ex: Rc<LocalExecutor<'static>>,
     last_sweep: Cell<Option<Instant>>,
@@ -193,7 +194,7 @@ impl RedirDatagrams {
         let existing = self
             .replies
             .borrow_mut()
-            .get(&from, now)
+            .get(&Peer::Addr(from), now)
             .map(|r| Rc::clone(&r.socket));
         let reused = existing.is_some();
         let socket = match existing {
@@ -205,7 +206,7 @@ impl RedirDatagrams {
                 // Every socket here was opened for a reply, so one reply proves nothing; a
                 // second one sent makes it a live flow's.
                 if reused {
-                    self.replies.borrow_mut().assure(&from, now);
+                    self.replies.borrow_mut().assure(&Peer::Addr(from), now);
                 }
                 Ok(())
             }
@@ -226,7 +227,10 @@ impl RedirDatagrams {
             socket: Rc::clone(&socket),
             _reader: reader,
         };
-        let gone = self.replies.borrow_mut().insert(from, reply, now);
+        let gone = self
+            .replies
+            .borrow_mut()
+            .insert(Peer::Addr(from), reply, now);
         if let Some((evicted, _)) = &gone {
             log::debug!("udp: reply socket table full, closed the one for {evicted}");
         }

@@ -28,9 +28,11 @@ const NIL: u32 = 0x7fff_ffff;
 /// a `bool` (on 64-bit targets it would cost 8 bytes an entry), and links need only 31 bits.
 const ASSURED: u32 = 1 << 31;
 
-struct Entry<V, K> {
+/// An entry's place in the table; its value sits at the same index in `AssocTable::values`.
+/// Kept apart from the values so that the list and index code below is compiled once per key
+/// type, not once per value type (three tables in the binary share it).
+struct Meta<K> {
     key: K,
-    value: V,
     last: Instant,
     /// Neighbours in the entry's activity list (slab indexes; `NIL` at the ends); `older_class`
     /// also carries the `ASSURED` bit, which says which list that is.
@@ -38,7 +40,7 @@ struct Entry<V, K> {
     older_class: u32,
 }
 
-impl<V, K> Entry<V, K> {
+impl<K> Meta<K> {
     fn older(&self) -> u32 {
         self.older_class & !ASSURED
     }
@@ -51,7 +53,7 @@ impl<V, K> Entry<V, K> {
         self.older_class & ASSURED != 0
     }
 
-    /// The list the entry belongs to: an index into `AssocTable::lists`.
+    /// The list the entry belongs to: an index into `Links::lists`.
     fn class(&self) -> usize {
         usize::from(self.is_assured())
     }
@@ -68,13 +70,14 @@ const EMPTY: Ends = Ends {
     newest: NIL,
     oldest: NIL,
 };
-/// Indexes into `AssocTable::lists`.
+/// Indexes into `Links::lists`.
 const UNASSURED: usize = 0;
 const ASSURED_LIST: usize = 1;
 
-/// Keyed by client address unless `K` says otherwise (Shadowsocks 2022 sessions).
-pub struct AssocTable<V, K = SocketAddr> {
-    slab: Vec<Option<Entry<V, K>>>,
+/// The index and the two activity lists: which slot holds which key, and in what order.
+struct Links<K> {
+    /// Every slot ever used; free ones (in `free`) are on no list and in no index.
+    slab: Vec<Meta<K>>,
     free: Vec<u32>,
     index: HashMap<K, u32>,
     /// The unassured entries' list, then the assured ones'.
@@ -83,55 +86,122 @@ pub struct AssocTable<V, K = SocketAddr> {
     timeout: Duration,
 }
 
+/// Keyed by client address unless `K` says otherwise (`ingress::Peer`).
+pub struct AssocTable<V, K = SocketAddr> {
+    links: Links<K>,
+    values: Vec<Option<V>>,
+}
+
 impl<V, K: Hash + Eq + Copy> AssocTable<V, K> {
     /// `capacity` is clamped to 1..2^31 (slab indexes are 31 bits, below `NIL`).
     pub fn new(capacity: usize, timeout: Duration) -> AssocTable<V, K> {
         AssocTable {
-            slab: Vec::new(),
-            free: Vec::new(),
-            index: HashMap::new(),
-            lists: [EMPTY; 2],
-            capacity: capacity.clamp(1, NIL as usize),
-            timeout,
+            links: Links {
+                slab: Vec::new(),
+                free: Vec::new(),
+                index: HashMap::new(),
+                lists: [EMPTY; 2],
+                capacity: capacity.clamp(1, NIL as usize),
+                timeout,
+            },
+            values: Vec::new(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.links.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.links.index.is_empty()
     }
 
     /// The value for `key`, marked active at `now`.
     pub fn get(&mut self, key: &K, now: Instant) -> Option<&V> {
-        let i = *self.index.get(key)?;
-        self.touch_at(i, now);
-        self.entry(i).map(|e| &e.value)
+        let i = self.links.touch(key, now)?;
+        self.values.get(i as usize)?.as_ref()
     }
 
     /// Like [`AssocTable::get`], for changing the value.
     pub fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
-        let i = *self.index.get(key)?;
-        self.touch_at(i, now);
-        self.entry_mut(i).map(|e| &mut e.value)
+        let i = self.links.touch(key, now)?;
+        self.values.get_mut(i as usize)?.as_mut()
     }
 
     /// Marks `key` active (replies count as activity too).
     pub fn touch(&mut self, key: &K, now: Instant) {
-        if let Some(&i) = self.index.get(key) {
-            self.touch_at(i, now);
-        }
+        self.links.touch(key, now);
     }
 
     /// Marks `key` active and assured: from now on it is evicted only when every entry is
     /// assured. The caller decides what earns it (a reply that reached the client).
     pub fn assure(&mut self, key: &K, now: Instant) {
+        self.links.assure(key, now);
+    }
+
+    /// Adds or replaces the entry for `key`; a new entry is not assured, even one that replaces
+    /// an assured entry (it is a new flow). Returns what left the table: the replaced value, or
+    /// when the table was full the least recently active unassured entry, or the least
+    /// recently active assured one if there was none.
+    pub fn insert(&mut self, key: K, value: V, now: Instant) -> Option<(K, V)> {
+        let mut gone = self.remove(&key).map(|v| (key, v));
+        if let Some((k, i)) = self.links.evict_if_full() {
+            gone = self.take(i).map(|v| (k, v));
+        }
+        let i = self.links.insert(key, now) as usize;
+        match self.values.get_mut(i) {
+            Some(slot) => *slot = Some(value),
+            None => self.values.push(Some(value)),
+        }
+        gone
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let i = self.links.remove(key)?;
+        self.take(i)
+    }
+
+    /// Removes the entries idle for the timeout or longer at `now`, assured or not, oldest
+    /// first.
+    pub fn sweep(&mut self, now: Instant) -> Vec<V> {
+        let mut gone = Vec::new();
+        while let Some(i) = self.links.pop_expired(now) {
+            gone.extend(self.take(i));
+        }
+        gone
+    }
+
+    /// How often `sweep` should run: often enough that expiry is within a quarter timeout.
+    pub fn sweep_period(&self) -> Duration {
+        (self.links.timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(15))
+    }
+
+    fn take(&mut self, i: u32) -> Option<V> {
+        self.values.get_mut(i as usize)?.take()
+    }
+}
+
+impl<K: Hash + Eq + Copy> Links<K> {
+    fn entry(&self, i: u32) -> Option<&Meta<K>> {
+        self.slab.get(i as usize)
+    }
+
+    fn entry_mut(&mut self, i: u32) -> Option<&mut Meta<K>> {
+        self.slab.get_mut(i as usize)
+    }
+
+    /// Marks `key` active at `now`; its slot.
+    fn touch(&mut self, key: &K, now: Instant) -> Option<u32> {
+        let i = *self.index.get(key)?;
+        self.touch_at(i, now);
+        Some(i)
+    }
+
+    fn assure(&mut self, key: &K, now: Instant) {
         let Some(&i) = self.index.get(key) else {
             return;
         };
-        if self.entry(i).is_some_and(Entry::is_assured) {
+        if self.entry(i).is_some_and(Meta::is_assured) {
             return self.touch_at(i, now);
         }
         self.unlink(i);
@@ -142,22 +212,23 @@ impl<V, K: Hash + Eq + Copy> AssocTable<V, K> {
         self.link_newest(i);
     }
 
-    /// Adds or replaces the entry for `key`; a new entry is not assured, even one that replaces
-    /// an assured entry (it is a new flow). Returns what left the table: the replaced value, or
-    /// when the table was full the least recently active unassured entry, or the least
-    /// recently active assured one if there was none.
-    pub fn insert(&mut self, key: K, value: V, now: Instant) -> Option<(K, V)> {
-        let mut gone = self.remove(&key).map(|v| (key, v));
-        if self.index.len() >= self.capacity {
-            let victims = match self.lists[UNASSURED].oldest {
-                NIL => ASSURED_LIST,
-                _ => UNASSURED,
-            };
-            gone = self.pop_oldest(victims);
+    /// When the table is full: takes out the entry to make room for one more (see
+    /// `AssocTable::insert`); its key and slot.
+    fn evict_if_full(&mut self) -> Option<(K, u32)> {
+        if self.index.len() < self.capacity {
+            return None;
         }
-        let entry = Entry {
+        let victims = match self.lists[UNASSURED].oldest {
+            NIL => ASSURED_LIST,
+            _ => UNASSURED,
+        };
+        self.pop_oldest(victims)
+    }
+
+    /// Links a new, unassured entry for `key` (not in the table); its slot.
+    fn insert(&mut self, key: K, now: Instant) -> u32 {
+        let meta = Meta {
             key,
-            value,
             last: now,
             newer: NIL,
             older_class: NIL,
@@ -165,67 +236,45 @@ impl<V, K: Hash + Eq + Copy> AssocTable<V, K> {
         let i = match self.free.pop() {
             Some(i) => {
                 if let Some(slot) = self.slab.get_mut(i as usize) {
-                    *slot = Some(entry);
+                    *slot = meta;
                 }
                 i
             }
             None => {
-                self.slab.push(Some(entry));
+                self.slab.push(meta);
                 // Below NIL: the slab never holds more than `capacity` < 2^31 entries.
                 (self.slab.len() - 1) as u32
             }
         };
         self.link_newest(i);
         self.index.insert(key, i);
-        gone
+        i
     }
 
-    pub fn remove(&mut self, key: &K) -> Option<V> {
+    /// Takes `key` out; its slot, now free.
+    fn remove(&mut self, key: &K) -> Option<u32> {
         let i = self.index.remove(key)?;
         self.unlink(i);
         self.free.push(i);
-        let entry = self.slab.get_mut(i as usize)?.take()?;
-        Some(entry.value)
+        Some(i)
     }
 
-    /// Removes the entries idle for the timeout or longer at `now`, assured or not, oldest
-    /// first.
-    pub fn sweep(&mut self, now: Instant) -> Vec<V> {
-        let mut gone = Vec::new();
-        loop {
-            // The older of the two lists' oldest entries, if it has expired.
-            let oldest = [UNASSURED, ASSURED_LIST]
-                .into_iter()
-                .filter_map(|c| self.entry(self.lists[c].oldest).map(|e| (e.last, c)))
-                .min();
-            let Some((last, class)) = oldest else { break };
-            if now.saturating_duration_since(last) < self.timeout {
-                break;
-            }
-            match self.pop_oldest(class) {
-                Some((_, v)) => gone.push(v),
-                None => break,
-            }
+    /// Takes out the oldest entry idle for the timeout or longer at `now`, of either list.
+    fn pop_expired(&mut self, now: Instant) -> Option<u32> {
+        // The older of the two lists' oldest entries.
+        let (last, class) = [UNASSURED, ASSURED_LIST]
+            .into_iter()
+            .filter_map(|c| self.entry(self.lists[c].oldest).map(|e| (e.last, c)))
+            .min()?;
+        if now.saturating_duration_since(last) < self.timeout {
+            return None;
         }
-        gone
+        self.pop_oldest(class).map(|(_, i)| i)
     }
 
-    /// How often `sweep` should run: often enough that expiry is within a quarter timeout.
-    pub fn sweep_period(&self) -> Duration {
-        (self.timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(15))
-    }
-
-    fn pop_oldest(&mut self, class: usize) -> Option<(K, V)> {
+    fn pop_oldest(&mut self, class: usize) -> Option<(K, u32)> {
         let key = self.entry(self.lists[class].oldest)?.key;
-        self.remove(&key).map(|v| (key, v))
-    }
-
-    fn entry(&self, i: u32) -> Option<&Entry<V, K>> {
-        self.slab.get(i as usize)?.as_ref()
-    }
-
-    fn entry_mut(&mut self, i: u32) -> Option<&mut Entry<V, K>> {
-        self.slab.get_mut(i as usize)?.as_mut()
+        self.remove(&key).map(|i| (key, i))
     }
 
     /// Moves entry `i` to the newest end of its own list.
@@ -242,7 +291,7 @@ impl<V, K: Hash + Eq + Copy> AssocTable<V, K> {
 
     /// Puts unlinked entry `i` at the newest end of the list its class names.
     fn link_newest(&mut self, i: u32) {
-        let Some(class) = self.entry(i).map(Entry::class) else {
+        let Some(class) = self.entry(i).map(Meta::class) else {
             return;
         };
         let ends = self.lists[class];
@@ -326,7 +375,7 @@ mod tests {
         assert!(t.is_empty());
         // Slots are reused after a sweep.
         t.insert(addr(9), 9, secs(t0, 31));
-        assert_eq!(t.slab.len(), 4);
+        assert_eq!(t.links.slab.len(), 4);
     }
 
     /// Many more sources than capacity: the table never grows past it, and what it keeps is
@@ -338,7 +387,7 @@ mod tests {
         for p in 0..10_000u16 {
             t.insert(addr(p), p, t0);
         }
-        assert_eq!((t.len(), t.slab.len()), (100, 100));
+        assert_eq!((t.len(), t.links.slab.len()), (100, 100));
         assert!((9_900..10_000).all(|p| t.get(&addr(p), t0) == Some(&p)));
         let mut remove = t.remove(&addr(9_950));
         assert_eq!(remove.take(), Some(9_950));
@@ -351,21 +400,21 @@ mod tests {
     fn lists(t: &AssocTable<u16>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
         let mut out = [Vec::new(), Vec::new()];
         for (class, keys) in out.iter_mut().enumerate() {
-            let mut i = t.lists[class].newest;
+            let mut i = t.links.lists[class].newest;
             let mut newer = NIL;
             let mut last = None;
             while i != NIL {
-                let e = t.entry(i).expect("a linked slot holds an entry");
+                let e = t.links.entry(i).expect("a linked slot holds an entry");
                 assert_eq!(e.newer, newer, "links disagree at {}", e.key);
                 assert_eq!(e.class(), class, "{} is on the wrong list", e.key);
                 assert!(last.is_none_or(|l| e.last <= l), "{} out of order", e.key);
-                assert_eq!(t.index.get(&e.key), Some(&i));
+                assert_eq!(t.links.index.get(&e.key), Some(&i));
                 keys.push(e.key);
                 last = Some(e.last);
                 newer = i;
                 i = e.older();
             }
-            assert_eq!(t.lists[class].oldest, newer);
+            assert_eq!(t.links.lists[class].oldest, newer);
         }
         assert_eq!(out[0].len() + out[1].len(), t.len());
         let [unassured, assured] = out;
@@ -392,7 +441,7 @@ mod tests {
                     "evicted live flow {gone} at {p}"
                 );
             }
-            assert!(t.len() <= 64 && t.slab.len() <= 64);
+            assert!(t.len() <= 64 && t.links.slab.len() <= 64);
         }
         let (unassured, assured) = lists(&t);
         assert_eq!(assured, [addr(40_003), addr(40_002), addr(40_001)]);
@@ -494,7 +543,7 @@ mod tests {
                 4 => drop(t.remove(&key)),
                 _ => drop(t.sweep(now)),
             }
-            assert!(t.len() <= 16 && t.slab.len() <= 16);
+            assert!(t.len() <= 16 && t.links.slab.len() <= 16);
             if step % 97 == 0 {
                 lists(&t);
             }
@@ -507,11 +556,11 @@ mod tests {
     #[test]
     fn the_flag_costs_no_memory() {
         use std::mem::size_of;
-        let fields = size_of::<SocketAddr>() + size_of::<[u64; 2]>() + size_of::<Instant>() + 8;
-        assert_eq!(size_of::<Entry<[u64; 2], SocketAddr>>(), fields);
+        let fields = size_of::<SocketAddr>() + size_of::<Instant>() + 8;
+        assert_eq!(size_of::<Meta<SocketAddr>>(), fields);
         assert_eq!(NIL & ASSURED, 0);
         // Slab indexes (below the capacity) never reach NIL or the flag.
         let t = AssocTable::<u8>::new(usize::MAX, Duration::ZERO);
-        assert_eq!(t.capacity, NIL as usize);
+        assert_eq!(t.links.capacity, NIL as usize);
     }
 }
