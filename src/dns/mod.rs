@@ -137,8 +137,9 @@ pub struct Resolver {
     outbound: OutboundOpts,
     hosts: HashMap<Box<str>, Vec<IpAddr>>,
     cache: RefCell<Cache>,
-    /// Lookups on the wire, by name: later callers for the same name wait for the first.
-    pending: RefCell<HashMap<Box<str>, Rc<Pending>>>,
+    /// Lookups on the wire, by name: later callers for the same name wait for the first. A
+    /// list: it holds only the names being looked up right now.
+    pending: RefCell<Vec<(Box<str>, Rc<Pending>)>>,
     slots: Semaphore,
     queries_sent: Cell<u64>,
 }
@@ -215,7 +216,7 @@ impl Resolver {
             outbound: opts.outbound,
             hosts,
             cache: RefCell::new(Cache::new(opts.cache_capacity)),
-            pending: RefCell::new(HashMap::new()),
+            pending: RefCell::new(Vec::new()),
             slots: Semaphore::new(opts.max_in_flight.max(1)),
             queries_sent: Cell::new(0),
         }))
@@ -261,7 +262,12 @@ impl Resolver {
             if let Some(hit) = self.cache.borrow_mut().get(&key, rt::now()) {
                 return hit.map_err(|why| not_found(name, why));
             }
-            let waiting = self.pending.borrow().get(key.as_str()).cloned();
+            let waiting = self
+                .pending
+                .borrow()
+                .iter()
+                .find(|(k, _)| **k == *key.as_str())
+                .map(|(_, p)| Rc::clone(p));
             let Some(pending) = waiting else { break };
             let listener = pending.done.listen();
             if pending.result.borrow().is_none() {
@@ -281,10 +287,9 @@ impl Resolver {
         });
         self.pending
             .borrow_mut()
-            .insert(key.as_str().into(), Rc::clone(&pending));
+            .push((key.as_str().into(), Rc::clone(&pending)));
         let lead = Lead {
             resolver: self,
-            key: &key,
             pending,
         };
         let result = self.lookup(name, &key).await;
@@ -468,18 +473,14 @@ enum Outcome {
 /// the waiters, who find the result or, if there is none, start over.
 struct Lead<'a> {
     resolver: &'a Resolver,
-    key: &'a str,
     pending: Rc<Pending>,
 }
 
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
         let mut table = self.resolver.pending.borrow_mut();
-        if table
-            .get(self.key)
-            .is_some_and(|p| Rc::ptr_eq(p, &self.pending))
-        {
-            table.remove(self.key);
+        if let Some(i) = table.iter().position(|(_, p)| Rc::ptr_eq(p, &self.pending)) {
+            table.swap_remove(i);
         }
         self.pending.done.notify(usize::MAX);
     }
