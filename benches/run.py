@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """ss-smol against shadowsocks-libev and shadowsocks-rust, on loopback, in one session.
 
-    python3 benches/run.py                      # everything, 5 runs each (~10 min + installs)
+    python3 benches/run.py                      # everything, 5 runs each (~25 min + installs)
     python3 benches/run.py --runs 1 --seconds 2 --out target/bench/results   # a quick check
     python3 benches/run.py --only tput,memory --impls ss-smol,libev
+    python3 benches/run.py --methods 2022chacha20,2022aes256 --impls ss-smol,ssrust  # 2022 only
 
 What it does, in order:
   1. installs what is missing: Debian's shadowsocks-libev, iperf3, python3-matplotlib,
@@ -23,22 +24,31 @@ What it does, in order:
        ss-smol tunnel/local + ss-smol server --allow-private-targets
        ss-tunnel/ss-local + ss-server                      (shadowsocks-libev)
        sslocal --protocol tunnel|socks + ssserver          (shadowsocks-rust, default runtime)
+     --methods picks the methods (default chacha20-ietf-poly1305, aes-256-gcm and the
+     Shadowsocks 2022 2022-blake3-chacha20-poly1305, 2022-blake3-aes-256-gcm; also
+     2022-blake3-aes-128-gcm). A 2022 method's key is a random base64 PSK of its length (16 or
+     32 bytes), drawn once per session; libev has no Shadowsocks 2022, so the 2022 tests
+     compare ss-smol with shadowsocks-rust only (the table says "no 2022" in libev's column).
      tput     iperf3 -c through `tunnel -L 127.0.0.1:IPERF` → server → iperf3 -s, for
-              chacha20-ietf-poly1305 and aes-256-gcm, 1 and 8 streams (-P 8), --seconds each.
+              every method, 1 and 8 streams (-P 8), --seconds each.
               Also records client/server CPU seconds and peak RSS (VmHWM) of both processes.
      connrate target/bench/connrate: --conc threads doing sequential connections through the
               tunnel to an echo-and-close server (100-byte request, 100-byte reply, wait for
-              EOF), counted over --connrate-seconds after a 0.5 s warm-up.
+              EOF), counted over --connrate-seconds after a 0.5 s warm-up. chacha20-ietf-poly1305
+              and every 2022 method (test connrate_2022chacha20, …; metrics suffixed likewise).
      memory   SOCKS5 local mode: RSS (VmRSS) of client and server after one warm-up
               connection, then with --idle-conns connections each established end to end to
-              an echo server (one byte each way) and left idle.
+              an echo server (one byte each way) and left idle. chacha20-ietf-poly1305 and
+              every 2022 method (test memory_2022chacha20, …).
      redir    ss-redir against libev's ss-redir in network namespaces with the same nftables
               rules (root): throughput and CPU per GB, UDP request/response rate, RSS per idle
               redirected connection, RSS with 256 UDP flows. See benches/redir.py.
      mipsel   the mipsel ss-smol (--mipsel-bin, from cross/build.sh) and Debian's mipsel
               ss-tunnel, both under qemu-mipsel-static, each with its own native server;
-              iperf3 single stream, both ciphers. Skipped with a message when the binary is
-              missing, unless --require-mipsel.
+              iperf3 single stream, both AEAD-2017 ciphers; and ss-smol alone with
+              2022-blake3-chacha20-poly1305 (against its own chacha20-ietf-poly1305). Skipped with
+              a message when the binary is missing, unless --require-mipsel; without the unpacked
+              mipsel libev (--no-install) only ss-smol's mipsel rows are measured.
   4. writes OUT/YYYY-MM-DD.csv (one row per run, implementation and metric; overwritten by a
      later session the same day), OUT/YYYY-MM-DD.png (median bars, min/max error bars) and
      prints a Markdown table (median, min–max, ratio ours/peer) plus the project's targets,
@@ -50,6 +60,7 @@ it ends (also on Ctrl-C). Process logs of a failed measurement stay in target/be
 
 import argparse
 import atexit
+import base64
 import csv
 import datetime
 import json
@@ -79,7 +90,16 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 IMPLS = ["ss-smol", "libev", "ssrust"]
 LABEL = {"ss-smol": "ss-smol", "libev": "shadowsocks-libev", "ssrust": "shadowsocks-rust"}
-CIPHERS = {"chacha20": "chacha20-ietf-poly1305", "aes256": "aes-256-gcm"}
+CIPHERS = {"chacha20": "chacha20-ietf-poly1305", "aes256": "aes-256-gcm"}  # AEAD-2017 (redir.py too)
+# Shadowsocks 2022 (SIP022): the key is a base64 PSK of this many bytes, drawn at random for each
+# session. shadowsocks-libev has none of them, so their rows are ss-smol and shadowsocks-rust only.
+CIPHERS_2022 = {"2022chacha20": "2022-blake3-chacha20-poly1305", "2022aes256": "2022-blake3-aes-256-gcm",
+                "2022aes128": "2022-blake3-aes-128-gcm"}
+PSK_BYTES = {"2022-blake3-chacha20-poly1305": 32, "2022-blake3-aes-256-gcm": 32,
+             "2022-blake3-aes-128-gcm": 16}
+ALL_CIPHERS = {**CIPHERS, **CIPHERS_2022}
+DEFAULT_METHODS = "chacha20,aes256,2022chacha20,2022aes256"
+NO_2022 = ("libev",)  # implementations without Shadowsocks 2022
 # ss-smol's relay block (src/relay/pool.rs: BLOCK_SIZE, 4 + MAX_SALT_LEN + 2 * MAX_CHUNK rounded up
 # to 16), default pool size.
 BLOCK_BYTES = -(-(4 + 32 + 2 * (2 + 16 + 0x3FFF + 16)) // 16) * 16
@@ -91,13 +111,27 @@ KEY_METRICS = [
     ("tput_aes256_P1", "throughput, aes-256-gcm, 1 stream", "Mbit/s", True),
     ("tput_chacha20_P8", "throughput, chacha20-ietf-poly1305, 8 streams", "Mbit/s", True),
     ("tput_aes256_P8", "throughput, aes-256-gcm, 8 streams", "Mbit/s", True),
+] + [
+    (f"tput_{s}_P{n}", f"throughput, {m}, {n} stream{'s' if n > 1 else ''}", "Mbit/s", True)
+    for n in (1, 8) for s, m in CIPHERS_2022.items()
+] + [
     ("client_cpu_s_per_GB_chacha20_P1", "client CPU per GB, chacha20, 1 stream", "s/GB", False),
     ("server_cpu_s_per_GB_chacha20_P1", "server CPU per GB, chacha20, 1 stream", "s/GB", False),
+] + [
+    (f"{side}_cpu_s_per_GB_{s}_P1", f"{side} CPU per GB, {m}, 1 stream", "s/GB", False)
+    for s, m in CIPHERS_2022.items() for side in ("client", "server")
+] + [
     ("connrate", "connections per second (100 B request/reply)", "conn/s", True),
     ("connrate_client_cpu_us_per_conn", "client CPU per connection", "µs", False),
     ("connrate_server_cpu_us_per_conn", "server CPU per connection", "µs", False),
     ("connrate_client_rss_peak_kib", "client peak RSS, connection-rate test", "KiB", False),
     ("connrate_server_rss_peak_kib", "server peak RSS, connection-rate test", "KiB", False),
+] + [
+    row for s, m in CIPHERS_2022.items() for row in (
+        (f"connrate_{s}", f"connections per second, {m}", "conn/s", True),
+        (f"connrate_client_cpu_us_per_conn_{s}", f"client CPU per connection, {m}", "µs", False),
+        (f"connrate_server_cpu_us_per_conn_{s}", f"server CPU per connection, {m}", "µs", False))
+] + [
     ("client_rss_idle_kib", "client RSS, idle", "KiB", False),
     ("client_per_conn_bytes", "client RSS per idle connection", "bytes", False),
     ("client_rss_conns_kib", "client RSS with the idle connections", "KiB", False),
@@ -106,6 +140,11 @@ KEY_METRICS = [
     ("server_per_conn_bytes", "server RSS per idle connection", "bytes", False),
     ("server_rss_conns_kib", "server RSS with the idle connections", "KiB", False),
     ("server_rss_full_kib", "server peak RSS, 8 streams (chacha20)", "KiB", False),
+] + [
+    row for s, m in CIPHERS_2022.items() for side in ("client", "server") for row in (
+        (f"{side}_rss_idle_kib_{s}", f"{side} RSS, idle, {m}", "KiB", False),
+        (f"{side}_per_conn_bytes_{s}", f"{side} RSS per idle connection, {m}", "bytes", False))
+] + [
     ("redir_tput_chacha20_P1", "ss-redir throughput, chacha20-ietf-poly1305, 1 stream", "Mbit/s", True),
     ("redir_tput_aes256_P1", "ss-redir throughput, aes-256-gcm, 1 stream", "Mbit/s", True),
     ("redir_cpu_s_per_GB_chacha20_P1", "ss-redir CPU per GB, chacha20", "s/GB", False),
@@ -119,6 +158,10 @@ KEY_METRICS = [
     ("mipsel_tput_chacha20_P1", "mipsel client under qemu, chacha20, 1 stream", "Mbit/s", True),
     ("mipsel_tput_aes256_P1", "mipsel client under qemu, aes-256-gcm, 1 stream", "Mbit/s", True),
     ("mipsel_client_cpu_s_per_GB_chacha20_P1", "mipsel client CPU per GB (qemu), chacha20", "s/GB", False),
+    ("mipsel_tput_2022chacha20_P1", "mipsel client under qemu, 2022-blake3-chacha20-poly1305, 1 stream",
+     "Mbit/s", True),
+    ("mipsel_client_cpu_s_per_GB_2022chacha20_P1",
+     "mipsel client CPU per GB (qemu), 2022-blake3-chacha20-poly1305", "s/GB", False),
 ]
 
 
@@ -249,6 +292,12 @@ class Impls:
         self.smol = smol_bin
         self.sslocal = os.path.join(ssrust_dir, "sslocal") if ssrust_dir else None
         self.ssserver = os.path.join(ssrust_dir, "ssserver") if ssrust_dir else None
+        # One random PSK per Shadowsocks 2022 method for the whole session, shared by every
+        # client/server pair; AEAD-2017 methods take the password.
+        self.keys = {m: base64.b64encode(os.urandom(n)).decode() for m, n in PSK_BYTES.items()}
+
+    def key(self, method):
+        return self.keys.get(method, PASSWORD)
 
     def smol_extra(self):
         return ["--pool-blocks", str(self.args.pool_blocks)] if self.args.pool_blocks else []
@@ -261,17 +310,17 @@ class Impls:
 
     def server(self, impl, port, method):
         if impl == "ss-smol":
-            return [self.smol, "server", "-s", "127.0.0.1", "-p", str(port), "-k", PASSWORD,
+            return [self.smol, "server", "-s", "127.0.0.1", "-p", str(port), "-k", self.key(method),
                     "-m", method, "--allow-private-targets"] + self.smol_extra()
         if impl == "libev":
-            return ["ss-server", "-s", "127.0.0.1", "-p", str(port), "-k", PASSWORD, "-m", method]
-        return [self.ssserver, "-s", f"127.0.0.1:{port}", "-k", PASSWORD, "-m", method] + \
+            return ["ss-server", "-s", "127.0.0.1", "-p", str(port), "-k", self.key(method), "-m", method]
+        return [self.ssserver, "-s", f"127.0.0.1:{port}", "-k", self.key(method), "-m", method] + \
             self.ssrust_extra()
 
     def client(self, impl, mode, sport, lport, method, forward=None, mipsel=False):
         """mode: 'tunnel' (to `forward`) or 'socks'."""
         common = ["-s", "127.0.0.1", "-p", str(sport), "-b", "127.0.0.1", "-l", str(lport),
-                  "-k", PASSWORD, "-m", method]
+                  "-k", self.key(method), "-m", method]
         fwd = ["-L", forward] if mode == "tunnel" else []
         if impl == "ss-smol":
             if mipsel:
@@ -288,7 +337,7 @@ class Impls:
                         os.path.join(MIPSEL_ROOT, "usr/bin", prog)] + common + fwd
             return [prog] + common + fwd
         cmd = [self.sslocal, "-b", f"127.0.0.1:{lport}", "-s", f"127.0.0.1:{sport}",
-               "-k", PASSWORD, "-m", method, "--protocol", mode]
+               "-k", self.key(method), "-m", method, "--protocol", mode]
         if mode == "tunnel":
             cmd += ["--forward-addr", forward]
         return cmd + self.ssrust_extra()
@@ -640,6 +689,7 @@ def setup(args):
 
     # mipsel
     mipsel_ok = False
+    args.mipsel_libev = "libev" in args.impls
     if "mipsel" in args.only:
         msg = None
         if not os.access(args.mipsel_bin, os.X_OK):
@@ -653,8 +703,14 @@ def setup(args):
                     msg = f"could not unpack Debian's mipsel shadowsocks-libev: {e}"
             if msg is None and not shutil.which("qemu-mipsel-static"):
                 msg = "qemu-mipsel-static not found (apt-get install qemu-user-static)"
-            if msg is None and not os.path.exists(os.path.join(MIPSEL_ROOT, "usr/bin/ss-tunnel")):
-                msg = f"no mipsel shadowsocks-libev in {MIPSEL_ROOT}: run without --no-install"
+            if msg is None and "libev" in args.impls and \
+                    not os.path.exists(os.path.join(MIPSEL_ROOT, "usr/bin/ss-tunnel")):
+                if args.require_mipsel:
+                    msg = f"no mipsel shadowsocks-libev in {MIPSEL_ROOT}: run without --no-install"
+                else:  # ss-smol's mipsel rows (2017 and 2022) are still worth having
+                    log(f"no mipsel shadowsocks-libev in {MIPSEL_ROOT} (run without --no-install): "
+                        f"the mipsel rows measure ss-smol only")
+                    args.mipsel_libev = False
         if msg is None:
             mipsel_ok = True
         elif args.require_mipsel:
@@ -689,8 +745,9 @@ def versions(smol, ssrust, args, mipsel_ok):
     v = {k: x for k, x in v.items() if k in args.impls}
     v["iperf3"] = out(["iperf3", "--version"])
     if mipsel_ok:
-        v["mipsel"] = (f"ss-smol {args.mipsel_bin}; shadowsocks-libev:mipsel "
-                       f"{deb_version_in_root()} under {out(['qemu-mipsel-static', '--version'])}")
+        libev = f"; shadowsocks-libev:mipsel {deb_version_in_root()}" if args.mipsel_libev else ""
+        v["mipsel"] = (f"ss-smol {args.mipsel_bin}{libev} under "
+                       f"{out(['qemu-mipsel-static', '--version'])}")
     return v
 
 
@@ -735,29 +792,52 @@ def loadavg():
 
 # ---------------------------------------------------------------- session
 
+def impls_for(args, short):
+    """The implementations that take part in a test of method `short`: no libev for 2022."""
+    if short in CIPHERS_2022:
+        return [i for i in args.impls if i not in NO_2022]
+    return args.impls
+
+
 def plan(args, mipsel_ok):
-    """(test name, impls, callable(impls_obj, impl) -> {metric: value}) in session order."""
+    """(test name, impls, callable(impls_obj, impl) -> {metric: value}) in session order.
+    The AEAD-2017 tests keep their historical names (connrate, memory: chacha20 only); the 2022
+    ones carry the method: connrate_2022chacha20, memory_2022chacha20, …"""
     tests = []
+    methods = [(s, ALL_CIPHERS[s]) for s in args.methods]
     if "tput" in args.only:
         for streams in (1, 8):
-            for short, method in CIPHERS.items():
+            for short, method in methods:
                 name = f"tput_{short}_P{streams}"
-                tests.append((name, args.impls,
+                tests.append((name, impls_for(args, short),
                               lambda I, impl, m=method, s=streams: measure_tput(I, impl, m, s, args.seconds)))
+    # connection rate and idle memory: chacha20 (AEAD-2017) as before, and every 2022 method
+    per_conn = [(s, m) for s, m in methods if s == "chacha20" or s in CIPHERS_2022]
     if "connrate" in args.only:
-        tests.append(("connrate", args.impls,
-                      lambda I, impl: measure_connrate(I, impl, CIPHERS["chacha20"], args.conc,
-                                                       args.connrate_seconds, I.connrate)))
+        for short, method in per_conn:
+            tests.append(("connrate" if short == "chacha20" else f"connrate_{short}", impls_for(args, short),
+                          lambda I, impl, m=method: measure_connrate(I, impl, m, args.conc,
+                                                                     args.connrate_seconds, I.connrate)))
     if "memory" in args.only:
-        tests.append(("memory", args.impls,
-                      lambda I, impl: measure_memory(I, impl, CIPHERS["chacha20"], args.idle_conns)))
+        for short, method in per_conn:
+            tests.append(("memory" if short == "chacha20" else f"memory_{short}", impls_for(args, short),
+                          lambda I, impl, m=method: measure_memory(I, impl, m, args.idle_conns)))
     if "redir" in args.only:
         import redir  # loaded by setup() already
         tests += redir.plan(args)
     if mipsel_ok:
-        mimpls = [i for i in args.impls if i in ("ss-smol", "libev")]
-        for short, method in CIPHERS.items():
-            tests.append((f"mipsel_tput_{short}_P1", mimpls,
+        # AEAD-2017: ss-smol and (when unpacked) Debian's mipsel libev. 2022 ChaCha20: ss-smol
+        # alone, set against its own AEAD-2017 ChaCha20 (a target), so that row is measured too
+        # when only 2022chacha20 was asked for. 2022 AES is left out: software AES on mipsel is
+        # what the aes256 row shows already.
+        mimpls = [i for i in args.impls if i == "ss-smol" or (i == "libev" and args.mipsel_libev)]
+        mipsel = [(s, m, mimpls) for s, m in methods if s in CIPHERS]
+        if "2022chacha20" in args.methods:
+            if "chacha20" not in args.methods:
+                mipsel.insert(0, ("chacha20", CIPHERS["chacha20"], ["ss-smol"]))
+            mipsel.append(("2022chacha20", CIPHERS_2022["2022chacha20"], ["ss-smol"]))
+        for short, method, who in mipsel:
+            tests.append((f"mipsel_tput_{short}_P1", who,
                           lambda I, impl, m=method: measure_tput(I, impl, m, 1, args.seconds, mipsel=True)))
     return tests
 
@@ -768,6 +848,9 @@ def metrics_of(test, res):
         return dict(res)
     if test == "connrate" or test.startswith("redir"):
         return dict(res)
+    if test.startswith(("connrate_", "memory_")):  # a 2022 method: its metrics carry it
+        tail = test.split("_", 1)[1]
+        return {f"{k}_{tail}": v for k, v in res.items()}
     # throughput tests: tput_chacha20_P1 / mipsel_tput_chacha20_P1
     prefix = "mipsel_" if test.startswith("mipsel_") else ""
     tail = test.split("tput_", 1)[1]  # chacha20_P1
@@ -799,7 +882,7 @@ def estimate_seconds(args, tests):
             each = args.seconds + 5
         elif name.startswith("tput"):
             each = args.seconds + 2
-        elif name == "connrate":
+        elif name.startswith("connrate"):
             each = args.connrate_seconds + 2
         elif name.startswith("redir_memory"):
             each = 10 + args.idle_conns / 300
@@ -893,6 +976,8 @@ def markdown(summary, impls, context, args):
             if i in d:
                 lo, med, hi, n = d[i]
                 cells.append(f"{fmt(med)} ({fmt(lo)}–{fmt(hi)})" if n > 1 else fmt(med))
+            elif i in NO_2022 and "2022" in key:
+                cells.append("no 2022")
             else:
                 cells.append("–")
         for p in peers:
@@ -904,6 +989,22 @@ def markdown(summary, impls, context, args):
     lines.append("")
     lines.append("Ratios are of medians; for CPU and RSS rows lower is better, so a ratio below 1× "
                  "favours ss-smol.")
+    if any("2022" in k for k in summary):
+        lines.append("")
+        lines.append("Shadowsocks 2022 rows (2022-blake3-…): ss-smol against shadowsocks-rust only, "
+                     "shadowsocks-libev has no Shadowsocks 2022 (“no 2022”); the key is a random "
+                     "base64 PSK (16 bytes for aes-128-gcm, 32 otherwise), new each session.")
+        same = []
+        for new, old, what in (("tput_2022chacha20_P1", "tput_chacha20_P1", "ChaCha20, 1 stream"),
+                               ("tput_2022aes256_P1", "tput_aes256_P1", "AES-256-GCM, 1 stream"),
+                               ("mipsel_tput_2022chacha20_P1", "mipsel_tput_chacha20_P1",
+                                "mipsel (qemu) ChaCha20, 1 stream")):
+            for i in impls:
+                a, b = summary.get(new, {}).get(i), summary.get(old, {}).get(i)
+                if a and b and b[1]:
+                    same.append(f"{LABEL[i]} {what}: {a[1] / b[1]:.2f}×")
+        if same:
+            lines.append("2022 / AEAD-2017 throughput of the same implementation: " + "; ".join(same) + ".")
     lines.append("")
     lines.append("Versions: " + "; ".join(f"{k}: {v}" for k, v in context["versions"].items()))
     return "\n".join(lines)
@@ -962,6 +1063,21 @@ def targets(summary, args):
     for short, method in CIPHERS.items():
         ratio_check(f"mipsel_tput_{short}_P1", "libev", 1.5,
                     f"mipsel (qemu) single-stream throughput {method} ≥ 1.5× libev mipsel")
+    # Shadowsocks 2022
+    ratio_check("tput_2022chacha20_P1", "ssrust", 1.1,
+                "single-stream throughput 2022-blake3-chacha20-poly1305 ≥ 1.1× shadowsocks-rust")
+    for short, method in CIPHERS_2022.items():
+        v = med(f"client_per_conn_bytes_{short}", "ss-smol")
+        if v is None and short != "2022chacha20":
+            continue  # only the ChaCha20 one is reported when not measured
+        out.append((f"client RSS per idle connection with {method} ≤ 3 KiB ({args.idle_conns} connections)",
+                    "n/a" if v is None else ("MET" if v <= 3072 else "NOT MET"),
+                    "not measured" if v is None else f"{v:.0f} bytes"))
+    a, b = med("mipsel_tput_2022chacha20_P1", "ss-smol"), med("mipsel_tput_chacha20_P1", "ss-smol")
+    what = ("mipsel (qemu) single-stream throughput 2022-blake3-chacha20-poly1305 ≥ 1.0× "
+            "ss-smol's own chacha20-ietf-poly1305")
+    out.append((what, "n/a", "not measured") if a is None or b is None else
+               (what, "MET" if a / b >= 1.0 else "NOT MET", f"{a / b:.2f}× (need ≥ 1.0×)"))
     return out
 
 
@@ -990,6 +1106,12 @@ def main():
     ap.add_argument("--only", default="tput,connrate,memory,mipsel",
                     help="comma-separated subset of tput,connrate,memory,mipsel,redir (redir: root, "
                          "network namespaces; not in the default set)")
+    ap.add_argument("--methods", default=DEFAULT_METHODS,
+                    help=f"comma-separated methods, short or full names: {', '.join(ALL_CIPHERS)} "
+                         f"(default {DEFAULT_METHODS}). AEAD-2017: tput (chacha20 also connrate and "
+                         f"memory, aes256 tput only) against libev and shadowsocks-rust. 2022: tput, "
+                         f"connrate and memory against shadowsocks-rust only (libev has no 2022), "
+                         f"with a random PSK per session; 2022chacha20 also on mipsel")
     ap.add_argument("--bin", help="ss-smol binary to measure (default: build it)")
     ap.add_argument("--build", choices=["router", "musl", "glibc"], default="router",
                     help="what to build when --bin is not given: cross/build.sh's x86_64 router "
@@ -1007,6 +1129,15 @@ def main():
     args = ap.parse_args()
     args.impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     args.only = [t.strip() for t in args.only.split(",") if t.strip()]
+    full = {m: s for s, m in ALL_CIPHERS.items()}
+    methods = []
+    for m in (t.strip() for t in args.methods.split(",") if t.strip()):
+        m = full.get(m, m)
+        if m not in ALL_CIPHERS:
+            ap.error(f"unknown method {m} (one of {', '.join(list(ALL_CIPHERS) + list(full))})")
+        if m not in methods:
+            methods.append(m)
+    args.methods = methods
     for i in args.impls:
         if i not in IMPLS:
             ap.error(f"unknown implementation {i}")
