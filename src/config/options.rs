@@ -293,7 +293,9 @@ pub static OPTIONS: &[Opt] = &[
         rule: Rule::Secret,
         arg: "PASSWORD",
         guard: Some("the password would be missing"),
-        help: "password (the key is derived from it with EVP_BytesToKey-MD5)",
+        help: "password (the key is derived from it with EVP_BytesToKey-MD5); for a 2022 \
+               method the base64 key itself (`head -c 32 /dev/urandom | base64`, 16 bytes for \
+               aes-128)",
         ..Opt::NONE
     },
     Opt {
@@ -316,7 +318,8 @@ pub static OPTIONS: &[Opt] = &[
         default: Some("chacha20-ietf-poly1305"),
         guard: Some("a misspelt method would silently use the default cipher"),
         help: "cipher: chacha20-ietf-poly1305, aes-128-gcm, aes-192-gcm, aes-256-gcm, \
-               xchacha20-ietf-poly1305",
+               xchacha20-ietf-poly1305; Shadowsocks 2022: 2022-blake3-aes-128-gcm, \
+               2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305",
         ..Opt::NONE
     },
     Opt {
