@@ -356,6 +356,73 @@ suites! {
               x86_64_musl_server_local, x86_64_musl_server_tunnel;
 }
 
+/// Shadowsocks 2022 on the router build, both ends cross-built (libev has no 2022): `ss-tunnel -u`
+/// in front of `ss-server`, with ChaCha (the MIPS choice) and a fresh key. TCP hash-checked and
+/// UDP echoes. Big- and little-endian MIPS both run it: BLAKE3, the subkeys and the headers'
+/// integers are byte-order sensitive.
+fn ss2022_suite(arch: &'static Arch) {
+    let Some(cross) = Cross::find(arch, Role::Server, "ss-tunnel") else {
+        return;
+    };
+    let method = "2022-blake3-chacha20-poly1305";
+    let what = format!("{} ss-tunnel and ss-server, {method}", arch.triple);
+    let _watchdog = Watchdog::new(&what, LIMIT);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64);
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data(seed, 32));
+    let echo = EchoServer::start();
+    let (mut server, sport) = spawn_listening(&format!("ss-server-{}", arch.triple), |port| {
+        let mut cmd = cross.command("ss-server");
+        cmd.args(["-s", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                method,
+                "-k",
+                &key,
+                "-u",
+                "-t",
+                "60",
+                "-d",
+                "127.0.0.1",
+            ])
+            .arg("--allow-private-targets");
+        cmd
+    });
+    let (mut tunnel, lport) = spawn_listening(&format!("ss-tunnel-{}", arch.triple), |port| {
+        let mut cmd = cross.command("ss-tunnel");
+        cmd.args(["-s", "127.0.0.1", "-p", &sport.to_string()])
+            .args(["-b", "127.0.0.1", "-l", &port.to_string()])
+            .args(["-m", method, "-k", &key, "-u", "-t", "60"])
+            .args(["-L", &echo.v4().to_string()]);
+        cmd
+    });
+    let fwd = v4(lport);
+    let s = connect(fwd).expect("connect to the tunnel");
+    assert_echo(s, seed ^ 3, TRANSFER, &format!("{what}: TCP"));
+    for (i, size) in UDP_SIZES.into_iter().enumerate() {
+        let payload = data(seed ^ (40 + i as u64), size);
+        udp_echo_direct(fwd, &payload, 5)
+            .unwrap_or_else(|e| panic!("{what}: UDP {size} bytes: {e}"));
+    }
+    for proc in [&mut tunnel, &mut server] {
+        proc.assert_running();
+        proc.assert_no_panic();
+    }
+}
+
+#[test]
+#[ignore = "needs cross builds and qemu-user; bash tests/run-all.sh runs it"]
+fn mipsel_ss2022() {
+    ss2022_suite(&MIPSEL);
+}
+
+#[test]
+#[ignore = "needs cross builds and qemu-user; bash tests/run-all.sh runs it"]
+fn mips_ss2022() {
+    ss2022_suite(&MIPS);
+}
+
 /// Resident memory of a running process in KiB (VmRSS).
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
