@@ -1061,3 +1061,548 @@ fn failures_count_toward_the_ban_and_a_banned_source_may_still_authenticate() {
         "{ban_line}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. UDP (`-u`): packets crafted on the library's sessions, sent to the real server
+//
+// ```text
+// echo        ClientSession::seal → server → echo target → reply opened by the same session
+// replay      the same sealed packet twice → one echo, one WARN "packet id N repeated"
+// too old     ids 0, 5000, then 1 and 5000 - WINDOW → dropped, one WARN each; 5000 - WINDOW + 1
+//             (inside the window) and 5001 still echoed
+// clock skew  timestamps 31 s behind and ahead → dropped, one WARN "clock skew?" each
+// rebinding   the session's next packet from another socket → the reply goes there, under the
+//             same server session; the first socket gets nothing
+// garbage     random bytes, truncated and bit-flipped packets → nothing back, no WARN; the
+//             authentic packet whose copies were forged is still taken afterwards
+// ```
+
+use ss_smol::proto::ss2022::session::{client_prefix_len, ClientSession};
+use ss_smol::proto::ss2022::udp::{
+    prefix_len, seal_packet, Header, Packet, UdpCipher, NONCE_LEN, SEPARATE_LEN,
+};
+use ss_smol::proto::ss2022::window::WINDOW;
+use std::net::UdpSocket;
+
+/// How long a reply may take on loopback.
+const UDP_REPLY: Duration = Duration::from_secs(3);
+/// How long we listen to be sure nothing comes back.
+const UDP_SILENCE: Duration = Duration::from_millis(700);
+
+fn fresh_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&data(fresh_seed(), NONCE_LEN));
+    nonce
+}
+
+fn fresh_session_id() -> u64 {
+    DataGen::new(fresh_seed()).next_u64()
+}
+
+fn udp_socket() -> (UdpSocket, u16) {
+    let sock = UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).expect("bind a UDP socket");
+    let port = sock.local_addr().unwrap().port();
+    (sock, port)
+}
+
+/// `[prefix zeros][payload][TAG_LEN zeros]`, for sealing in place.
+fn spare(prefix: usize, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; prefix + payload.len() + TAG_LEN];
+    buf[prefix..prefix + payload.len()].copy_from_slice(payload);
+    buf
+}
+
+/// A client's session with the server, the way `ss-smol client` keeps one per local source.
+struct UdpClient {
+    udp: UdpCipher,
+    session: ClientSession,
+    target: Address,
+}
+
+impl UdpClient {
+    fn new(psk: &Psk, target: &Address) -> UdpClient {
+        let udp = UdpCipher::new(psk);
+        let session = ClientSession::new(&udp, fresh_session_id());
+        UdpClient {
+            udp,
+            session,
+            target: target.clone(),
+        }
+    }
+
+    /// The session's next packet carrying `payload`, stamped `ts`.
+    fn seal_at(&mut self, ts: u64, payload: &[u8]) -> Vec<u8> {
+        let mut buf = spare(client_prefix_len(self.udp.method(), &self.target), payload);
+        self.session
+            .seal(&self.udp, &self.target, ts, &fresh_nonce(), &mut buf)
+            .expect("sealed");
+        buf
+    }
+
+    fn seal(&mut self, payload: &[u8]) -> Vec<u8> {
+        self.seal_at(unix_now(), payload)
+    }
+
+    /// A packet of this session with any packet id and timestamp, sealed by hand (the session's
+    /// own counter is left alone).
+    fn seal_raw(&self, packet_id: u64, ts: u64, payload: &[u8]) -> Vec<u8> {
+        let header = Header {
+            session_id: self.session.id(),
+            packet_id,
+            timestamp: ts,
+            client_session_id: None,
+            padding: 0,
+            target: &self.target,
+        };
+        let mut buf = spare(prefix_len(self.udp.method(), &header), payload);
+        let cipher = self.udp.session(self.session.id());
+        seal_packet(&self.udp, &cipher, &header, &fresh_nonce(), &mut buf).expect("sealed");
+        buf
+    }
+
+    /// Opens a reply with the session: it must answer this session, come from the target and
+    /// pass the server session's window.
+    fn open(&mut self, mut reply: Vec<u8>) -> Result<(Packet, Vec<u8>), String> {
+        let p = self
+            .session
+            .open(&self.udp, &mut reply, unix_now())
+            .map_err(|e| format!("the reply does not open: {e}"))?;
+        if p.address != self.target {
+            return Err(format!(
+                "the reply says it came from {:?}, not {:?}",
+                p.address, self.target
+            ));
+        }
+        let payload = reply[p.payload.clone()].to_vec();
+        Ok((p, payload))
+    }
+
+    /// Sends `packet` (carrying `payload`) from `sock` and expects its echo there; returns the
+    /// opened reply.
+    fn echo(
+        &mut self,
+        server: &Server,
+        sock: &UdpSocket,
+        packet: &[u8],
+        payload: &[u8],
+    ) -> Result<Packet, String> {
+        sock.send_to(packet, server.addr())
+            .map_err(|e| format!("send: {e}"))?;
+        let reply =
+            recv_udp(sock, UDP_REPLY).ok_or_else(|| format!("no reply within {UDP_REPLY:?}"))?;
+        let (p, back) = self.open(reply)?;
+        if back != payload {
+            return Err(format!(
+                "the echo of {} bytes came back as {} bytes that differ",
+                payload.len(),
+                back.len()
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// The next datagram on `sock` within `wait`.
+fn recv_udp(sock: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + wait;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => return Some(buf[..n].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends `packet` from `sock` and expects nothing back for a while.
+fn expect_no_reply(server: &Server, sock: &UdpSocket, packet: &[u8], what: &str) {
+    sock.send_to(packet, server.addr()).expect("send");
+    if let Some(r) = recv_udp(sock, UDP_SILENCE) {
+        panic!(
+            "{what}: a reply of {} bytes came back\n{}",
+            r.len(),
+            server.log()
+        );
+    }
+}
+
+fn udp_server(method: Method, extra: &[&str]) -> Server {
+    let mut args = vec!["-u"];
+    args.extend_from_slice(extra);
+    Server::start(method, &args)
+}
+
+/// Waits until the log holds `n` WARN lines naming `port`.
+fn wait_warns(server: &Server, port: u16, n: usize) -> Vec<String> {
+    wait_until(Duration::from_secs(3), || server.warns_for(port).len() >= n);
+    server.warns_for(port)
+}
+
+fn udp_echo_test(method: Method) {
+    let _watchdog = Watchdog::new(
+        &format!("udp echo {}", method.name()),
+        Duration::from_secs(60),
+    );
+    let echo = EchoServer::start();
+    let mut server = udp_server(method, &[]);
+    let mut client = UdpClient::new(&server.psk, &target_of(&echo));
+    let (sock, port) = udp_socket();
+    let mut server_session = None;
+    for (i, len) in [1usize, 100, 1200].into_iter().enumerate() {
+        let payload = data(fresh_seed(), len);
+        let packet = client.seal(&payload);
+        let p = client
+            .echo(&server, &sock, &packet, &payload)
+            .unwrap_or_else(|e| panic!("datagram {i} ({len} bytes): {e}\n{}", server.log()));
+        assert_eq!(p.client_session_id, Some(client.session.id()));
+        // One server session answers, counting its packet ids from 0.
+        assert_eq!(*server_session.get_or_insert(p.session_id), p.session_id);
+        assert_eq!(p.packet_id, i as u64, "the server's packet ids");
+        assert!(
+            p.timestamp.abs_diff(unix_now()) <= 2,
+            "stamped {}",
+            p.timestamp
+        );
+    }
+    // A second client session gets a server session of its own.
+    let mut other = UdpClient::new(&server.psk, &target_of(&echo));
+    let packet = other.seal(b"another session");
+    let p = other
+        .echo(&server, &sock, &packet, b"another session")
+        .unwrap_or_else(|e| panic!("a second session: {e}\n{}", server.log()));
+    assert_ne!(Some(p.session_id), server_session);
+    assert!(server.warns_for(port).is_empty(), "{}", server.log());
+    server.assert_healthy();
+}
+
+#[test]
+fn udp_datagram_is_echoed_under_the_client_session_aes_256_gcm() {
+    udp_echo_test(Method::Aes256Gcm);
+}
+
+#[test]
+fn udp_datagram_is_echoed_under_the_client_session_chacha20_poly1305() {
+    udp_echo_test(Method::ChaCha20Poly1305);
+}
+
+fn udp_replay_test(method: Method) {
+    let _watchdog = Watchdog::new(
+        &format!("udp replay {}", method.name()),
+        Duration::from_secs(60),
+    );
+    let echo = EchoServer::start();
+    let mut server = udp_server(method, &[]);
+    let mut client = UdpClient::new(&server.psk, &target_of(&echo));
+    let (sock, port) = udp_socket();
+    for id in 0..3u64 {
+        let payload = data(fresh_seed(), 64);
+        let packet = client.seal(&payload);
+        client
+            .echo(&server, &sock, &packet, &payload)
+            .unwrap_or_else(|e| panic!("packet {id}: {e}\n{}", server.log()));
+        expect_no_reply(&server, &sock, &packet, &format!("packet {id} replayed"));
+        let warns = wait_warns(&server, port, id as usize + 1);
+        assert_eq!(
+            warns.len(),
+            id as usize + 1,
+            "one WARN per replay: {warns:?}"
+        );
+        let last = warns.last().unwrap();
+        assert!(
+            last.contains("dropped") && last.contains(&format!("packet id {id} repeated")),
+            "{last}"
+        );
+    }
+    // Replayed from another address: still refused (the window is the session's).
+    let first = client.seal_raw(1, unix_now(), b"x");
+    let (other, other_port) = udp_socket();
+    expect_no_reply(
+        &server,
+        &other,
+        &first,
+        "packet 1 sealed again, from elsewhere",
+    );
+    let warns = wait_warns(&server, other_port, 1);
+    assert_eq!(warns.len(), 1, "{warns:?}");
+    assert!(warns[0].contains("packet id 1 repeated"), "{warns:?}");
+    // ... and it did not move the session: replies still go to the first socket.
+    let payload = data(fresh_seed(), 300);
+    let packet = client.seal(&payload);
+    client
+        .echo(&server, &sock, &packet, &payload)
+        .unwrap_or_else(|e| panic!("a fresh packet after the replays: {e}\n{}", server.log()));
+    assert_eq!(server.warns_for(port).len(), 3);
+    server.assert_healthy();
+}
+
+#[test]
+fn udp_replayed_packet_id_is_dropped_with_one_warning_aes_256_gcm() {
+    udp_replay_test(Method::Aes256Gcm);
+}
+
+#[test]
+fn udp_replayed_packet_id_is_dropped_with_one_warning_chacha20_poly1305() {
+    udp_replay_test(Method::ChaCha20Poly1305);
+}
+
+fn udp_too_old_test(method: Method) {
+    let _watchdog = Watchdog::new(
+        &format!("udp too old {}", method.name()),
+        Duration::from_secs(60),
+    );
+    let echo = EchoServer::start();
+    let mut server = udp_server(method, &[]);
+    let mut client = UdpClient::new(&server.psk, &target_of(&echo));
+    let (sock, port) = udp_socket();
+    let high = 5000u64;
+    for id in [0, high] {
+        let payload = data(fresh_seed(), 50);
+        let packet = client.seal_raw(id, unix_now(), &payload);
+        client
+            .echo(&server, &sock, &packet, &payload)
+            .unwrap_or_else(|e| panic!("packet id {id}: {e}\n{}", server.log()));
+    }
+    // Never seen, but too far below the highest id.
+    let too_old = [1, high - WINDOW];
+    for (n, id) in too_old.into_iter().enumerate() {
+        let packet = client.seal_raw(id, unix_now(), b"too old");
+        expect_no_reply(&server, &sock, &packet, &format!("packet id {id}"));
+        let warns = wait_warns(&server, port, n + 1);
+        assert_eq!(warns.len(), n + 1, "one WARN per old packet: {warns:?}");
+        let last = warns.last().unwrap();
+        assert!(
+            last.contains(&format!("packet id {id} ")) && last.contains("too old"),
+            "{last}"
+        );
+    }
+    // The oldest id still inside the window, and the next new one, are taken.
+    for id in [high - WINDOW + 1, high + 1] {
+        let payload = data(fresh_seed(), 50);
+        let packet = client.seal_raw(id, unix_now(), &payload);
+        client
+            .echo(&server, &sock, &packet, &payload)
+            .unwrap_or_else(|e| panic!("packet id {id} after the old ones: {e}\n{}", server.log()));
+    }
+    assert_eq!(server.warns_for(port).len(), too_old.len());
+    server.assert_healthy();
+}
+
+#[test]
+fn udp_packet_id_below_the_window_is_dropped_aes_256_gcm() {
+    udp_too_old_test(Method::Aes256Gcm);
+}
+
+#[test]
+fn udp_packet_id_below_the_window_is_dropped_chacha20_poly1305() {
+    udp_too_old_test(Method::ChaCha20Poly1305);
+}
+
+fn udp_clock_skew_test(method: Method) {
+    let _watchdog = Watchdog::new(
+        &format!("udp clock skew {}", method.name()),
+        Duration::from_secs(60),
+    );
+    let echo = EchoServer::start();
+    let mut server = udp_server(method, &[]);
+    let target = target_of(&echo);
+    let (sock, port) = udp_socket();
+    // A session whose first packet is skewed is never made; one whose later packet is skewed
+    // goes on.
+    let mut going = UdpClient::new(&server.psk, &target);
+    let packet = going.seal(b"first");
+    going
+        .echo(&server, &sock, &packet, b"first")
+        .unwrap_or_else(|e| panic!("first packet: {e}\n{}", server.log()));
+    let mut n = 0;
+    for (what, off) in [("behind", -31i64), ("ahead", 31)] {
+        for new_session in [true, false] {
+            let mut fresh = UdpClient::new(&server.psk, &target);
+            let client = if new_session { &mut fresh } else { &mut going };
+            // Early in a second: the server's clock reads the same second, so it is 31 s off.
+            let ts = now_early_in_second().saturating_add_signed(off);
+            let packet = client.seal_at(ts, b"skewed");
+            let which = if new_session { "new" } else { "going" };
+            expect_no_reply(&server, &sock, &packet, &format!("{what}, {which} session"));
+            n += 1;
+            let warns = wait_warns(&server, port, n);
+            assert_eq!(warns.len(), n, "one WARN per skewed packet: {warns:?}");
+            let last = warns.last().unwrap();
+            assert!(
+                last.contains("dropped") && last.contains("clock skew?"),
+                "{what}, {which} session: {last}"
+            );
+            assert!(
+                last.contains(&ts.to_string()),
+                "names the timestamp: {last}"
+            );
+        }
+    }
+    // The session whose packet was skewed goes on.
+    let packet = going.seal(b"on time");
+    going
+        .echo(&server, &sock, &packet, b"on time")
+        .unwrap_or_else(|e| {
+            panic!(
+                "a packet on time after the skewed ones: {e}\n{}",
+                server.log()
+            )
+        });
+    server.assert_healthy();
+}
+
+#[test]
+fn udp_timestamp_31_s_off_is_dropped_as_clock_skew_aes_256_gcm() {
+    udp_clock_skew_test(Method::Aes256Gcm);
+}
+
+#[test]
+fn udp_timestamp_31_s_off_is_dropped_as_clock_skew_chacha20_poly1305() {
+    udp_clock_skew_test(Method::ChaCha20Poly1305);
+}
+
+fn udp_rebinding_test(method: Method) {
+    let _watchdog = Watchdog::new(
+        &format!("udp rebinding {}", method.name()),
+        Duration::from_secs(60),
+    );
+    let echo = EchoServer::start();
+    let mut server = udp_server(method, &[]);
+    let mut client = UdpClient::new(&server.psk, &target_of(&echo));
+    let (a, a_port) = udp_socket();
+    let (b, b_port) = udp_socket();
+    let packet = client.seal(b"from A");
+    let first = client
+        .echo(&server, &a, &packet, b"from A")
+        .unwrap_or_else(|e| panic!("from A: {e}\n{}", server.log()));
+    let packet = client.seal(b"from B");
+    let second = client
+        .echo(&server, &b, &packet, b"from B")
+        .unwrap_or_else(|e| panic!("the next packet from B: {e}\n{}", server.log()));
+    assert_eq!(
+        second.session_id, first.session_id,
+        "the rebound client is answered under the same server session"
+    );
+    assert_eq!(second.packet_id, first.packet_id + 1);
+    if let Some(r) = recv_udp(&a, UDP_SILENCE) {
+        panic!("A got {} bytes after the session moved to B", r.len());
+    }
+    // And back to A.
+    let packet = client.seal(b"A again");
+    let third = client
+        .echo(&server, &a, &packet, b"A again")
+        .unwrap_or_else(|e| panic!("back on A: {e}\n{}", server.log()));
+    assert_eq!(third.session_id, first.session_id);
+    if let Some(r) = recv_udp(&b, UDP_SILENCE) {
+        panic!("B got {} bytes after the session moved back to A", r.len());
+    }
+    assert!(server.warns_for(a_port).is_empty() && server.warns_for(b_port).is_empty());
+    server.assert_healthy();
+}
+
+#[test]
+fn udp_rebound_client_is_answered_at_its_new_address_aes_256_gcm() {
+    udp_rebinding_test(Method::Aes256Gcm);
+}
+
+#[test]
+fn udp_rebound_client_is_answered_at_its_new_address_chacha20_poly1305() {
+    udp_rebinding_test(Method::ChaCha20Poly1305);
+}
+
+fn udp_garbage_test(method: Method) {
+    let _watchdog = Watchdog::new(
+        &format!("udp garbage {}", method.name()),
+        Duration::from_secs(90),
+    );
+    let echo = EchoServer::start();
+    let mut server = udp_server(method, &["-v"]);
+    let mut client = UdpClient::new(&server.psk, &target_of(&echo));
+    let (sock, port) = udp_socket();
+    let packet = client.seal(b"hello");
+    client
+        .echo(&server, &sock, &packet, b"hello")
+        .unwrap_or_else(|e| panic!("first packet: {e}\n{}", server.log()));
+
+    // The session's next packet, which the forgeries below are made of.
+    let payload = data(fresh_seed(), 200);
+    let genuine = client.seal(&payload);
+    let body_at = match method {
+        Method::ChaCha20Poly1305 => NONCE_LEN,
+        _ => SEPARATE_LEN,
+    };
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for len in [1usize, 15, 16, 31, 32, 39, 40, 41, 63, 64, 100, 1400] {
+        cases.push((format!("{len} random bytes"), data(fresh_seed(), len)));
+    }
+    for keep in [1usize, body_at, body_at + SEPARATE_LEN, genuine.len() / 2] {
+        cases.push((
+            format!("the first {keep} bytes of a packet"),
+            genuine[..keep].to_vec(),
+        ));
+    }
+    cases.push((
+        "a packet without its last byte".into(),
+        genuine[..genuine.len() - 1].to_vec(),
+    ));
+    for at in [
+        0,
+        body_at - 1,
+        body_at,
+        body_at + 3,
+        body_at + SEPARATE_LEN + 5,
+        genuine.len() / 2,
+        genuine.len() - TAG_LEN - 1,
+        genuine.len() - 1,
+    ] {
+        cases.push((format!("bit flipped at {at}"), flipped(&genuine, at)));
+    }
+    let mut longer = genuine.clone();
+    longer.push(0);
+    cases.push(("a byte appended".into(), longer));
+    // Sealed with another key.
+    let other_key = Psk::from_bytes(method, &data(fresh_seed(), method.key_len())).unwrap();
+    let mut stranger = UdpClient::new(&other_key, &target_of(&echo));
+    cases.push(("sealed with another key".into(), stranger.seal(b"hi")));
+
+    for (what, bytes) in &cases {
+        expect_no_reply(&server, &sock, bytes, what);
+    }
+    // The authentic packet the forgeries were made of: its id was not recorded by them.
+    client
+        .echo(&server, &sock, &genuine, &payload)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the authentic packet after its forgeries: {e}\n{}",
+                server.log()
+            )
+        });
+    let mine = server.warns_for(port);
+    assert!(mine.is_empty(), "garbage warned: {mine:?}");
+    // They reached the server: it logged them at debug.
+    let tag = format!("udp: 127.0.0.1:{port}: ");
+    let debug = server
+        .log()
+        .lines()
+        .filter(|l| l.contains(" DEBUG: ") && l.contains(&tag))
+        .count();
+    assert!(
+        debug >= cases.len() / 2,
+        "{debug} debug lines\n{}",
+        server.log()
+    );
+    server.assert_healthy();
+}
+
+#[test]
+fn udp_garbage_gets_no_reply_and_no_warning_aes_256_gcm() {
+    udp_garbage_test(Method::Aes256Gcm);
+}
+
+#[test]
+fn udp_garbage_gets_no_reply_and_no_warning_chacha20_poly1305() {
+    udp_garbage_test(Method::ChaCha20Poly1305);
+}
