@@ -597,7 +597,9 @@ pub static OPTIONS: &[Opt] = &[
         default: Some("65536"),
         modes: Modes::SERVER,
         help: "**new**: salts remembered by the replay filter, per half of a ping-pong Bloom \
-               filter (about 7.2 bytes each; UDP has a separate filter a quarter that size)",
+               filter (about 7.2 bytes each; UDP has a separate filter a quarter that size); \
+               Shadowsocks 2022: the most request salts kept for their minute (about 90 bytes \
+               each, as they come; more new sessions are refused)",
         ..Opt::NONE
     },
     Opt {

@@ -24,7 +24,7 @@ use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::handshake::{Next, Probe, ServerHandshake, Step};
 use crate::proto::replay::ReplayFilter;
 use crate::proto::ss2022::handshake::RequestHandshake;
-use crate::proto::ss2022::salts::{self, SaltPool};
+use crate::proto::ss2022::salts::SaltPool;
 use crate::proto::ss2022::session::{server_prefix_len, ServerSession};
 use crate::proto::ss2022::udp::{open_separate_header, UdpCipher, NONCE_LEN};
 use crate::proto::ss2022::{self, Psk};
@@ -57,7 +57,7 @@ impl Guard {
         Guard {
             replay: RefCell::new(ReplayFilter::new(replay_capacity)),
             replay_udp: RefCell::new(ReplayFilter::new(replay_capacity / 4)),
-            salts: RefCell::new(SaltPool::new(salts::DEFAULT_CAPACITY)),
+            salts: RefCell::new(SaltPool::new(replay_capacity)),
             ban: RefCell::new(Ban::new(ban)),
         }
     }
@@ -94,8 +94,8 @@ enum FirstError {
     Request(ParseError),
     /// An authenticated Shadowsocks 2022 client sent a header that breaks the rules.
     Request2022(ss2022::Error),
-    /// Too many new Shadowsocks 2022 sessions in the last minute (only key holders count).
-    Busy,
+    /// Refused for want of room (the salt store full, no buffer for a long header): why.
+    Busy(&'static str),
     Io(io::Error),
     Closed,
     TimedOut,
@@ -157,12 +157,8 @@ impl Ingress for Shadowsocks {
                     log::warn!("{peer}: bad request header: {e}");
                     return None;
                 }
-                Err(FirstError::Busy) => {
-                    log::warn!(
-                        "{peer}: refused: {} new Shadowsocks 2022 sessions in the last minute \
-                         (the most whose salts are remembered)",
-                        salts::DEFAULT_CAPACITY
-                    );
+                Err(FirstError::Busy(why)) => {
+                    log::warn!("{peer}: refused: {why}");
                     return None;
                 }
                 Err(FirstError::Io(e)) => {
@@ -249,6 +245,9 @@ impl DerefMut for Room {
     }
 }
 
+/// Why a long Shadowsocks 2022 header was refused.
+const NO_ROOM: &str = "no buffer memory left for a long request header (all spilled)";
+
 /// Longest head: a 32-byte salt and a sealed 2022 fixed header.
 const HEAD_MAX: usize = MAX_SALT_LEN + 11 + TAG_LEN;
 
@@ -290,7 +289,7 @@ impl Shadowsocks {
         let need = hs.element_len();
         wait_queued(client, need).await?;
         let mut room = if need > BLOCK_SIZE {
-            Room::Jumbo(self.pool.take_jumbo().ok_or(FirstError::Busy)?)
+            Room::Jumbo(self.pool.take_jumbo().ok_or(FirstError::Busy(NO_ROOM))?)
         } else {
             Room::Block(self.pool.take().await)
         };
@@ -330,7 +329,7 @@ impl Shadowsocks {
                         Room::Block(block) => Parked::new(&self.pool, block, early, start..filled),
                         Room::Jumbo(big) => {
                             Parked::spilled(&self.pool, &big[early], &big[start..filled])
-                                .ok_or(FirstError::Busy)?
+                                .ok_or(FirstError::Busy(NO_ROOM))?
                         }
                     };
                     let dec = hs
@@ -366,7 +365,10 @@ fn decided(next: Next, at: usize) -> Option<Result<(Address, Range<usize>), Firs
         Next::Probe(why) => Some(Err(FirstError::Probe(why))),
         Next::BadRequest(e) => Some(Err(FirstError::Request(e))),
         Next::Refused(e) => Some(Err(FirstError::Request2022(e))),
-        Next::Busy => Some(Err(FirstError::Busy)),
+        Next::Busy => Some(Err(FirstError::Busy(
+            "--replay-capacity new Shadowsocks 2022 sessions in the last minute (the salts \
+             remembered); raise it if this server is that busy",
+        ))),
         Next::Connect { target, early } => Some(Ok((target, at + early.start..at + early.end))),
     }
 }

@@ -1488,3 +1488,58 @@ pub fn write_script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
     path
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a connection a server refuses to answer sees (ss-server's probe resistance)
+
+/// Expects `s` to stay open and silent for `wait`: a read times out (no bytes, no EOF).
+pub fn expect_silent_open(s: &mut TcpStream, wait: Duration) -> Result<(), String> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(0) => Err(format!("closed by the server within {wait:?}")),
+        Ok(n) => Err(format!(
+            "the server sent {n} bytes: {:02x?}",
+            &buf[..n.min(32)]
+        )),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!("closed by the server within {wait:?}: {e}")),
+    }
+}
+
+/// Expects the server to close `s` (EOF or reset) within `limit`, sending nothing; returns when.
+pub fn expect_closed_silently(s: &mut TcpStream, limit: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(format!("still open {limit:?} later ({got} bytes received)"));
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) if got == 0 => return Ok(start.elapsed()),
+            Ok(0) => return Err(format!("the server sent {got} bytes before closing")),
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!("still open {limit:?} later ({got} bytes received)"))
+            }
+            // A reset: closed all the same.
+            Err(_) if got == 0 => return Ok(start.elapsed()),
+            Err(e) => return Err(format!("the server sent {got} bytes, then {e}")),
+        }
+    }
+}
