@@ -1554,3 +1554,66 @@ fn udp_garbage_gets_no_reply_and_no_warning_aes_256_gcm() {
 fn udp_garbage_gets_no_reply_and_no_warning_chacha20_poly1305() {
     udp_garbage_test(Method::ChaCha20Poly1305);
 }
+
+/// The session table's discipline under a flood (issue 18): with `--udp-assocs 8`, three
+/// sessions that had answers outlive 200 new sessions whose target never answers. Each live
+/// session keeps its server session (the same server session id answers it afterwards), which an
+/// evicted one would not.
+fn udp_flood_test(method: Method) {
+    let _watchdog = Watchdog::new(
+        &format!("udp flood {}", method.name()),
+        Duration::from_secs(90),
+    );
+    let echo = EchoServer::start();
+    let mut server = udp_server(method, &["--udp-assocs", "8"]);
+    let target = target_of(&echo);
+    let (sock, _) = udp_socket();
+    let mut live: Vec<(UdpClient, u64)> = (0..3)
+        .map(|i| {
+            let mut c = UdpClient::new(&server.psk, &target);
+            let payload = data(fresh_seed(), 20 + i);
+            let packet = c.seal(&payload);
+            let p = c
+                .echo(&server, &sock, &packet, &payload)
+                .unwrap_or_else(|e| panic!("live session {i}: {e}\n{}", server.log()));
+            (c, p.session_id)
+        })
+        .collect();
+    // A target that takes datagrams and never answers.
+    let (sink, sink_port) = udp_socket();
+    let silent = Address::Ip(SocketAddr::from(([127, 0, 0, 1], sink_port)));
+    let (flood, _) = udp_socket();
+    for _ in 0..200 {
+        let mut c = UdpClient::new(&server.psk, &silent);
+        flood.send_to(&c.seal(b"x"), server.addr()).expect("send");
+    }
+    // The server handles datagrams in order: a round trip after the flood comes after it.
+    let mut probe = UdpClient::new(&server.psk, &target);
+    let packet = probe.seal(b"after");
+    probe
+        .echo(&server, &sock, &packet, b"after")
+        .unwrap_or_else(|e| panic!("a new session after the flood: {e}\n{}", server.log()));
+    for (i, (c, sid)) in live.iter_mut().enumerate() {
+        let payload = data(fresh_seed(), 30 + i);
+        let packet = c.seal(&payload);
+        let p = c
+            .echo(&server, &sock, &packet, &payload)
+            .unwrap_or_else(|e| panic!("live session {i} after the flood: {e}\n{}", server.log()));
+        assert_eq!(
+            p.session_id, *sid,
+            "live session {i} was evicted by the flood (a new server session answered)"
+        );
+    }
+    server.assert_healthy();
+    drop(sink);
+}
+
+#[test]
+fn udp_flood_of_new_sessions_keeps_the_answered_ones_aes_256_gcm() {
+    udp_flood_test(Method::Aes256Gcm);
+}
+
+#[test]
+fn udp_flood_of_new_sessions_keeps_the_answered_ones_chacha20_poly1305() {
+    udp_flood_test(Method::ChaCha20Poly1305);
+}
