@@ -1431,7 +1431,7 @@ const PSK16_USER: &str = "f/RCRAl1E5fN7iXeAQUOyQ==";
 
 /// The three Shadowsocks 2022 methods pass validation, and their base64 PSK reaches the JSON
 /// unchanged as `password` (or `key`), also a multi-user client's `SERVER_PSK:USER_PSK`; the
-/// single-key client and server JSON is accepted by the binary.
+/// client and server JSON is accepted by the binary.
 #[test]
 #[ignore = "needs root and the OpenWrt kit; bash tests/run-all.sh runs it"]
 fn ss2022_sections_pass_the_psk_through() {
@@ -1540,21 +1540,22 @@ config ss_server 's'
     ];
     want.extend(common_bools(&[]));
     assert_eq!(flat(&r.conf_json("ss_server.s")), expect(&want));
-    // The single-key sections with the real binary (the multi-user client form `u` is checked
-    // by the binary's own tests).
+    // All of them with the real binary, the multi-user client form `u` too.
     let ns = NetNs::new("owrt-2022", &[]);
-    for inst in ["ss_local.l", "ss_tunnel.t", "ss_server.s"] {
+    for inst in ["ss_local.l", "ss_tunnel.t", "ss_server.s", "ss_local.u"] {
         check_with_ss_smol(&r, &set, inst, &ns);
     }
 }
 
 /// A multi-user (SIP023) ss_server: each `list users 'NAME:PSK'` entry becomes one
 /// `{"name", "password"}` of the JSON's `users`, in order; a single `option users` works too;
-/// `option user` (the account to run as) is a different option and stays what it was.
+/// `option user` (the account to run as) is a different option and stays what it was; the
+/// multi-user JSON is accepted by the binary.
 #[test]
 #[ignore = "needs root and the OpenWrt kit; bash tests/run-all.sh runs it"]
 fn multi_user_server_gets_the_users_array() {
     let _w = Watchdog::new("users", TEST_LIMIT);
+    require_tools(&["ip"]);
     let r = Router::new("owrt-users");
     r.set_config(&format!(
         "
@@ -1605,6 +1606,8 @@ config ss_server 'one'
         format!(r#"[{{"name":"carol","password":{}}}]"#, q(PSK16_USER))
     );
     assert_eq!(one["password"], q(PSK16));
+    let ns = NetNs::new("owrt-users", &[]);
+    check_with_ss_smol(&r, &set, "ss_server.multi", &ns);
 }
 
 /// Bad `users` entries: no ':', an empty name, an empty key, users with a method that has no
