@@ -38,7 +38,7 @@ fn local_suite(method: &str) {
 
     // (b) many connections at once.
     let t = Instant::now();
-    concurrent(CONNS, seed + 1, |_| {
+    concurrent(CONNS, seed + 1, PER_CONN, |_| {
         socks5_connect(proxy, &echo.v4().into()).expect("SOCKS5 CONNECT")
     });
     eprintln!("{method} local: {CONNS} concurrent {:?}", t.elapsed());
@@ -85,7 +85,9 @@ fn tunnel_suite(method: &str) {
     eprintln!("{method} tunnel: bulk {:?}", t.elapsed());
 
     let t = Instant::now();
-    concurrent(CONNS, seed + 1, |_| connect(fwd).expect("connect tunnel"));
+    concurrent(CONNS, seed + 1, PER_CONN, |_| {
+        connect(fwd).expect("connect tunnel")
+    });
     eprintln!("{method} tunnel: {CONNS} concurrent {:?}", t.elapsed());
 
     let t = Instant::now();
@@ -98,26 +100,6 @@ fn tunnel_suite(method: &str) {
     tunnel.proc.assert_running();
     server.proc.assert_running();
     tunnel.proc.assert_no_panic();
-}
-
-/// Opens `n` connections with `open`, all at once, and echoes PER_CONN bytes on each.
-fn concurrent(n: usize, seed: u64, open: impl Fn(usize) -> std::net::TcpStream + Sync) {
-    let barrier = std::sync::Barrier::new(n);
-    thread::scope(|scope| {
-        for i in 0..n {
-            let (open, barrier) = (&open, &barrier);
-            scope.spawn(move || {
-                let s = open(i);
-                barrier.wait();
-                assert_echo(
-                    s,
-                    seed + i as u64 * 7919,
-                    PER_CONN,
-                    &format!("connection {i}"),
-                );
-            });
-        }
-    });
 }
 
 macro_rules! suites {

@@ -356,26 +356,6 @@ fn server_speaks_first(mut s: TcpStream, banner: &BannerServer, what: &str) {
 // ---------------------------------------------------------------------------------------------
 // The checks
 
-/// Opens `n` connections with `open`, all at once, and echoes PER_CONN bytes on each.
-fn concurrent(n: usize, seed: u64, open: impl Fn(usize) -> TcpStream + Sync) {
-    let barrier = std::sync::Barrier::new(n);
-    thread::scope(|scope| {
-        for i in 0..n {
-            let (open, barrier) = (&open, &barrier);
-            scope.spawn(move || {
-                let s = open(i);
-                barrier.wait();
-                assert_echo(
-                    s,
-                    seed + i as u64 * 7919,
-                    PER_CONN,
-                    &format!("connection {i}"),
-                );
-            });
-        }
-    });
-}
-
 /// Everything through the SOCKS5 proxy at `proxy`: bulk, concurrent, server-first, UDP.
 fn socks_checks(proxy: SocketAddr, seed: u64, what: &str) {
     let echo = EchoServer::start();
@@ -387,7 +367,7 @@ fn socks_checks(proxy: SocketAddr, seed: u64, what: &str) {
     eprintln!("{what}: bulk {} MiB each way {:?}", BULK >> 20, t.elapsed());
 
     let t = Instant::now();
-    concurrent(CONNS, seed + 1, |_| {
+    concurrent(CONNS, seed + 1, PER_CONN, |_| {
         socks5_connect(proxy, &echo.v4().into()).expect("SOCKS5 CONNECT")
     });
     eprintln!("{what}: {CONNS} concurrent {:?}", t.elapsed());
@@ -464,7 +444,9 @@ fn our_tunnel(method: &str) {
     eprintln!("{what}: bulk {:?}", t.elapsed());
 
     let t = Instant::now();
-    concurrent(CONNS, seed + 1, |_| connect(fwd).expect("connect tunnel"));
+    concurrent(CONNS, seed + 1, PER_CONN, |_| {
+        connect(fwd).expect("connect tunnel")
+    });
     eprintln!("{what}: {CONNS} concurrent {:?}", t.elapsed());
 
     let banner = BannerServer::start(seed + 5);

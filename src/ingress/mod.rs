@@ -20,6 +20,8 @@ pub mod socks5;
 pub mod tunnel;
 
 use crate::proto::address::Address;
+use crate::proto::ss2022;
+use crate::proto::ss2022::udp::{UdpCipher, NONCE_LEN};
 use crate::proto::stream::Opening;
 use crate::relay::pool::Parked;
 use crate::rt::Async;
@@ -233,6 +235,23 @@ pub fn recv_whole(
         return Ok(None);
     }
     Ok(Some((n, client)))
+}
+
+/// A fresh random 64-bit id (a Shadowsocks 2022 session id).
+pub fn random_id() -> io::Result<u64> {
+    let mut id = [0u8; 8];
+    crate::sys::random_salt(&mut id).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(u64::from_ne_bytes(id))
+}
+
+/// The random nonce a Shadowsocks 2022 packet of `udp` needs: the ChaCha method's; the AES
+/// methods take none (zeros, unused).
+pub fn packet_nonce(udp: &UdpCipher) -> io::Result<[u8; NONCE_LEN]> {
+    let mut nonce = [0u8; NONCE_LEN];
+    if udp.method() == ss2022::Method::ChaCha20Poly1305 {
+        crate::sys::random_salt(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+    }
+    Ok(nonce)
 }
 
 /// Sends one datagram if the socket takes it now.

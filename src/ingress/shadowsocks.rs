@@ -1,10 +1,11 @@
 //! ss-server's front door: AEAD Shadowsocks streams and packets from clients.
 //!
 //! TCP: the salt and the first chunk are read and checked by `proto::handshake`; the target it
-//! names goes to the relay, with the client's first payload. Shadowsocks 2022 streams read the
-//! salt and fixed header in one read (`proto::ss2022::tcp`), then the variable header; its salt
-//! is remembered for a minute (a `SaltPool` of bounded size), and a timestamp 30 s off, a
-//! replayed salt or a bad tag are probes like the rest. A connection whose first chunk
+//! names goes to the relay, with the client's first payload. A Shadowsocks 2022 stream's salt
+//! and fixed header are read in one read, then its variable header
+//! (`proto::ss2022::handshake`, driven by the same loop); its salt is remembered for a minute
+//! (a `SaltPool` of bounded size), and a timestamp 30 s off, a replayed salt or a bad tag are
+//! probes like the rest. A connection whose first chunk
 //! does not authenticate (wrong key, random bytes, a replayed salt) gets no answer and no early
 //! close: it is read and discarded until the idle timeout, with one log line, and counts
 //! towards a ban of its source. The cipher state for the reply direction is only built once
@@ -14,8 +15,8 @@
 //! never counts towards a ban (UDP sources can be forged to get a victim banned).
 
 use super::{
-    recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake, Inbound, Ingress, Peer,
-    Request,
+    packet_nonce, random_id, recv_whole, send_now, BoxFuture, Datagram, DatagramFront, Handshake,
+    Inbound, Ingress, Peer, Request,
 };
 use crate::policy::assoc::AssocTable;
 use crate::policy::ban::{Ban, BanConfig};
@@ -268,7 +269,9 @@ impl Shadowsocks {
         // Until the head (salt and the first sealed length or fixed header) authenticates,
         // read only it, into a small buffer: a prober without the key must not hold a block.
         let mut head = [0u8; HEAD_MAX];
-        let head = &mut head[..hs.head_len().min(HEAD_MAX)];
+        let head = head
+            .get_mut(..hs.head_len())
+            .ok_or(FirstError::Probe(Probe::BadChunk))?;
         (&*client)
             .read_exact(head)
             .await
@@ -466,24 +469,22 @@ impl ShadowsocksDatagrams {
                 .open(&sessions.udp, sep, packet, unix)
                 .inspect(|_| s.addr = client),
             None => {
-                let mut id = [0u8; 8];
-                if random_salt(&mut id).is_err() {
+                let Ok(id) = random_id() else {
                     log::error!("udp: the system random number generator failed");
                     return None;
-                }
-                ServerSession::open_first(&sessions.udp, sep, packet, unix, u64::from_ne_bytes(id))
-                    .map(|(state, p)| {
-                        let gone = table.insert(
-                            peer,
-                            Session {
-                                state,
-                                addr: client,
-                            },
-                            now,
-                        );
-                        drop(gone);
-                        p
-                    })
+                };
+                ServerSession::open_first(&sessions.udp, sep, packet, unix, id).map(|(state, p)| {
+                    let gone = table.insert(
+                        peer,
+                        Session {
+                            state,
+                            addr: client,
+                        },
+                        now,
+                    );
+                    drop(gone);
+                    p
+                })
             }
         };
         drop(table);
@@ -515,10 +516,7 @@ impl ShadowsocksDatagrams {
         data: Range<usize>,
     ) -> io::Result<()> {
         let now = rt::now();
-        let mut nonce = [0u8; NONCE_LEN];
-        if sessions.udp.method() == ss2022::Method::ChaCha20Poly1305 {
-            random_salt(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
-        }
+        let nonce = packet_nonce(&sessions.udp)?;
         let mut table = sessions.table.borrow_mut();
         let Some(session) = table.get_mut(&client, now) else {
             return Err(io::Error::other("session expired"));

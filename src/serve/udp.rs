@@ -20,7 +20,7 @@
 //! [`MAX_LOOKUPS`] of them at once.
 
 use super::Far;
-use crate::ingress::{Datagram, DatagramFront, Peer};
+use crate::ingress::{packet_nonce, random_id, Datagram, DatagramFront, Peer};
 use crate::policy::assoc::AssocTable;
 use crate::policy::throttle::{skipped_note, Throttle};
 use crate::proto::address::{self, Address};
@@ -90,8 +90,10 @@ impl UdpRelay {
         capacity: usize,
         ex: Rc<LocalExecutor<'static>>,
     ) -> Rc<Self> {
+        // A client's: ss-server's 2022 packets are its front's.
         let ss2022 = method
             .ss2022()
+            .filter(|_| matches!(far, Far::Server(_)))
             .and_then(|m| Psk::from_bytes(m, key.as_bytes()).ok())
             .map(|psk| UdpCipher::new(&psk));
         Rc::new(UdpRelay {
@@ -157,7 +159,7 @@ impl UdpRelay {
         if let (Some(udp), Some(session)) = (&self.ss2022, session) {
             let start = d.data.start - client_prefix_len(udp.method(), &d.target);
             let packet = &mut block[start..d.data.end + TAG_LEN];
-            let Some(nonce) = packet_nonce(udp) else {
+            let Ok(nonce) = packet_nonce(udp) else {
                 return log::error!("udp: the system random number generator failed");
             };
             let sealed = session
@@ -296,10 +298,7 @@ impl UdpRelay {
         let socket = Rc::new(Async::new_nonblocking(open()?)?);
         let session = match (&self.ss2022, &self.far) {
             (Some(udp), Far::Server(_)) => {
-                let mut id = [0u8; 8];
-                random_salt(&mut id).map_err(|e| io::Error::other(e.to_string()))?;
-                let id = u64::from_ne_bytes(id);
-                Some(Rc::new(RefCell::new(ClientSession::new(udp, id))))
+                Some(Rc::new(RefCell::new(ClientSession::new(udp, random_id()?))))
             }
             _ => None,
         };
@@ -437,15 +436,6 @@ impl UdpRelay {
 /// Room a Shadowsocks 2022 client packet needs in front of its payload, at most: ChaCha's nonce,
 /// the separate header, type, timestamp, padding length and the target address.
 const SS2022_ROOM: usize = NONCE_LEN + SEPARATE_LEN + 1 + 8 + 2 + address::MAX_LEN;
-
-/// A packet's random nonce, for the method that uses one (ChaCha); zeros otherwise.
-fn packet_nonce(udp: &UdpCipher) -> Option<[u8; NONCE_LEN]> {
-    let mut nonce = [0u8; NONCE_LEN];
-    if udp.method() == ss2022::Method::ChaCha20Poly1305 && random_salt(&mut nonce).is_err() {
-        return None;
-    }
-    Some(nonce)
-}
 
 /// IPv4-mapped IPv6 sources are reported as IPv4, as clients expect.
 fn canonical(addr: SocketAddr) -> SocketAddr {

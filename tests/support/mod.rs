@@ -1543,3 +1543,23 @@ pub fn expect_closed_silently(s: &mut TcpStream, limit: Duration) -> Result<Dura
         }
     }
 }
+
+/// Opens `n` connections with `open`, all at once, and echoes `per_conn` bytes on each.
+pub fn concurrent(n: usize, seed: u64, per_conn: usize, open: impl Fn(usize) -> TcpStream + Sync) {
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|scope| {
+        for i in 0..n {
+            let (open, barrier) = (&open, &barrier);
+            scope.spawn(move || {
+                let s = open(i);
+                barrier.wait();
+                assert_echo(
+                    s,
+                    seed + i as u64 * 7919,
+                    per_conn,
+                    &format!("connection {i}"),
+                );
+            });
+        }
+    });
+}
