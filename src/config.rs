@@ -206,4 +206,10 @@ pub struct Config {
     pub limits: Limits,
     /// ss-server only: replay filter, bans and target policy.
     pub server: ServerOpts,
+    /// Shadowsocks 2022 clients: the identity keys before `key` in an `iPSK:…:uPSK` chain
+    /// (SIP023), outermost first; empty for a plain key.
+    pub identity_keys: Vec<MasterKey>,
+    /// ss-server with Shadowsocks 2022: its users' names and keys (`users`); `key` is then the
+    /// server's identity key.
+    pub users: Vec<(String, MasterKey)>,
 }

@@ -152,6 +152,7 @@ fn read_value(rule: Rule, key: &str, v: &Value) -> Result<Option<Val>, String> {
         Rule::Transport => Val::Transport(transport(key, v)?),
         Rule::Nameservers => Val::Nameservers(nameservers(key, v)?),
         Rule::Args => Val::Args(args(key, v)?),
+        Rule::Users => Val::Users(users(key, v)?),
     }))
 }
 
@@ -294,6 +295,40 @@ fn args(key: &str, v: &Value) -> Result<Vec<String>, String> {
         Value::Array(items) => items.iter().map(|item| string(key, item, false)).collect(),
         _ => Ok(vec![string(key, v, false)?]),
     }
+}
+
+/// `[{"name": "alice", "password": "…"}, …]`, as shadowsocks-rust takes it; other keys in an
+/// entry are ignored.
+fn users(key: &str, v: &Value) -> Result<Vec<(String, Secret)>, String> {
+    let Value::Array(items) = v else {
+        return Err(type_error(
+            key,
+            "a list of {\"name\": …, \"password\": …}",
+            v,
+            false,
+        ));
+    };
+    let mut out = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        let field = |f: &str| match item {
+            Value::Object(o) => match o.get(f) {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        match (field("name"), field("password")) {
+            (Some(name), Some(pw)) => out.push((name, Secret::new(pw))),
+            _ => {
+                return Err(format!(
+                    "{} entry {} must have a non-empty \"name\" and \"password\"",
+                    Quoted(key),
+                    n + 1
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn boolean(key: &str, v: &Value) -> Result<bool, String> {

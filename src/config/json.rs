@@ -41,8 +41,9 @@ impl fmt::Display for Number {
     }
 }
 
-/// Containers this deep (the top value is at depth 0) are kept empty.
-const KEPT_DEPTH: usize = 2;
+/// Containers this deep (the top value is at depth 0) are kept empty. 3: the config's own keys
+/// hold lists (depth 1) of objects (depth 2: `users` entries); nothing reads deeper.
+const KEPT_DEPTH: usize = 3;
 
 /// An open container: its contents so far (when kept) and, in an object, the key of the value
 /// being read.
@@ -551,25 +552,32 @@ mod tests {
 
     #[test]
     fn keys_sorted_last_wins_and_deep_nesting_is_flat() {
-        let Some(Value::Object(map)) = parse(r#"{"b": 1, "a": [[1], {"x": 2}], "b": 2}"#) else {
+        let Some(Value::Object(map)) =
+            parse(r#"{"b": 1, "a": [[1], {"x": 2, "y": {"z": 3}}], "b": 2}"#)
+        else {
             panic!("not an object");
         };
         let keys: Vec<&str> = map.keys().map(String::as_str).collect();
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(map.get("b"), Some(&Value::Number(Number::U64(2))));
+        // Depth 2 (a `users` entry) is kept, depth 3 is not.
+        let entry = BTreeMap::from([
+            ("x".to_string(), Value::Number(Number::U64(2))),
+            ("y".to_string(), Value::Object(BTreeMap::new())),
+        ]);
         assert_eq!(
             map.get("a"),
             Some(&Value::Array(vec![
-                Value::Array(Vec::new()),
-                Value::Object(BTreeMap::new())
+                Value::Array(vec![Value::Number(Number::U64(1))]),
+                Value::Object(entry)
             ]))
         );
         let deep = format!("{}{}", "[".repeat(1 << 20), "]".repeat(1 << 20));
         assert_eq!(
             parse(&deep),
-            Some(Value::Array(vec![Value::Array(vec![Value::Array(
-                Vec::new()
-            )])]))
+            Some(Value::Array(vec![Value::Array(vec![Value::Array(vec![
+                Value::Array(Vec::new())
+            ])])]))
         );
         assert_eq!(parse(&"[".repeat(1 << 20)), None);
     }

@@ -11,7 +11,7 @@ use super::{cli, file, sip003, Config, Limits, Mode, ServerAddr, ServerOpts, Tra
 use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
-use crate::proto::ss2022::{KeyError, Psk};
+use crate::proto::ss2022::{KeyError, Psk, MAX_IDENTITIES};
 use crate::quote::Quoted;
 use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -88,7 +88,15 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         Some(name) => Method::from_name(&name).map_err(|e| e.to_string())?,
         None => Method::default(),
     };
-    let key = master_key(method, s)?;
+    let (key, identity_keys) = master_key(method, s)?;
+    if server_mode && !identity_keys.is_empty() {
+        return Err(format!(
+            "{}: ss-server's key is one key, without ':'; its users go in \"users\" in the \
+             config file",
+            key_source(s)
+        ));
+    }
+    let users = users(method, s)?;
 
     // Servers: remote servers for clients, listen addresses for ss-server.
     let (hosts_id, port_id) = if server_mode {
@@ -257,12 +265,71 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         nameservers: s.nameservers(Id::Nameserver),
         limits,
         server,
+        identity_keys,
+        users,
     })
 }
 
+/// Where the key came from, for messages (the precedence of `master_key`).
+fn key_source(s: &Settings) -> String {
+    let key_wins = s.secret_cli(Id::Key).is_some()
+        || (s.secret_cli(Id::Password).is_none() && s.secret_file(Id::Key).is_some());
+    s.source(if key_wins { Id::Key } else { Id::Password })
+}
+
+/// A Shadowsocks 2022 key: base64 of exactly the method's key length.
+fn psk(m: crate::proto::ss2022::Method, text: &str) -> Result<Psk, KeyError> {
+    value::decode_base64_key(text)
+        .ok_or(KeyError::NotBase64)
+        .and_then(|bytes| Psk::from_bytes(m, &bytes))
+}
+
+/// ss-server's Shadowsocks 2022 users (`users` in the config file).
+fn users(method: Method, s: &Settings) -> Result<Vec<(String, MasterKey)>, String> {
+    let list = s.users(Id::Users);
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    let source = s.source(Id::Users);
+    let m = match method.ss2022() {
+        Some(m) if m != crate::proto::ss2022::Method::ChaCha20Poly1305 => m,
+        _ => {
+            return Err(format!(
+                "{source} needs method 2022-blake3-aes-128-gcm or 2022-blake3-aes-256-gcm \
+                 (identity headers, SIP023, exist only for them)"
+            ))
+        }
+    };
+    let mut out: Vec<(String, MasterKey)> = Vec::new();
+    for (name, pw) in list {
+        let key = psk(m, pw.expose())
+            .ok()
+            .and_then(|p| MasterKey::from_bytes(method, p.as_bytes()))
+            .ok_or_else(|| {
+                format!(
+                    "{source}: the key of user {} is not {} bytes of base64; make one with \
+                     `head -c {} /dev/urandom | base64`",
+                    Quoted(&name),
+                    m.key_len(),
+                    m.key_len()
+                )
+            })?;
+        if let Some((other, _)) = out.iter().find(|(_, k)| *k == key) {
+            return Err(format!(
+                "{source}: users {} and {} have the same key",
+                Quoted(other),
+                Quoted(&name)
+            ));
+        }
+        out.push((name, key));
+    }
+    Ok(out)
+}
+
 /// The command line beats the file as a whole: a `-k` password replaces the file's key. Within
-/// one source a key beats a password, as in libev.
-fn master_key(method: Method, s: &Settings) -> Result<MasterKey, String> {
+/// one source a key beats a password, as in libev. A Shadowsocks 2022 key may be a chain
+/// `iPSK:…:uPSK` (SIP023): the user key is returned first, then the identity keys in order.
+fn master_key(method: Method, s: &Settings) -> Result<(MasterKey, Vec<MasterKey>), String> {
     enum Cred<'a> {
         Key(&'a Secret, String),
         Password(&'a Secret),
@@ -288,15 +355,33 @@ fn master_key(method: Method, s: &Settings) -> Result<MasterKey, String> {
             Cred::Key(k, source) => (k, source),
             Cred::Password(p) => (p, s.source(Id::Password)),
         };
-        let psk = value::decode_base64_key(text.expose())
-            .ok_or(KeyError::NotBase64)
-            .and_then(|bytes| Psk::from_bytes(m, &bytes))
-            .map_err(|e| format!("{source}: {e}"))?;
-        return MasterKey::from_bytes(method, psk.as_bytes())
-            .ok_or_else(|| format!("{source}: not a key for {}", method.name()));
+        let mut keys = Vec::new();
+        for part in text.expose().split(':') {
+            let psk = psk(m, part).map_err(|e| format!("{source}: {e}"))?;
+            keys.push(
+                MasterKey::from_bytes(method, psk.as_bytes())
+                    .ok_or_else(|| format!("{source}: not a key for {}", method.name()))?,
+            );
+        }
+        if keys.len() > 1 && m == crate::proto::ss2022::Method::ChaCha20Poly1305 {
+            return Err(format!(
+                "{source}: SERVER_KEY:USER_KEY (identity headers, SIP023) needs method \
+                 2022-blake3-aes-128-gcm or 2022-blake3-aes-256-gcm"
+            ));
+        }
+        if keys.len() > MAX_IDENTITIES + 1 {
+            return Err(format!(
+                "{source}: at most {MAX_IDENTITIES} identity keys before the user key"
+            ));
+        }
+        let user = keys.pop().ok_or_else(|| format!("{source}: no key"))?;
+        return Ok((user, keys));
     }
     match cred {
-        Cred::Password(p) => Ok(MasterKey::from_password(method, p.expose().as_bytes())),
+        Cred::Password(p) => Ok((
+            MasterKey::from_password(method, p.expose().as_bytes()),
+            Vec::new(),
+        )),
         Cred::Key(k, source) => {
             let n = method.key_len();
             let Some(bytes) = value::decode_base64_key(k.expose()) else {
@@ -306,14 +391,16 @@ fn master_key(method: Method, s: &Settings) -> Result<MasterKey, String> {
                     method.name()
                 ));
             };
-            MasterKey::from_bytes(method, &bytes).ok_or_else(|| {
-                format!(
+            MasterKey::from_bytes(method, &bytes)
+                .map(|k| (k, Vec::new()))
+                .ok_or_else(|| {
+                    format!(
                     "{source} decodes to {} bytes but {} needs {n}; generate one with `openssl \
                      rand -base64 {n}`",
                     bytes.len(),
                     method.name()
                 )
-            })
+                })
         }
     }
 }

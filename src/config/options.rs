@@ -52,6 +52,7 @@ pub enum Id {
     Plugin,
     PluginOpts,
     PluginArgs,
+    Users,
     PluginMode,
     Fwmark,
     MaxConns,
@@ -92,6 +93,8 @@ pub enum Rule {
     Nameservers,
     /// Program arguments: one per flag; JSON: a list of strings (or one string).
     Args,
+    /// JSON only: a list of `{"name": …, "password": …}` (Shadowsocks 2022 users).
+    Users,
 }
 
 /// A set of programs, as bits of [`Mode::bit`].
@@ -533,6 +536,16 @@ pub static OPTIONS: &[Opt] = &[
         arg: "ARG",
         repeat: true,
         help: "an extra command-line argument for the plugin (repeatable; JSON: a list)",
+        ..Opt::NONE
+    },
+    Opt {
+        id: Id::Users,
+        key: Some("users"),
+        rule: Rule::Users,
+        arg: "LIST",
+        modes: Modes::SERVER,
+        help: "Shadowsocks 2022 users (AES methods): [{\"name\": …, \"password\": BASE64}, …]; \
+               clients give SERVER_KEY:USER_KEY",
         ..Opt::NONE
     },
     Opt {

@@ -162,6 +162,13 @@ impl Settings {
         }
     }
 
+    pub fn users(&self, id: Id) -> Vec<(String, Secret)> {
+        match self.value(id) {
+            Some(Val::Users(u)) => u,
+            _ => Vec::new(),
+        }
+    }
+
     pub fn transport(&self, id: Id) -> Option<Transport> {
         match self.value(id) {
             Some(Val::Transport(t)) => Some(t),

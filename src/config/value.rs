@@ -21,6 +21,8 @@ pub enum Val {
     Nameservers(Vec<SocketAddr>),
     Transport(Transport),
     Args(Vec<String>),
+    /// Name and key of each Shadowsocks 2022 user.
+    Users(Vec<(String, Secret)>),
 }
 
 /// Reads a command-line value or a default by `rule`. Errors are fragments (`must be …`).
@@ -40,6 +42,7 @@ pub fn parse_text(rule: Rule, s: &str) -> Result<Option<Val>, String> {
         Rule::Transport => Val::Transport(parse_transport(s)?),
         Rule::Nameservers => Val::Nameservers(parse_nameservers(s)?),
         Rule::Args => Val::Args(vec![s.to_string()]),
+        Rule::Users => return Err("can only be given in the config file".into()),
     }))
 }
 

@@ -25,6 +25,7 @@ use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::handshake::{Next, Probe, ServerHandshake, Step};
 use crate::proto::replay::ReplayFilter;
 use crate::proto::ss2022::handshake::RequestHandshake;
+use crate::proto::ss2022::identity::Users;
 use crate::proto::ss2022::salts::SaltPool;
 use crate::proto::ss2022::session::{server_prefix_len, ServerSession};
 use crate::proto::ss2022::udp::{open_separate_header, UdpCipher, NONCE_LEN};
@@ -86,6 +87,8 @@ pub struct Shadowsocks {
     pub timeout: Duration,
     /// Time for the salt and first chunk to arrive.
     pub handshake_timeout: Duration,
+    /// A multi-user Shadowsocks 2022 server's users.
+    pub users: Option<Rc<Users>>,
 }
 
 /// Why the first chunk did not yield a target.
@@ -107,6 +110,8 @@ enum FirstError {
 struct First {
     target: Address,
     early: Parked,
+    /// The user a multi-user server's request came from.
+    user: Option<Box<str>>,
 }
 
 impl Ingress for Shadowsocks {
@@ -171,9 +176,17 @@ impl Ingress for Shadowsocks {
                     return None;
                 }
             };
-            let First { target, early } = first;
+            let First {
+                target,
+                early,
+                user,
+            } = first;
+            let who = match user {
+                Some(u) => format!("{peer} ({u}) -> {target}"),
+                None => format!("{peer} -> {target}"),
+            };
             Some(Inbound {
-                who: format!("{peer} -> {target}"),
+                who,
                 request: Request::Direct {
                     target: Box::new(target),
                     early,
@@ -249,8 +262,8 @@ impl DerefMut for Room {
 /// Why a long Shadowsocks 2022 header was refused.
 const NO_ROOM: &str = "no buffer memory left for a long request header (all spilled)";
 
-/// Longest head: a 32-byte salt and a sealed 2022 fixed header.
-const HEAD_MAX: usize = MAX_SALT_LEN + 11 + TAG_LEN;
+/// Longest head: a 32-byte salt, an identity header and a sealed 2022 fixed header.
+const HEAD_MAX: usize = MAX_SALT_LEN + ss2022::IDENTITY_LEN + 11 + TAG_LEN;
 
 impl Shadowsocks {
     /// Reads until the request authenticates and names a target.
@@ -264,6 +277,7 @@ impl Shadowsocks {
             Some(m) => Hello::Ss2022(RequestHandshake::new(
                 &Psk::from_bytes(m, self.key.as_bytes())
                     .map_err(|_| FirstError::Probe(Probe::BadTag))?,
+                self.users.clone(),
             )),
         };
         // Until the head (salt and the first sealed length or fixed header) authenticates,
@@ -335,10 +349,21 @@ impl Shadowsocks {
                                 .ok_or(FirstError::Busy(NO_ROOM))?
                         }
                     };
+                    let user = match &hs {
+                        Hello::Ss2022(h) => h.user_name().map(Box::from),
+                        Hello::Aead(_) => None,
+                    };
                     let dec = hs
                         .into_opening()
                         .ok_or(FirstError::Probe(Probe::BadChunk))?;
-                    return Ok((First { target, early }, dec));
+                    return Ok((
+                        First {
+                            target,
+                            early,
+                            user,
+                        },
+                        dec,
+                    ));
                 }
                 Some(Err(e)) => return Err(e),
             }

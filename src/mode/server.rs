@@ -35,6 +35,7 @@ pub fn program(
         guard,
         timeout: cfg.timeout,
         handshake_timeout: cfg.handshake_timeout.min(cfg.timeout),
+        users: ctx.users.clone(),
     };
     Ok(listener(ctx, cfg, l.tcp, Rc::new(tcp), udp))
 }

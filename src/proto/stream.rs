@@ -16,6 +16,7 @@ use super::ss2022::stream::{StreamOpener, StreamSealer};
 use super::ss2022::Psk;
 use super::tcp::{Decryptor, Encryptor, Step, HEADER_LEN};
 use super::{ParseError, SealError};
+use std::rc::Rc;
 
 /// The PSK of a 2022 method (the config checked its length).
 fn psk(method: Method, key: &MasterKey) -> Option<Psk> {
@@ -31,22 +32,34 @@ pub enum Sealing {
 impl Sealing {
     /// A client's, under `salt` (fresh random bytes); `padding` is any random u16, used when
     /// a 2022 request has no data to carry. `None` only for a 2022 key of the wrong length.
-    pub fn client(method: Method, key: &MasterKey, salt: &[u8], padding: u16) -> Option<Sealing> {
+    /// `identities` are a 2022 client's SIP023 identity keys (`iPSK:…:uPSK`; `key` is the
+    /// user's).
+    pub fn client(
+        method: Method,
+        key: &MasterKey,
+        salt: &[u8],
+        padding: u16,
+        identities: Option<Rc<[Psk]>>,
+    ) -> Option<Sealing> {
         Some(match method.ss2022() {
             None => Sealing::Aead(Encryptor::new(method, key, salt)),
-            Some(_) => Sealing::Ss2022(StreamSealer::request(&psk(method, key)?, salt, padding)),
+            Some(_) => Sealing::Ss2022(StreamSealer::request(
+                &psk(method, key)?,
+                salt,
+                padding,
+                identities,
+            )),
         })
     }
 
-    /// A server's reply stream; for 2022 it answers the request opened by `dec`.
+    /// A server's reply stream; for 2022 it answers the request opened by `dec`, under the
+    /// key that opened it (a user's, on a multi-user server).
     pub fn server(method: Method, key: &MasterKey, salt: &[u8], dec: &Opening) -> Option<Sealing> {
         Some(match (method.ss2022(), dec) {
             (None, _) => Sealing::Aead(Encryptor::new(method, key, salt)),
-            (Some(_), Opening::Ss2022(d)) => Sealing::Ss2022(StreamSealer::response(
-                &psk(method, key)?,
-                salt,
-                d.request_salt(),
-            )),
+            (Some(_), Opening::Ss2022(d)) => {
+                Sealing::Ss2022(StreamSealer::response(d.psk(), salt, d.request_salt()))
+            }
             (Some(_), Opening::Aead(_)) => return None,
         })
     }

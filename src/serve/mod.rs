@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::ingress::{DatagramFront, Ingress};
 use crate::policy::handshakes::Handshakes;
 use crate::proto::cipher::{MasterKey, Method};
+use crate::proto::ss2022::identity::Users;
+use crate::proto::ss2022::Psk;
 use crate::relay::connect::Upstream;
 use crate::relay::direct::Targets;
 use crate::relay::pool::Pool;
@@ -52,6 +54,10 @@ pub struct Context {
     /// Connections still in their handshake, which give way under pressure.
     pub handshakes: RefCell<Handshakes<Rc<tcp::Cancel>>>,
     pub max_conns: usize,
+    /// A Shadowsocks 2022 client's identity keys (SIP023), before its user key.
+    pub identities: Option<Rc<[Psk]>>,
+    /// A multi-user Shadowsocks 2022 server's users.
+    pub users: Option<Rc<Users>>,
 }
 
 /// Connections one source may have in their handshake at once. A browser opens a few dozen at
@@ -82,8 +88,35 @@ impl Context {
                 HANDSHAKES_PER_SOURCE,
             )),
             max_conns: cfg.limits.max_conns,
+            identities: identities(cfg),
+            users: users(cfg),
         })
     }
+}
+
+/// The 2022 keys of `keys` (the config checked their lengths).
+fn psks<'a>(cfg: &Config, keys: impl Iterator<Item = &'a MasterKey>) -> Vec<Psk> {
+    let Some(m) = cfg.method.ss2022() else {
+        return Vec::new();
+    };
+    keys.filter_map(|k| Psk::from_bytes(m, k.as_bytes()).ok())
+        .collect()
+}
+
+/// A client's identity keys, if it has any.
+pub fn identities(cfg: &Config) -> Option<Rc<[Psk]>> {
+    let keys = psks(cfg, cfg.identity_keys.iter());
+    (!keys.is_empty()).then(|| keys.into())
+}
+
+/// A multi-user server's users, if it has any.
+pub fn users(cfg: &Config) -> Option<Rc<Users>> {
+    let keys = psks(cfg, cfg.users.iter().map(|(_, k)| k));
+    if keys.is_empty() {
+        return None;
+    }
+    let names = cfg.users.iter().map(|(n, _)| Box::<str>::from(n.as_str()));
+    Some(Rc::new(Users::new(names.zip(keys))))
 }
 
 /// A program's serving future for one listen address.

@@ -372,7 +372,8 @@ fn client_ciphers(ctx: &Context, who: &str) -> Option<Ciphers> {
         return None;
     }
     let padding = u16::from_le_bytes(padding);
-    let enc = sealing(Sealing::client(ctx.method, &ctx.key, &salt, padding), who)?;
+    let enc = Sealing::client(ctx.method, &ctx.key, &salt, padding, ctx.identities.clone());
+    let enc = sealing(enc, who)?;
     let dec = Opening::client(ctx.method, &ctx.key, &enc)?;
     Some(Ciphers {
         enc,

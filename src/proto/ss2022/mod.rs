@@ -19,6 +19,7 @@
 //! salt store and [`window`] the per-session packet-id filter.
 
 pub mod handshake;
+pub mod identity;
 pub mod salts;
 pub mod session;
 pub mod stream;
@@ -38,6 +39,12 @@ pub use ss_aead::TAG_LEN;
 
 /// Longest PSK (and salt).
 pub const MAX_KEY_LEN: usize = 32;
+/// Identity keys a client may put before its user key (SIP023 chains through relays).
+pub const MAX_IDENTITIES: usize = 4;
+/// BLAKE3 context of the identity subkey (SIP023).
+pub const IDENTITY_CONTEXT: &str = "shadowsocks 2022 identity subkey";
+/// An identity header: one AES block.
+pub const IDENTITY_LEN: usize = 16;
 /// BLAKE3 context of the session subkey.
 pub const SUBKEY_CONTEXT: &str = "shadowsocks 2022 session subkey";
 /// Largest accepted difference between a header's timestamp and `now`, in seconds.
@@ -186,6 +193,11 @@ impl Psk {
 /// rest of the array is zeroed. `salt` longer than [`MAX_KEY_LEN`] is cut there (no caller
 /// passes one: TCP salts are the key length, UDP session ids 8 bytes).
 pub fn session_subkey(psk: &Psk, salt: &[u8]) -> [u8; MAX_KEY_LEN] {
+    subkey(SUBKEY_CONTEXT, psk, salt)
+}
+
+/// `derive_key(context, PSK || salt)`, cut to the method's key length (zeros after it).
+pub(crate) fn subkey(context: &str, psk: &Psk, salt: &[u8]) -> [u8; MAX_KEY_LEN] {
     let mut material = [0u8; 2 * MAX_KEY_LEN];
     let key = psk.as_bytes();
     let salt = salt.get(..MAX_KEY_LEN).unwrap_or(salt);
@@ -200,7 +212,7 @@ pub fn session_subkey(psk: &Psk, salt: &[u8]) -> [u8; MAX_KEY_LEN] {
     }
     let material = material.get(..used).unwrap_or(&[]);
     // Cannot fail: 64 bytes is far below BLAKE3's one-chunk limit of 1024.
-    let full = ss_aead::blake3::derive_key(SUBKEY_CONTEXT, material).unwrap_or([0; 32]);
+    let full = ss_aead::blake3::derive_key(context, material).unwrap_or([0; 32]);
     let mut out = [0u8; MAX_KEY_LEN];
     for (o, b) in out.iter_mut().zip(full).take(psk.method.key_len()) {
         *o = b;

@@ -15,13 +15,15 @@
 //! ([`StreamSealer::first_gap`]). Timestamps come from the caller: the opening half checks the
 //! server's against the clock given by [`StreamOpener::set_clock`].
 
+use super::identity::seal_stream_header;
 use super::tcp::{
     open_response_fixed, request_fixed_len, response_fixed_len, seal_request_in_place,
     seal_response, Opener, RequestFixed, Sealer, LENGTH_LEN,
 };
-use super::{Error, Psk, MAX_KEY_LEN, MAX_PADDING, TAG_LEN};
+use super::{Error, Psk, IDENTITY_LEN, MAX_KEY_LEN, MAX_PADDING, TAG_LEN};
 use crate::proto::tcp::Step;
 use crate::proto::{Invalid, ParseError, SealError};
+use std::rc::Rc;
 
 type Salt = [u8; MAX_KEY_LEN];
 
@@ -34,8 +36,16 @@ fn own(salt: &[u8]) -> Salt {
 }
 
 enum SealState {
-    Request { psk: Psk, padding: u16 },
-    Response { psk: Psk, request_salt: Salt },
+    Request {
+        psk: Psk,
+        padding: u16,
+        /// SIP023: the identity keys whose headers follow the salt, outermost first.
+        identities: Option<Rc<[Psk]>>,
+    },
+    Response {
+        psk: Psk,
+        request_salt: Salt,
+    },
     Chunks(Sealer),
     Failed,
 }
@@ -50,7 +60,12 @@ pub struct StreamSealer {
 impl StreamSealer {
     /// A client's stream under `salt` (fresh random bytes). `padding` is any random u16: it
     /// becomes 1..=900 bytes of padding if the first write carries no data.
-    pub fn request(psk: &Psk, salt: &[u8], padding: u16) -> StreamSealer {
+    pub fn request(
+        psk: &Psk,
+        salt: &[u8],
+        padding: u16,
+        identities: Option<Rc<[Psk]>>,
+    ) -> StreamSealer {
         StreamSealer {
             salt: own(salt),
             // At most 32.
@@ -58,6 +73,7 @@ impl StreamSealer {
             state: SealState::Request {
                 psk: psk.clone(),
                 padding: (padding % MAX_PADDING).saturating_add(1),
+                identities,
             },
         }
     }
@@ -91,7 +107,11 @@ impl StreamSealer {
     /// frame, a sealed length after it.
     pub fn first_len(&self) -> usize {
         match &self.state {
-            SealState::Request { psk, .. } => request_fixed_len(psk.method()),
+            SealState::Request {
+                psk, identities, ..
+            } => request_fixed_len(psk.method()).saturating_add(
+                IDENTITY_LEN.saturating_mul(identities.as_ref().map_or(0, |i| i.len())),
+            ),
             SealState::Response { psk, .. } => response_fixed_len(psk.method()),
             SealState::Chunks(_) | SealState::Failed => LENGTH_LEN,
         }
@@ -137,7 +157,9 @@ impl StreamSealer {
         let salt = own(self.salt());
         let salt = salt.get(..usize::from(self.salt_len)).unwrap_or(&[]);
         let sealer = match &self.state {
-            SealState::Request { psk, .. } => seal_request_in_place(psk, salt, now, frame),
+            SealState::Request {
+                psk, identities, ..
+            } => seal_request_with_identities(psk, identities.as_deref(), salt, now, frame),
             SealState::Response { psk, request_salt } => {
                 seal_response(psk, salt, now, request_salt, frame)
             }
@@ -163,6 +185,39 @@ impl StreamSealer {
             _ => Err(SealError::Cipher),
         }
     }
+}
+
+/// A request's first frame, `[salt][identity headers][fixed][tag][variable][tag]`.
+fn seal_request_with_identities(
+    psk: &Psk,
+    identities: Option<&[Psk]>,
+    salt: &[u8],
+    now: u64,
+    frame: &mut [u8],
+) -> Result<Sealer, SealError> {
+    let ids = identities.unwrap_or(&[]);
+    let eih_len = IDENTITY_LEN.saturating_mul(ids.len());
+    // Sealed after the headers' room, salt first; the salt then goes in front of the headers.
+    let sealer = seal_request_in_place(
+        psk,
+        salt,
+        now,
+        frame.get_mut(eih_len..).ok_or(SealError::NoRoom)?,
+    )?;
+    let (salt_out, rest) = frame
+        .split_at_mut_checked(salt.len())
+        .ok_or(SealError::NoRoom)?;
+    salt_out.copy_from_slice(salt);
+    for (i, (id, out)) in ids
+        .iter()
+        .zip(rest.chunks_exact_mut(IDENTITY_LEN))
+        .enumerate()
+    {
+        let next = ids.get(i.saturating_add(1)).unwrap_or(psk);
+        let header = seal_stream_header(id, next, salt).ok_or(SealError::Cipher)?;
+        out.copy_from_slice(&header);
+    }
+    Ok(sealer)
 }
 
 enum Expect {
@@ -206,6 +261,11 @@ impl StreamOpener {
             expect: Expect::Length,
             now: 0,
         }
+    }
+
+    /// The key the stream is under (a user's, on a multi-user server).
+    pub fn psk(&self) -> &Psk {
+        &self.psk
     }
 
     /// The request's salt: what the response echoes.
@@ -401,7 +461,7 @@ mod tests {
         let target = Address::from_host_port("example.com:443").unwrap();
         for m in METHODS {
             let psk = psk(m);
-            let mut up = StreamSealer::request(&psk, &[1; 32], 5);
+            let mut up = StreamSealer::request(&psk, &[1; 32], 5, None);
             assert_eq!(up.first_gap(), 2);
             let mut wire = client_first(&mut up, &target, b"GET /");
             wire.extend(chunk(&mut up, &[9u8; 0x3000]));
@@ -437,7 +497,7 @@ mod tests {
         let target = Address::from_host_port("10.0.0.1:22").unwrap();
         let psk = psk(super::super::Method::Aes128Gcm);
         for random in [0u16, 899, 900, u16::MAX] {
-            let mut up = StreamSealer::request(&psk, &[3; 16], random);
+            let mut up = StreamSealer::request(&psk, &[3; 16], random, None);
             let mut wire = client_first(&mut up, &target, b"");
             let (_, early, _, _) = server_open(&psk, &mut wire);
             assert!(early.is_empty());
@@ -473,7 +533,7 @@ mod tests {
             Err(ParseError::Invalid(Invalid::SaltMismatch))
         );
         // A client's request where a response belongs.
-        let mut up = StreamSealer::request(&psk, &[1; 32], 1);
+        let mut up = StreamSealer::request(&psk, &[1; 32], 1, None);
         let mut wire = client_first(&mut up, &Address::from_host_port("a:1").unwrap(), b"x");
         let mut back = StreamOpener::response(&psk, &[1; 32]);
         back.set_clock(NOW);
@@ -492,7 +552,7 @@ mod tests {
     #[test]
     fn chunks_need_the_first_frame_and_say_their_lengths() {
         let psk = psk(super::super::Method::ChaCha20Poly1305);
-        let mut up = StreamSealer::request(&psk, &[1; 32], 1);
+        let mut up = StreamSealer::request(&psk, &[1; 32], 1, None);
         assert!(up.before_first());
         assert_eq!(up.first_len(), 32 + 11 + 16);
         assert_eq!(
