@@ -28,7 +28,8 @@ use crate::proto::ss2022::handshake::RequestHandshake;
 use crate::proto::ss2022::identity::Users;
 use crate::proto::ss2022::salts::SaltPool;
 use crate::proto::ss2022::session::{server_prefix_len, ServerSession};
-use crate::proto::ss2022::udp::{open_separate_header, UdpCipher, NONCE_LEN};
+use crate::proto::ss2022::udp::{open_identity, open_separate_header, UdpCipher, NONCE_LEN};
+use crate::proto::ss2022::IDENTITY_LEN;
 use crate::proto::ss2022::{self, Psk};
 use crate::proto::stream::Opening;
 use crate::proto::{udp, ParseError};
@@ -428,16 +429,27 @@ pub struct ShadowsocksDatagrams {
     sessions: Option<Sessions>,
 }
 
+impl Sessions {
+    /// The packet cipher of `user`'s sessions, or the server's own.
+    fn cipher(&self, user: Option<usize>) -> &UdpCipher {
+        user.and_then(|i| Some(&self.users.as_ref()?.get(i)?.udp))
+            .unwrap_or(&self.udp)
+    }
+}
+
 /// A Shadowsocks 2022 server's client sessions: bounded like the relay's associations, and
 /// those that were answered kept ahead of those never answered when full.
 struct Sessions {
     udp: UdpCipher,
+    users: Option<Rc<Users>>,
     /// Keyed like the relay's associations: one hash table type less in the binary.
     table: RefCell<AssocTable<Session, Peer>>,
 }
 
 struct Session {
     state: ServerSession,
+    /// On a multi-user server, the user whose key the session is under.
+    user: Option<usize>,
     /// Where the client's last authenticated packet came from: replies go there, so a client
     /// whose address changed keeps its session.
     addr: SocketAddr,
@@ -452,12 +464,14 @@ impl ShadowsocksDatagrams {
         guard: Rc<Guard>,
         capacity: usize,
         timeout: Duration,
+        users: Option<Rc<Users>>,
     ) -> ShadowsocksDatagrams {
         let sessions = method
             .ss2022()
             .and_then(|m| Psk::from_bytes(m, key.as_bytes()).ok())
             .map(|psk| Sessions {
                 udp: UdpCipher::new(&psk),
+                users,
                 table: RefCell::new(AssocTable::new(capacity, timeout)),
             });
         ShadowsocksDatagrams {
@@ -485,25 +499,42 @@ impl ShadowsocksDatagrams {
                 return None;
             }
         };
+        // A multi-user server: the identity header names the user, whose key opens the rest.
+        let (packet, at, user) = match &sessions.users {
+            None => (packet, at, None),
+            Some(users) => {
+                let named = open_identity(&sessions.udp, packet)
+                    .ok()
+                    .and_then(|hash| users.find(&hash));
+                let (Some((index, _)), Some(rest)) = (named, packet.get_mut(IDENTITY_LEN..)) else {
+                    log::debug!("udp: {client}: no user of this server");
+                    return None;
+                };
+                (rest, at + IDENTITY_LEN, Some(index))
+            }
+        };
+        let udp = sessions.cipher(user);
         let (now, unix) = (rt::now(), rt::unix_now());
         let mut table = sessions.table.borrow_mut();
         let peer = Peer::Session(sep.session_id);
         let opened = match table.get_mut(&peer, now) {
+            Some(s) if s.user != user => Err(ss2022::Error::SessionMismatch),
             Some(s) => s
                 .state
-                .open(&sessions.udp, sep, packet, unix)
+                .open(udp, sep, packet, unix)
                 .inspect(|_| s.addr = client),
             None => {
                 let Ok(id) = random_id() else {
                     log::error!("udp: the system random number generator failed");
                     return None;
                 };
-                ServerSession::open_first(&sessions.udp, sep, packet, unix, id).map(|(state, p)| {
+                ServerSession::open_first(udp, sep, packet, unix, id).map(|(state, p)| {
                     let gone = table.insert(
                         peer,
                         Session {
                             state,
                             addr: client,
+                            user,
                         },
                         now,
                     );
@@ -552,9 +583,16 @@ impl ShadowsocksDatagrams {
         let Some(packet) = buf.get_mut(start..data.end + TAG_LEN) else {
             return Ok(());
         };
+        // A user's answers are under the user's key, separate header included.
         session
             .state
-            .seal(&sessions.udp, from, rt::unix_now(), &nonce, packet)
+            .seal(
+                sessions.cipher(session.user),
+                from,
+                rt::unix_now(),
+                &nonce,
+                packet,
+            )
             .map_err(|e| io::Error::other(e.to_string()))?;
         let addr = session.addr;
         table.assure(&client, now);

@@ -26,6 +26,7 @@ pub fn program(
             Rc::clone(&guard),
             cfg.limits.udp_assocs,
             cfg.timeout,
+            ctx.users.clone(),
         )) as _
     });
     let tcp = Shadowsocks {

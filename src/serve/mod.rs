@@ -140,6 +140,7 @@ pub fn listener(
             cfg.timeout,
             cfg.limits.udp_assocs,
             Rc::clone(&ctx.ex),
+            ctx.identities.clone(),
         )
     });
     let ctx = Rc::clone(ctx);

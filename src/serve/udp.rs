@@ -27,7 +27,7 @@ use crate::proto::address::{self, Address};
 use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
 use crate::proto::ss2022::session::{client_prefix_len, ClientSession};
 use crate::proto::ss2022::udp::{UdpCipher, NONCE_LEN, SEPARATE_LEN};
-use crate::proto::ss2022::{self, Psk};
+use crate::proto::ss2022::{self, Psk, IDENTITY_LEN, MAX_IDENTITIES};
 use crate::proto::udp;
 use crate::relay::direct::Targets;
 use crate::relay::pool::{Block, Pool};
@@ -89,13 +89,17 @@ impl UdpRelay {
         timeout: Duration,
         capacity: usize,
         ex: Rc<LocalExecutor<'static>>,
+        identities: Option<Rc<[Psk]>>,
     ) -> Rc<Self> {
         // A client's: ss-server's 2022 packets are its front's.
         let ss2022 = method
             .ss2022()
             .filter(|_| matches!(far, Far::Server(_)))
             .and_then(|m| Psk::from_bytes(m, key.as_bytes()).ok())
-            .map(|psk| UdpCipher::new(&psk));
+            .map(|psk| match &identities {
+                Some(ids) => UdpCipher::with_identities(&psk, ids),
+                None => UdpCipher::new(&psk),
+            });
         Rc::new(UdpRelay {
             front,
             far,
@@ -157,7 +161,7 @@ impl UdpRelay {
             }
         };
         if let (Some(udp), Some(session)) = (&self.ss2022, session) {
-            let start = d.data.start - client_prefix_len(udp.method(), &d.target);
+            let start = d.data.start - client_prefix_len(udp, &d.target);
             let packet = &mut block[start..d.data.end + TAG_LEN];
             let Ok(nonce) = packet_nonce(udp) else {
                 return log::error!("udp: the system random number generator failed");
@@ -435,7 +439,8 @@ impl UdpRelay {
 
 /// Room a Shadowsocks 2022 client packet needs in front of its payload, at most: ChaCha's nonce,
 /// the separate header, type, timestamp, padding length and the target address.
-const SS2022_ROOM: usize = NONCE_LEN + SEPARATE_LEN + 1 + 8 + 2 + address::MAX_LEN;
+const SS2022_ROOM: usize =
+    NONCE_LEN + SEPARATE_LEN + IDENTITY_LEN * MAX_IDENTITIES + 1 + 8 + 2 + address::MAX_LEN;
 
 /// IPv4-mapped IPv6 sources are reported as IPv4, as clients expect.
 fn canonical(addr: SocketAddr) -> SocketAddr {

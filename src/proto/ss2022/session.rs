@@ -22,10 +22,11 @@ use super::{Error, Method};
 use crate::proto::address::Address;
 use crate::proto::SealError;
 
-/// Bytes a client packet needs before its payload, for `target`.
-pub fn client_prefix_len(method: Method, target: &Address) -> usize {
-    prefix_len(
-        method,
+/// Bytes a client packet of `udp` needs before its payload, for `target` (identity headers
+/// included).
+pub fn client_prefix_len(udp: &UdpCipher, target: &Address) -> usize {
+    udp.identity_len().saturating_add(prefix_len(
+        udp.method(),
         &Header {
             session_id: 0,
             packet_id: 0,
@@ -34,7 +35,7 @@ pub fn client_prefix_len(method: Method, target: &Address) -> usize {
             padding: 0,
             target,
         },
-    )
+    ))
 }
 
 /// Bytes a server packet needs before its payload, for a reply from `from`.
@@ -281,7 +282,7 @@ mod tests {
             let mut client = ClientSession::new(&udp, 0x1111);
             let mut server: Option<ServerSession> = None;
             for round in 0..3u8 {
-                let mut up = packet(client_prefix_len(m, &target), &[round; 5]);
+                let mut up = packet(client_prefix_len(&udp, &target), &[round; 5]);
                 client
                     .seal(&udp, &target, NOW, &[round; 24], &mut up)
                     .unwrap();
@@ -340,7 +341,7 @@ mod tests {
         };
         let first = |client_id: u64, server_id: u64| {
             let mut c = ClientSession::new(&udp, client_id);
-            let mut up = packet(client_prefix_len(m, &target), b"q");
+            let mut up = packet(client_prefix_len(&udp, &target), b"q");
             c.seal(&udp, &target, NOW, &[0; 24], &mut up).unwrap();
             let sep = open_separate_header(&udp, &mut up).unwrap();
             ServerSession::open_first(&udp, sep, &mut up, NOW, server_id)

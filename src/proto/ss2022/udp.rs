@@ -25,7 +25,8 @@
 //! packet opened, since one AEAD covers it), then [`open_body`] with that session's
 //! [`SessionCipher`] authenticates and parses the rest.
 
-use super::{check_time, session_subkey, Error, Method, Psk, TAG_LEN};
+use super::identity::user_hash;
+use super::{check_time, session_subkey, Error, Method, Psk, IDENTITY_LEN, TAG_LEN};
 use crate::proto::address::Address;
 use crate::proto::{ParseError, SealError};
 use core::ops::Range;
@@ -49,6 +50,17 @@ pub enum Sender {
 pub struct UdpCipher {
     psk: Psk,
     kind: Kind,
+    /// A SIP023 client's identity keys: who encrypts the separate header, and the identity
+    /// headers that follow it.
+    identity: Option<Box<Identity>>,
+}
+
+/// See [`UdpCipher::with_identities`].
+struct Identity {
+    /// iPSK_0: encrypts the separate header.
+    first: AesBlock,
+    /// Each identity key's block and the hash of the key after it.
+    chain: Vec<(AesBlock, [u8; IDENTITY_LEN])>,
 }
 
 enum Kind {
@@ -74,7 +86,39 @@ impl UdpCipher {
         UdpCipher {
             psk: psk.clone(),
             kind,
+            identity: None,
         }
+    }
+
+    /// A SIP023 client's cipher: `user` keys the bodies (and opens the server's answers),
+    /// `identities` (outermost first, not empty, AES keys of the same method) the separate
+    /// header and the identity headers after it.
+    pub fn with_identities(user: &Psk, identities: &[Psk]) -> UdpCipher {
+        let mut cipher = UdpCipher::new(user);
+        let chain: Option<Vec<_>> = identities
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let next = identities.get(i.saturating_add(1)).unwrap_or(user);
+                Some((AesBlock::new(id.as_bytes())?, user_hash(next)))
+            })
+            .collect();
+        let first = identities
+            .first()
+            .and_then(|id| AesBlock::new(id.as_bytes()));
+        cipher.identity = match (first, chain) {
+            (Some(first), Some(chain)) => Some(Box::new(Identity { first, chain })),
+            // A ChaCha key or none: the config allows neither here.
+            _ => None,
+        };
+        cipher
+    }
+
+    /// Identity header bytes this cipher's client packets carry.
+    pub fn identity_len(&self) -> usize {
+        self.identity
+            .as_ref()
+            .map_or(0, |i| IDENTITY_LEN.saturating_mul(i.chain.len()))
     }
 
     pub fn method(&self) -> Method {
@@ -129,7 +173,14 @@ pub fn seal_packet(
     nonce: &[u8; NONCE_LEN],
     buf: &mut [u8],
 ) -> Result<(), SealError> {
-    let prefix = prefix_len(cipher.method(), h);
+    // A client packet of an identity chain carries the identity headers after its separate
+    // header, and iPSK_0 encrypts that header.
+    let identity = match (&cipher.identity, h.client_session_id) {
+        (Some(id), None) => Some(&**id),
+        _ => None,
+    };
+    let eih_len = identity.map_or(0, |_| cipher.identity_len());
+    let prefix = prefix_len(cipher.method(), h).saturating_add(eih_len);
     let (body, tag) = buf
         .split_last_chunk_mut::<TAG_LEN>()
         .ok_or(SealError::NoRoom)?;
@@ -149,6 +200,19 @@ pub fn seal_packet(
     let (sid, pid) = sep.split_at_mut(8);
     sid.copy_from_slice(&h.session_id.to_be_bytes());
     pid.copy_from_slice(&h.packet_id.to_be_bytes());
+    let (eihs, rest) = rest
+        .split_at_mut_checked(eih_len)
+        .ok_or(SealError::NoRoom)?;
+    if let Some(id) = identity {
+        for ((block, hash), out) in id.chain.iter().zip(eihs.chunks_exact_mut(IDENTITY_LEN)) {
+            let mut eih = *hash;
+            for (e, b) in eih.iter_mut().zip(sep.iter()) {
+                *e ^= b;
+            }
+            block.encrypt(&mut eih);
+            out.copy_from_slice(&eih);
+        }
+    }
     let (ty, rest) = rest.split_first_mut().ok_or(SealError::NoRoom)?;
     *ty = if h.client_session_id.is_some() {
         TYPE_SERVER
@@ -180,9 +244,13 @@ pub fn seal_packet(
             let (sep, sealed) = body
                 .split_first_chunk_mut::<SEPARATE_LEN>()
                 .ok_or(SealError::NoRoom)?;
+            let sealed = sealed.get_mut(eih_len..).ok_or(SealError::NoRoom)?;
             let nonce = sep.get(4..).ok_or(SealError::NoRoom)?;
             *tag = aead.seal(nonce, sealed).map_err(|_| SealError::Cipher)?;
-            block.encrypt(sep);
+            match identity {
+                Some(id) => id.first.encrypt(sep),
+                None => block.encrypt(sep),
+            }
         }
         Kind::Broken => return Err(SealError::Cipher),
     }
@@ -241,6 +309,29 @@ pub fn open_separate_header(cipher: &UdpCipher, buf: &mut [u8]) -> Result<Separa
         packet_id: u64::from_be_bytes(p),
         method: cipher.method(),
     })
+}
+
+/// SIP023, on a multi-user server: the user hash that the identity header after a client
+/// packet's separate header carries (under the server's key), after [`open_separate_header`].
+/// The separate header (plaintext) is then moved up over the identity header, so that the
+/// packet from `IDENTITY_LEN` on is as [`open_body`] takes it.
+pub fn open_identity(cipher: &UdpCipher, buf: &mut [u8]) -> Result<[u8; IDENTITY_LEN], Error> {
+    let Kind::Aes(block) = &cipher.kind else {
+        return Err(Error::BadTag);
+    };
+    let (sep, rest) = buf
+        .split_first_chunk_mut::<SEPARATE_LEN>()
+        .ok_or(Error::ShortPacket)?;
+    let eih = rest
+        .first_chunk_mut::<IDENTITY_LEN>()
+        .ok_or(Error::ShortPacket)?;
+    block.decrypt(eih);
+    let mut hash = *eih;
+    for (h, s) in hash.iter_mut().zip(sep.iter()) {
+        *h ^= s;
+    }
+    eih.copy_from_slice(sep);
+    Ok(hash)
 }
 
 /// An opened packet.
