@@ -2,7 +2,12 @@
 //!
 //! - `ss-smol local` in front of shadowsocks-rust's `ssserver` (our client, its server);
 //! - shadowsocks-rust's `sslocal` in front of `ss-smol server` (its client, our server);
-//! - `ss-smol tunnel` through `ssserver`, for one method.
+//! - `ss-smol tunnel` through `ssserver`, for one method;
+//! - multi-user servers (SIP023 identity headers, the two AES methods; `users_*`): two
+//!   `ss-smol local -k SERVER_PSK:USER_PSK` in front of `ssserver` with two users, and two
+//!   `sslocal` in front of `ss-smol server -c users.json`, where a third client, with a key that
+//!   is no user's, must get nothing back (TCP or UDP) and cost one WARN, while the users are
+//!   still served.
 //!
 //! Each checks TCP both ways at once (SHA-1 of several MiB), concurrent connections, a
 //! connection on which the target speaks first while the client stays silent for more than a
@@ -136,7 +141,10 @@ struct Server {
     proc: Proc,
     port: u16,
     method: String,
+    /// The key clients give (for a multi-user server, the identity PSK before the colon).
     psk: String,
+    /// Holds a multi-user server's config file.
+    _conf: Option<TempDir>,
 }
 
 impl Server {
@@ -155,6 +163,7 @@ impl Server {
             port,
             method: method.to_owned(),
             psk: psk.to_owned(),
+            _conf: None,
         }
     }
 
@@ -176,6 +185,7 @@ impl Server {
             port,
             method: method.to_owned(),
             psk: psk.to_owned(),
+            _conf: None,
         }
     }
 }
@@ -197,12 +207,17 @@ impl Client {
     /// (SOCKS5 with UDP ASSOCIATE; without `-U` it relays TCP only), or with `forward`, a
     /// tunnel (`--protocol tunnel -f ADDR`).
     fn ssrust(server: &Server, forward: Option<SocketAddr>) -> Client {
+        Client::ssrust_key(server, &server.psk, forward)
+    }
+
+    /// [`Client::ssrust`] with the key `key` (`SERVER_PSK:USER_PSK` for a multi-user server).
+    fn ssrust_key(server: &Server, key: &str, forward: Option<SocketAddr>) -> Client {
         let bin = ssrust_tool("sslocal");
         let (proc, port) = spawn_listening(&format!("sslocal-{}", server.method), |port| {
             let mut cmd = Command::new(&bin);
             cmd.args(["-b", &format!("127.0.0.1:{port}")])
                 .args(["-s", &format!("127.0.0.1:{}", server.port)])
-                .args(["-m", &server.method, "-k", &server.psk, "-U"]);
+                .args(["-m", &server.method, "-k", key, "-U"]);
             if let Some(to) = forward {
                 cmd.args(["--protocol", "tunnel", "-f", &to.to_string()]);
             }
@@ -500,9 +515,9 @@ fn tunnel_to_ssserver_2022_blake3_aes_256_gcm() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Multi-user servers (SIP022 Extensible Identity Headers, EIH): not tested yet. How
-// shadowsocks-rust 1.25.0 does it, checked by hand (TCP and UDP through sslocal, for both AES
-// methods) when this file was written:
+// Multi-user servers (SIP023 Extensible Identity Headers, EIH), for the two AES methods
+//
+// How shadowsocks-rust 1.25.0 does it:
 //
 // - ssserver takes the users only from a config file (`ssserver -c FILE`), as `users` under the
 //   server entry; each `password` is that user's own PSK, base64, of the method's key length;
@@ -513,11 +528,342 @@ fn tunnel_to_ssserver_2022_blake3_aes_256_gcm() {
 //                   "mode": "tcp_and_udp",
 //                   "users": [{"name": "alice", "password": "USER_PSK"}]}]}
 //
-//   (`"mode": "tcp_and_udp"` is the file's spelling of `-U`.)
+//   (`"mode": "tcp_and_udp"` is the file's spelling of `-U`.) `ss-smol server -c FILE` takes
+//   the same server entry, at the top level (no `servers` list).
 // - sslocal joins the keys with a colon, identity PSKs first, the user's PSK last:
-//   `sslocal … -m 2022-blake3-aes-256-gcm -k "SERVER_PSK:USER_PSK" -U`.
+//   `sslocal … -m 2022-blake3-aes-256-gcm -k "SERVER_PSK:USER_PSK" -U`; so does ss-smol.
 // - With `users` set, a client with the server PSK alone, or with an unknown user PSK, gets no
-//   echo: TCP is closed (EOF or reset) without data, UDP gets no reply.
+//   echo: ssserver closes TCP (EOF or reset) without data; ss-smol holds it, silent, until it
+//   goes idle (as it does any probe), and logs one WARN. Neither answers UDP.
 // - EIH exists for the AES methods only: ssserver refuses `users` with
 //   2022-blake3-chacha20-poly1305 at start-up ("config integrity check failed, server method
 //   doesn't support Extended Identity Header (EIH), remove `users`").
+
+/// Bytes sent (and echoed back) per user on the multi-user bulk connection.
+const USER_BULK: usize = 4 * 1024 * 1024;
+/// How long a probe (a client with no user's key) is watched for an answer.
+const PROBE_WATCH: Duration = Duration::from_secs(4);
+
+/// A user of a multi-user server: name and own PSK.
+struct User {
+    name: &'static str,
+    psk: String,
+}
+
+/// Two users with fresh random keys.
+fn two_users(method: &str) -> [User; 2] {
+    [
+        User {
+            name: "alice",
+            psk: random_psk(method),
+        },
+        User {
+            name: "bob",
+            psk: random_psk(method),
+        },
+    ]
+}
+
+/// The `users` array of a config file.
+fn users_json(users: &[User]) -> String {
+    let list: Vec<String> = users
+        .iter()
+        .map(|u| format!(r#"{{"name": "{}", "password": "{}"}}"#, u.name, u.psk))
+        .collect();
+    format!("[{}]", list.join(", "))
+}
+
+/// The server entry of a config file (ssserver's `servers[0]`, ss-smol's whole file).
+fn server_entry(port: u16, method: &str, psk: &str, users: &[User]) -> String {
+    format!(
+        r#"{{"server": "127.0.0.1", "server_port": {port}, "method": "{method}", "password": "{psk}", "users": {}, "mode": "tcp_and_udp"}}"#,
+        users_json(users)
+    )
+}
+
+impl Server {
+    /// shadowsocks-rust's `ssserver -c FILE` with `users` (it takes them from a file only).
+    fn ssrust_multi(method: &str, psk: &str, users: &[User]) -> Server {
+        let bin = ssrust_tool("ssserver");
+        let dir = TempDir::new(&format!("ssserver-users-{method}"));
+        let conf = dir.join("config.json");
+        let (proc, port) = spawn_listening(&format!("ssserver-users-{method}"), |port| {
+            let entry = server_entry(port, method, psk, users);
+            std::fs::write(&conf, format!(r#"{{"servers": [{entry}]}}"#)).expect("write config");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("-c").arg(&conf);
+            cmd
+        });
+        Server {
+            proc,
+            port,
+            method: method.to_owned(),
+            psk: psk.to_owned(),
+            _conf: Some(dir),
+        }
+    }
+
+    /// The multi-user server under test: `ss-smol server -c users.json
+    /// --allow-private-targets`.
+    fn ours_multi(method: &str, psk: &str, users: &[User]) -> Server {
+        if self_test() {
+            return Server::ssrust_multi(method, psk, users);
+        }
+        let dir = TempDir::new(&format!("ss-smol-server-users-{method}"));
+        let conf = dir.join("users.json");
+        let (proc, port) = spawn_listening(&format!("ss-smol-server-users-{method}"), |port| {
+            std::fs::write(&conf, server_entry(port, method, psk, users)).expect("write config");
+            let mut cmd = Command::new(ss_smol_bin());
+            cmd.arg("server")
+                .arg("-c")
+                .arg(&conf)
+                .arg("--allow-private-targets");
+            cmd
+        });
+        Server {
+            proc,
+            port,
+            method: method.to_owned(),
+            psk: psk.to_owned(),
+            _conf: Some(dir),
+        }
+    }
+}
+
+impl Client {
+    /// `ss-smol local … -k KEY -u` with the key `key` (`SERVER_PSK:USER_PSK`).
+    fn ours_local_key(server: &Server, key: &str) -> Client {
+        if self_test() {
+            return Client::ssrust_key(server, key, None);
+        }
+        Client::smol("local", server, &["-k", key])
+    }
+}
+
+/// The key a user's client gives: `SERVER_PSK:USER_PSK`.
+fn user_key(server: &Server, user: &User) -> String {
+    format!("{}:{}", server.psk, user.psk)
+}
+
+/// Through the SOCKS5 proxy at `proxy`: USER_BULK bytes echoed (SHA-1 checked both ways), and
+/// one datagram of each UDP size.
+fn user_checks(proxy: SocketAddr, echo: &EchoServer, seed: u64, bulk: usize, what: &str) {
+    let t = Instant::now();
+    let s = socks5_connect(proxy, &echo.v4().into())
+        .unwrap_or_else(|e| panic!("{what}: SOCKS5 CONNECT: {e}"));
+    assert_echo(s, seed, bulk, &format!("{what} bulk"));
+    eprintln!("{what}: bulk {} KiB each way {:?}", bulk >> 10, t.elapsed());
+
+    let t = Instant::now();
+    let udp = Socks5Udp::associate(proxy).unwrap_or_else(|e| panic!("{what}: UDP ASSOCIATE: {e}"));
+    for (i, size) in UDP_SIZES.into_iter().enumerate() {
+        let payload = data(seed + 10 + i as u64, size);
+        let from = udp
+            .echo(&echo.v4().into(), &payload, 5)
+            .unwrap_or_else(|e| panic!("{what} UDP: {e}"));
+        assert_eq!(
+            from,
+            Target::Ip(echo.v4()),
+            "{what}: the reply names the echo server"
+        );
+    }
+    eprintln!("{what}: UDP {:?}", t.elapsed());
+}
+
+/// [`user_checks`] for every (client, user) pair at once, each on its own thread.
+fn all_users_checks(
+    clients: &[Client],
+    users: &[User],
+    echo: &EchoServer,
+    seed: u64,
+    bulk: usize,
+    what: &str,
+) {
+    thread::scope(|scope| {
+        for (i, (client, user)) in clients.iter().zip(users).enumerate() {
+            let proxy = client.addr();
+            let what = format!("{what}, user {}", user.name);
+            scope.spawn(move || user_checks(proxy, echo, seed + i as u64 * 100, bulk, &what));
+        }
+    });
+}
+
+/// Our client (`ss-smol local -k SERVER_PSK:USER_PSK`), one per user, in front of
+/// shadowsocks-rust's server with two users.
+fn our_client_multi(method: &str) {
+    let _watchdog = Watchdog::new(&format!("our client, users, {method}"), SUITE_LIMIT);
+    let users = two_users(method);
+    let mut server = Server::ssrust_multi(method, &random_psk(method), &users);
+    let mut clients: Vec<Client> = users
+        .iter()
+        .map(|u| Client::ours_local_key(&server, &user_key(&server, u)))
+        .collect();
+    let echo = EchoServer::start();
+    let what = format!(
+        "{} -> ssserver with users, {method}",
+        ours("ss-smol local", "sslocal")
+    );
+    all_users_checks(
+        &clients,
+        &users,
+        &echo,
+        method.len() as u64 * 1000 + 700,
+        USER_BULK,
+        &what,
+    );
+    for client in &mut clients {
+        assert_healthy(&mut server, client, false);
+    }
+}
+
+/// Through a client holding no user's key: a TCP connection gets no data back within
+/// PROBE_WATCH (closed or still open, either is fine; ss-smol holds it, ssserver closes it).
+/// Returns the connection, still open if it is, so that it can be held while the good users
+/// are served.
+fn tcp_probe_gets_nothing(proxy: SocketAddr, echo: &EchoServer, what: &str) -> Option<TcpStream> {
+    // sslocal answers CONNECT once it has reached the server; it might also refuse it.
+    let mut s = match socks5_connect(proxy, &echo.v4().into()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{what}: SOCKS5 CONNECT refused ({e}): nothing came back");
+            return None;
+        }
+    };
+    // Written is written even if the peer closes meanwhile; an error here means it did.
+    let _ = s.write_all(&data(1, 4096));
+    let deadline = Instant::now() + PROBE_WATCH;
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            eprintln!("{what}: TCP still open, silent, after {PROBE_WATCH:?}");
+            return Some(s);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break, // reset
+        }
+        assert_eq!(got, 0, "{what}: {got} bytes came back on TCP");
+    }
+    assert_eq!(got, 0, "{what}: {got} bytes came back on TCP");
+    eprintln!("{what}: TCP closed without data");
+    None
+}
+
+/// Through a client holding no user's key: UDP datagrams get no reply.
+fn udp_probe_gets_nothing(proxy: SocketAddr, echo: &EchoServer, what: &str) {
+    let udp = Socks5Udp::associate(proxy).unwrap_or_else(|e| panic!("{what}: UDP ASSOCIATE: {e}"));
+    match udp.echo(&echo.v4().into(), &data(2, 100), 2) {
+        Ok(from) => panic!("{what}: a UDP reply came back (naming {from:?})"),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            eprintln!("{what}: UDP, no reply ({e})")
+        }
+        Err(e) => panic!("{what}: UDP: {e}"),
+    }
+}
+
+/// The `WARN` lines of a log.
+fn warnings(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(" WARN: ")).collect()
+}
+
+/// shadowsocks-rust's client (`sslocal -k SERVER_PSK:USER_PSK`), one per user, in front of our
+/// multi-user server (`ss-smol server -c users.json`); then a client with a key that is no
+/// user's gets nothing back, ss-smol logs one WARN for it, and the users are still served.
+fn our_server_multi(method: &str) {
+    let _watchdog = Watchdog::new(&format!("our server, users, {method}"), SUITE_LIMIT);
+    let users = two_users(method);
+    let mut server = Server::ours_multi(method, &random_psk(method), &users);
+    if !self_test() {
+        let log = server.proc.stderr();
+        assert!(
+            warnings(&log).is_empty(),
+            "ss-smol server warned about its users config:\n{log}"
+        );
+    }
+    let mut clients: Vec<Client> = users
+        .iter()
+        .map(|u| Client::ssrust_key(&server, &user_key(&server, u), None))
+        .collect();
+    let echo = EchoServer::start();
+    let seed = method.len() as u64 * 1000 + 800;
+    let what = format!(
+        "sslocal -> {} with users, {method}",
+        ours("ss-smol server", "ssserver")
+    );
+    all_users_checks(&clients, &users, &echo, seed, USER_BULK, &what);
+
+    // A stranger: the server's identity PSK right, the user PSK no user's.
+    let stranger = User {
+        name: "mallory",
+        psk: random_psk(method),
+    };
+    let mut probe = Client::ssrust_key(&server, &user_key(&server, &stranger), None);
+    let mark = server.proc.stderr_mark();
+    let pwhat = format!("{what}, a key that is no user's");
+    let held = tcp_probe_gets_nothing(probe.addr(), &echo, &pwhat);
+    udp_probe_gets_nothing(probe.addr(), &echo, &pwhat);
+    if !self_test() {
+        let warned = wait_until(Duration::from_secs(5), || {
+            !warnings(&server.proc.stderr_since(mark)).is_empty()
+        });
+        let log = server.proc.stderr_since(mark);
+        assert!(
+            warned,
+            "{pwhat}: ss-smol server logged no WARN for it:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(500));
+        let log = server.proc.stderr_since(mark);
+        assert_eq!(
+            warnings(&log).len(),
+            1,
+            "{pwhat}: ss-smol server should log one WARN for it:\n{log}"
+        );
+    }
+
+    // The users are still served (while the probe's connection, if held, is still open).
+    all_users_checks(
+        &clients,
+        &users,
+        &echo,
+        seed + 50,
+        256 * 1024,
+        &format!("{what}, after the probe"),
+    );
+    drop(held);
+    probe.proc.assert_running();
+    for client in &mut clients {
+        assert_healthy(&mut server, client, true);
+    }
+}
+
+macro_rules! multi_user_suites {
+    ($($client:ident, $server:ident => $method:literal;)*) => {$(
+        #[test]
+        #[ignore = "needs shadowsocks-rust (ssserver); bash tests/run-all.sh installs and runs it"]
+        fn $client() {
+            our_client_multi($method);
+        }
+
+        #[test]
+        #[ignore = "needs shadowsocks-rust (sslocal); bash tests/run-all.sh installs and runs it"]
+        fn $server() {
+            our_server_multi($method);
+        }
+    )*};
+}
+
+multi_user_suites! {
+    users_local_to_ssserver_2022_blake3_aes_128_gcm, users_sslocal_to_server_2022_blake3_aes_128_gcm
+        => "2022-blake3-aes-128-gcm";
+    users_local_to_ssserver_2022_blake3_aes_256_gcm, users_sslocal_to_server_2022_blake3_aes_256_gcm
+        => "2022-blake3-aes-256-gcm";
+}
