@@ -449,6 +449,7 @@ fn assert_triggers_and_validation(set: &Value) {
         "ban_failures",
         "allow_private_targets",
         "local_address",
+        "users",
     ] {
         assert!(
             srv.contains_key(k),
@@ -1423,12 +1424,14 @@ config ss_rules 'ss_rules'
 
 // Shadowsocks 2022 keys: base64 PSKs of 32 bytes (aes-256, chacha20) and 16 bytes (aes-128).
 const PSK32: &str = "CzPCEwMcpVOL2n/TzufzWieycmxJYRV18hA1iWI2Q0Y=";
-const PSK32_B: &str = "ThDD9m2YQI9LrO4sljfzSLEAJCt1D38wmmjk276O0do=";
-const PSK32_C: &str = "M2S8S5tkYWhugq8CZiBXRoR5ELzASEHTi1tW9B2VcmY=";
+const PSK32_ALICE: &str = "ThDD9m2YQI9LrO4sljfzSLEAJCt1D38wmmjk276O0do=";
+const PSK32_BOB: &str = "M2S8S5tkYWhugq8CZiBXRoR5ELzASEHTi1tW9B2VcmY=";
 const PSK16: &str = "hEQwYHHr7pAzYUXp3ctQug==";
+const PSK16_USER: &str = "f/RCRAl1E5fN7iXeAQUOyQ==";
 
 /// The three Shadowsocks 2022 methods pass validation, and their base64 PSK reaches the JSON
-/// unchanged as `password` (or `key`); the client and server JSON is accepted by the binary.
+/// unchanged as `password` (or `key`), also a multi-user client's `SERVER_PSK:USER_PSK`; the
+/// single-key client and server JSON is accepted by the binary.
 #[test]
 #[ignore = "needs root and the OpenWrt kit; bash tests/run-all.sh runs it"]
 fn ss2022_sections_pass_the_psk_through() {
@@ -1446,13 +1449,13 @@ config server 'k256'
 config server 'kchacha'
 	option server '127.0.0.1'
 	option server_port '8389'
-	option key '{PSK32_B}'
+	option key '{PSK32_ALICE}'
 	option method '2022-blake3-chacha20-poly1305'
 
-config server 'k128'
+config server 'kuser'
 	option server '127.0.0.1'
 	option server_port '8390'
-	option password '{PSK16}'
+	option password '{PSK16}:{PSK16_USER}'
 	option method '2022-blake3-aes-128-gcm'
 
 config ss_local 'l'
@@ -1468,14 +1471,14 @@ config ss_tunnel 't'
 	option mode 'udp_only'
 
 config ss_local 'u'
-	option server 'k128'
+	option server 'kuser'
 	option local_address '127.0.0.1'
 	option local_port '1081'
 
 config ss_server 's'
 	option server '127.0.0.1'
 	option server_port '8400'
-	option password '{PSK32_C}'
+	option password '{PSK32_BOB}'
 	option method '2022-blake3-chacha20-poly1305'
 	option mode 'tcp_and_udp'
 "
@@ -1491,7 +1494,8 @@ config ss_server 's'
     }
     assert_eq!(r.log(), "", "log lines for a valid config");
     let q = |s: &str| format!("{s:?}");
-    let (psk32, psk32_b, psk32_c, psk16) = (q(PSK32), q(PSK32_B), q(PSK32_C), q(PSK16));
+    let (psk32, alice, bob) = (q(PSK32), q(PSK32_ALICE), q(PSK32_BOB));
+    let pair = q(&format!("{PSK16}:{PSK16_USER}"));
     let mut want = vec![
         ("server", "\"127.0.0.1\""),
         ("server_port", "8388"),
@@ -1506,7 +1510,7 @@ config ss_server 's'
     let mut want = vec![
         ("server", "\"127.0.0.1\""),
         ("server_port", "8389"),
-        ("key", psk32_b.as_str()),
+        ("key", alice.as_str()),
         ("method", "\"2022-blake3-chacha20-poly1305\""),
         ("local_address", "\"127.0.0.1\""),
         ("local_port", "5353"),
@@ -1518,7 +1522,7 @@ config ss_server 's'
     let mut want = vec![
         ("server", "\"127.0.0.1\""),
         ("server_port", "8390"),
-        ("password", psk16.as_str()),
+        ("password", pair.as_str()),
         ("method", "\"2022-blake3-aes-128-gcm\""),
         ("local_address", "\"127.0.0.1\""),
         ("local_port", "1081"),
@@ -1529,18 +1533,140 @@ config ss_server 's'
     let mut want = vec![
         ("server", "\"127.0.0.1\""),
         ("server_port", "8400"),
-        ("password", psk32_c.as_str()),
+        ("password", bob.as_str()),
         ("method", "\"2022-blake3-chacha20-poly1305\""),
         ("mode", "\"tcp_and_udp\""),
         ("allow_private_targets", "false"),
     ];
     want.extend(common_bools(&[]));
     assert_eq!(flat(&r.conf_json("ss_server.s")), expect(&want));
-    // Each section with the real binary.
+    // The single-key sections with the real binary (the multi-user client form `u` is checked
+    // by the binary's own tests).
     let ns = NetNs::new("owrt-2022", &[]);
-    for inst in ["ss_local.l", "ss_local.u", "ss_tunnel.t", "ss_server.s"] {
+    for inst in ["ss_local.l", "ss_tunnel.t", "ss_server.s"] {
         check_with_ss_smol(&r, &set, inst, &ns);
     }
+}
+
+/// A multi-user (SIP023) ss_server: each `list users 'NAME:PSK'` entry becomes one
+/// `{"name", "password"}` of the JSON's `users`, in order; a single `option users` works too;
+/// `option user` (the account to run as) is a different option and stays what it was.
+#[test]
+#[ignore = "needs root and the OpenWrt kit; bash tests/run-all.sh runs it"]
+fn multi_user_server_gets_the_users_array() {
+    let _w = Watchdog::new("users", TEST_LIMIT);
+    let r = Router::new("owrt-users");
+    r.set_config(&format!(
+        "
+config ss_server 'multi'
+	option server '127.0.0.1'
+	option server_port '9002'
+	option method '2022-blake3-aes-256-gcm'
+	option password '{PSK32}'
+	option user 'nobody'
+	list users 'alice:{PSK32_ALICE}'
+	list users 'bob:{PSK32_BOB}'
+
+config ss_server 'one'
+	option server_port '9003'
+	option method '2022-blake3-aes-128-gcm'
+	option password '{PSK16}'
+	option users 'carol:{PSK16_USER}'
+"
+    ));
+    r.init("start");
+    let set = r.last_set();
+    assert_eq!(instances(&set), ["ss_server.multi", "ss_server.one"]);
+    assert_instance(&set, "ss_server.multi", false);
+    assert_instance(&set, "ss_server.one", false);
+    assert_eq!(r.log(), "", "log lines for a valid config");
+    let q = |s: &str| format!("{s:?}");
+    let users = format!(
+        r#"[{{"name":"alice","password":{}}}, {{"name":"bob","password":{}}}]"#,
+        q(PSK32_ALICE),
+        q(PSK32_BOB)
+    );
+    let psk32 = q(PSK32);
+    let mut want = vec![
+        ("server", "\"127.0.0.1\""),
+        ("server_port", "9002"),
+        ("method", "\"2022-blake3-aes-256-gcm\""),
+        ("password", psk32.as_str()),
+        ("user", "\"nobody\""),
+        ("users", users.as_str()),
+        ("mode", "\"tcp_only\""),
+        ("allow_private_targets", "false"),
+    ];
+    want.extend(common_bools(&[]));
+    assert_eq!(flat(&r.conf_json("ss_server.multi")), expect(&want));
+    let one = flat(&r.conf_json("ss_server.one"));
+    assert_eq!(
+        one["users"],
+        format!(r#"[{{"name":"carol","password":{}}}]"#, q(PSK16_USER))
+    );
+    assert_eq!(one["password"], q(PSK16));
+}
+
+/// Bad `users` entries: no ':', an empty name, an empty key, users with a method that has no
+/// multi-user servers. Each is one line naming section and option (by the entry's position:
+/// the entry is not logged, it may be a key), that section is skipped, the good one runs.
+#[test]
+#[ignore = "needs root and the OpenWrt kit; bash tests/run-all.sh runs it"]
+fn bad_users_entries_are_validation_errors() {
+    let _w = Watchdog::new("bad users", TEST_LIMIT);
+    let r = Router::new("owrt-bad-users");
+    let section = |name: &str, port: u16, method: &str, users: &[&str]| {
+        let mut s = format!(
+            "\nconfig ss_server '{name}'\n\toption server_port '{port}'\n\toption method \
+             '{method}'\n\toption password '{PSK32}'\n"
+        );
+        for u in users {
+            s.push_str(&format!("\tlist users '{u}'\n"));
+        }
+        s
+    };
+    let aes = "2022-blake3-aes-256-gcm";
+    let alice = format!("alice:{PSK32_ALICE}");
+    let alice = alice.as_str();
+    let config = [
+        section("nocolon", 9001, aes, &[alice, PSK32_BOB]),
+        section("noname", 9002, aes, &[&format!(":{PSK32_BOB}")]),
+        section("nokey", 9003, aes, &[alice, "bob:"]),
+        section("chacha", 9004, "2022-blake3-chacha20-poly1305", &[alice]),
+        section("good", 9005, aes, &[alice]),
+    ]
+    .concat();
+    r.set_config(&config);
+    r.init("start");
+    let set = r.last_set();
+    assert_eq!(instances(&set), ["ss_server.good"]);
+    let log = r.log();
+    let want = "want NAME:PSK (a user name, ':', the user's base64 key)";
+    for line in [
+        format!("ss_server 'nocolon': option users entry 2 is not valid: {want}; it has no ':'"),
+        format!("ss_server 'noname': option users entry 1 is not valid: {want}; the name is empty"),
+        format!(
+            "ss_server 'nokey': option users entry 2 is not valid: {want}; the key of 'bob' is empty"
+        ),
+        "ss_server 'chacha': option users needs method 2022-blake3-aes-128-gcm or \
+         2022-blake3-aes-256-gcm (multi-user servers, SIP023)"
+            .to_string(),
+    ] {
+        assert!(log.lines().any(|l| l == line), "missing log line\n  {line}\nin:\n{log}");
+    }
+    for s in ["nocolon", "noname", "nokey", "chacha"] {
+        let line = format!("ss_server '{s}': invalid options; skipped");
+        assert!(log.lines().any(|l| l == line), "{line} not in:\n{log}");
+    }
+    assert_eq!(
+        log.lines().count(),
+        8,
+        "one line per error and section:\n{log}"
+    );
+    assert!(
+        !log.contains(PSK32_BOB) && !log.contains(PSK32_ALICE),
+        "a key in the log:\n{log}"
+    );
 }
 
 /// The migration names stream ciphers only: a libev config with the Shadowsocks 2022 methods
