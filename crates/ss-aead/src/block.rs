@@ -6,7 +6,8 @@
 //! on the wire                 = AES_PSK(separate header)        one block, no IV, no tag
 //! ```
 
-use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, Key, KeyInit};
+use crate::gcm;
+use aes::cipher::{BlockCipherDecrypt, Key, KeyInit};
 use aes::{Aes128, Aes256};
 use alloc::boxed::Box;
 
@@ -32,12 +33,12 @@ impl AesBlock {
     /// Encrypts one block in place.
     #[inline(never)]
     pub fn encrypt(&self, block: &mut [u8; 16]) {
-        let mut b = aes::Block::from(*block);
+        let mut b = [aes::Block::from(*block)];
         match &self.0 {
-            Keyed::Aes128(k) => k.encrypt_block(&mut b),
-            Keyed::Aes256(k) => k.encrypt_block(&mut b),
+            Keyed::Aes128(k) => gcm::encrypt(&**k, &mut b),
+            Keyed::Aes256(k) => gcm::encrypt(&**k, &mut b),
         }
-        *block = b.into();
+        *block = b[0].into();
     }
 
     /// Decrypts one block in place.
