@@ -1080,7 +1080,7 @@ impl UdpClient {
 
     /// The session's next packet carrying `payload`, stamped `ts`.
     fn seal_at(&mut self, ts: u64, payload: &[u8]) -> Vec<u8> {
-        let mut buf = spare(client_prefix_len(self.udp.method(), &self.target), payload);
+        let mut buf = spare(client_prefix_len(&self.udp, &self.target), payload);
         self.session
             .seal(&self.udp, &self.target, ts, &fresh_nonce(), &mut buf)
             .expect("sealed");
