@@ -32,7 +32,9 @@ mod poly_words;
 
 pub use block::AesBlock;
 
-use aes::{Aes128, Aes192, Aes256};
+// Encryption-only key schedules: GCM never decrypts a block, and with AES instructions the
+// full `Aes256` also keeps the decryption round keys (480 bytes against 240, per direction).
+use aes::{Aes128Enc as Aes128, Aes192Enc as Aes192, Aes256Enc as Aes256};
 use alloc::boxed::Box;
 use chacha_poly::ChaChaPoly;
 use gcm::Gcm;
