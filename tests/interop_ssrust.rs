@@ -390,8 +390,13 @@ fn socks_checks(proxy: SocketAddr, seed: u64, what: &str) {
     let s = socks5_connect(proxy, &banner.addr().into()).expect("SOCKS5 CONNECT");
     server_speaks_first(s, &banner, &format!("{what} server first"));
 
+    udp_echoes(proxy, &echo, seed, what);
+}
+
+/// One datagram of each UDP size through the SOCKS5 proxy at `proxy`, each echoed intact.
+fn udp_echoes(proxy: SocketAddr, echo: &EchoServer, seed: u64, what: &str) {
     let t = Instant::now();
-    let udp = Socks5Udp::associate(proxy).expect("UDP ASSOCIATE");
+    let udp = Socks5Udp::associate(proxy).unwrap_or_else(|e| panic!("{what}: UDP ASSOCIATE: {e}"));
     for (i, size) in UDP_SIZES.into_iter().enumerate() {
         let payload = data(seed + 10 + i as u64, size);
         let from = udp
@@ -584,23 +589,22 @@ fn server_entry(port: u16, method: &str, psk: &str, users: &[User]) -> String {
 impl Server {
     /// shadowsocks-rust's `ssserver -c FILE` with `users` (it takes them from a file only).
     fn ssrust_multi(method: &str, psk: &str, users: &[User]) -> Server {
-        let bin = ssrust_tool("ssserver");
-        let dir = TempDir::new(&format!("ssserver-users-{method}"));
-        let conf = dir.join("config.json");
-        let (proc, port) = spawn_listening(&format!("ssserver-users-{method}"), |port| {
-            let entry = server_entry(port, method, psk, users);
-            std::fs::write(&conf, format!(r#"{{"servers": [{entry}]}}"#)).expect("write config");
-            let mut cmd = Command::new(&bin);
-            cmd.arg("-c").arg(&conf);
-            cmd
-        });
-        Server {
-            proc,
-            port,
-            method: method.to_owned(),
-            psk: psk.to_owned(),
-            _conf: Some(dir),
-        }
+        Server::from_file(
+            &format!("ssserver-users-{method}"),
+            method,
+            psk,
+            |port| {
+                format!(
+                    r#"{{"servers": [{}]}}"#,
+                    server_entry(port, method, psk, users)
+                )
+            },
+            |conf| {
+                let mut cmd = Command::new(ssrust_tool("ssserver"));
+                cmd.arg("-c").arg(conf);
+                cmd
+            },
+        )
     }
 
     /// The multi-user server under test: `ss-smol server -c users.json
@@ -609,16 +613,35 @@ impl Server {
         if self_test() {
             return Server::ssrust_multi(method, psk, users);
         }
-        let dir = TempDir::new(&format!("ss-smol-server-users-{method}"));
-        let conf = dir.join("users.json");
-        let (proc, port) = spawn_listening(&format!("ss-smol-server-users-{method}"), |port| {
-            std::fs::write(&conf, server_entry(port, method, psk, users)).expect("write config");
-            let mut cmd = Command::new(ss_smol_bin());
-            cmd.arg("server")
-                .arg("-c")
-                .arg(&conf)
-                .arg("--allow-private-targets");
-            cmd
+        Server::from_file(
+            &format!("ss-smol-server-users-{method}"),
+            method,
+            psk,
+            |port| server_entry(port, method, psk, users),
+            |conf| {
+                let mut cmd = Command::new(ss_smol_bin());
+                cmd.arg("server")
+                    .arg("-c")
+                    .arg(conf)
+                    .arg("--allow-private-targets");
+                cmd
+            },
+        )
+    }
+
+    /// A server started as `command(config file)`, the file holding `config(port)`.
+    fn from_file(
+        name: &str,
+        method: &str,
+        psk: &str,
+        config: impl Fn(u16) -> String,
+        command: impl Fn(&std::path::Path) -> Command,
+    ) -> Server {
+        let dir = TempDir::new(name);
+        let conf = dir.join("config.json");
+        let (proc, port) = spawn_listening(name, |port| {
+            std::fs::write(&conf, config(port)).expect("write config");
+            command(&conf)
         });
         Server {
             proc,
@@ -654,20 +677,7 @@ fn user_checks(proxy: SocketAddr, echo: &EchoServer, seed: u64, bulk: usize, wha
     assert_echo(s, seed, bulk, &format!("{what} bulk"));
     eprintln!("{what}: bulk {} KiB each way {:?}", bulk >> 10, t.elapsed());
 
-    let t = Instant::now();
-    let udp = Socks5Udp::associate(proxy).unwrap_or_else(|e| panic!("{what}: UDP ASSOCIATE: {e}"));
-    for (i, size) in UDP_SIZES.into_iter().enumerate() {
-        let payload = data(seed + 10 + i as u64, size);
-        let from = udp
-            .echo(&echo.v4().into(), &payload, 5)
-            .unwrap_or_else(|e| panic!("{what} UDP: {e}"));
-        assert_eq!(
-            from,
-            Target::Ip(echo.v4()),
-            "{what}: the reply names the echo server"
-        );
-    }
-    eprintln!("{what}: UDP {:?}", t.elapsed());
+    udp_echoes(proxy, echo, seed, what);
 }
 
 /// [`user_checks`] for every (client, user) pair at once, each on its own thread.
