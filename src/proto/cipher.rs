@@ -7,7 +7,7 @@
 
 use super::{Invalid, SealError};
 use core::fmt;
-use md5::{Digest, Md5};
+use ss_aead::digest;
 use ss_aead::{Aead, Algorithm, Op};
 
 pub const TAG_LEN: usize = ss_aead::TAG_LEN;
@@ -193,12 +193,10 @@ impl MasterKey {
         let mut key = heapless::Vec::new();
         let mut prev: Option<[u8; 16]> = None;
         while key.len() < len {
-            let mut md5 = Md5::new();
-            if let Some(p) = prev {
-                md5.update(p);
-            }
-            md5.update(password);
-            let d: [u8; 16] = md5.finalize().into();
+            let d = match &prev {
+                Some(p) => digest::md5(&[p, password]),
+                None => digest::md5(&[password]),
+            };
             for &b in d.iter().take(len.saturating_sub(key.len())) {
                 // Cannot fail: key_len <= MAX_KEY_LEN; stopping keeps the loop finite anyway.
                 if key.push(b).is_err() {
@@ -233,14 +231,9 @@ pub struct Session {
 /// HKDF-SHA1(master key, salt, "ss-subkey").
 fn subkey(method: Method, key: &MasterKey, salt: &[u8]) -> [u8; MAX_KEY_LEN] {
     let mut subkey = [0u8; MAX_KEY_LEN];
-    let hk = hkdf::Hkdf::<sha1::Sha1>::new(Some(salt), key.as_bytes());
-    // Cannot fail: key_len (<= 32) is far below HKDF-SHA1's 255 * 20 bytes. HKDF output is
-    // a prefix of any longer output, so the fallback (never taken: key_len <= MAX_KEY_LEN)
-    // would derive the same key, only with one more HMAC block.
-    let _ = match subkey.get_mut(..method.key_len()) {
-        Some(out) => hk.expand(b"ss-subkey", out),
-        None => hk.expand(b"ss-subkey", &mut subkey),
-    };
+    // Key lengths are at most MAX_KEY_LEN; HKDF's output is a prefix of any longer one.
+    let out = subkey.get_mut(..method.key_len()).unwrap_or_default();
+    digest::hkdf_sha1(salt, key.as_bytes(), b"ss-subkey", out);
     subkey
 }
 

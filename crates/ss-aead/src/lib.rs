@@ -26,6 +26,7 @@ pub mod blake3;
 mod block;
 mod chacha_poly;
 mod chacha_words;
+pub mod digest;
 mod gcm;
 mod keystream;
 mod poly_words;
