@@ -357,7 +357,7 @@ mod tests {
             "--ban-failures is an ss-server option; remove it (see ss-local --help)"
         );
         assert!(fails(&["-T"]).starts_with("-T is an ss-redir option"));
-        assert!(fails(&["-d", "192.0.2.1"]).starts_with("-d is an ss-server option"));
+        assert!(fails(&["--replay-capacity", "9"]).starts_with("--replay-capacity is an ss-server"));
         assert!(fails(&["-L", "h:1"]).starts_with("-L is an ss-tunnel option"));
         assert!(fails_in(Mode::Server, &["-l", "1"])
             .starts_with("-l is an option of ss-local, ss-tunnel and ss-redir; remove it"));

@@ -399,10 +399,10 @@ pub static OPTIONS: &[Opt] = &[
         key: Some("nameserver"),
         rule: Rule::Nameservers,
         arg: "IP[:PORT]",
-        modes: Modes::SERVER,
+        modes: Modes::ALL,
         repeat: true,
-        help: "name servers for target names; repeat or separate with commas (default: \
-               /etc/resolv.conf)",
+        help: "name servers for server names (client modes) or target names (ss-server); \
+               repeat or separate with commas (default: /etc/resolv.conf)",
         ..Opt::NONE
     },
     Opt {
@@ -876,7 +876,7 @@ mod tests {
             local.starts_with("Usage: ss-smol local [OPTIONS]"),
             "{local}"
         );
-        for absent in ["--ban-", "--replay-capacity", "-d,", "-T,", "-L,"] {
+        for absent in ["--ban-", "--replay-capacity", "-T,", "-L,"] {
             assert!(!local.contains(absent), "{absent} in\n{local}");
         }
         assert!(local.contains("--server-port PORT") && local.contains("(default 60)"));

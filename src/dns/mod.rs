@@ -232,6 +232,22 @@ impl Resolver {
         self.queries_sent.get()
     }
 
+    /// When the cached answer for `host` expires; `None` for a name not cached (an IP literal,
+    /// a hosts-file name, or one not looked up).
+    pub fn cached_until(&self, host: &str) -> Option<Instant> {
+        let cache = self.cache.borrow();
+        cache
+            .map
+            .get(host.to_ascii_lowercase().as_str())
+            .map(|e| e.expires)
+    }
+
+    /// Drops `host`'s cached answer, so the next lookup asks the nameservers.
+    pub fn forget(&self, host: &str) {
+        let key = host.to_ascii_lowercase();
+        self.cache.borrow_mut().map.remove(key.as_str());
+    }
+
     /// A and AAAA (both queried concurrently); IP literals returned directly; the preferred
     /// family first. Errors name the host: NotFound for NXDOMAIN or no records, TimedOut when
     /// no server answered, InvalidInput for a name that cannot be a DNS name, …

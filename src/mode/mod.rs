@@ -23,19 +23,25 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     let opts = startup::outbound_opts(&cfg);
     let resolver = startup::resolver(&cfg, &opts)?;
+    let mut servers = None;
     let (binds, far, launches) = match cfg.mode {
         Mode::Local | Mode::Tunnel | Mode::Redir => {
             let listen = listen_address(&resolver, &cfg.local_addr, cfg.local_port)?;
-            let (upstream, launches) = plugin::client_side(&cfg, &resolver, opts)?;
-            let far = Far::Server(Rc::new(upstream));
-            (vec![Bind::of(&cfg, listen)], far, launches)
+            let (upstream, launches) = plugin::client_side(&cfg, opts)?;
+            let upstream = Rc::new(upstream);
+            servers = Some(Rc::clone(&upstream));
+            (
+                vec![Bind::of(&cfg, listen)],
+                Far::Server(upstream),
+                launches,
+            )
         }
         Mode::Server => {
             let addrs = startup::server_listen_addresses(&cfg, &resolver)?;
             let (binds, launches) = plugin::server_side(&cfg, &addrs)?;
             (
                 binds,
-                Far::Targets(server::targets(&cfg, resolver)),
+                Far::Targets(server::targets(&cfg, Rc::clone(&resolver))),
                 launches,
             )
         }
@@ -56,6 +62,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
     };
     startup::drop_privileges(&cfg, &binds)?;
     let ex = Rc::new(LocalExecutor::new());
+    if let Some(up) = &servers {
+        up.resolve_names(&ex, &resolver);
+    }
     let ctx = Rc::new(Context::new(&cfg, far, Rc::clone(&ex))?);
     // One replay filter and ban list for every listener of ss-server.
     let guard = (cfg.mode == Mode::Server).then(|| server::guard(&cfg));
@@ -72,7 +81,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     let watched = plugin::watch(&ex, plugins.clone())?;
     let pool = Rc::clone(&ctx.pool);
-    let outcome = startup::run_until_signal(&ex, serving, signals, watched, move || {
+    let report = move || match &servers {
+        Some(up) => up.report(),
+        None => log::info!("SIGUSR1: ss-server has no per-server state to report"),
+    };
+    let outcome = startup::run_until_signal(&ex, serving, signals, watched, report, move || {
         pool.trim();
     });
     if let Some(p) = &plugins {

@@ -17,9 +17,9 @@ mod lines;
 pub use launch::Plugins;
 
 use crate::config::{Config, Mode};
-use crate::dns::Resolver;
-use crate::relay::connect::{Route, Upstream};
-use crate::serve::startup::{resolve_servers, Bind};
+use crate::quote::Quoted;
+use crate::relay::upstream::{Server, Upstream, Way};
+use crate::serve::startup::Bind;
 use crate::sys::ports::{self, Proto};
 use crate::sys::{self, OutboundOpts};
 use async_executor::LocalExecutor;
@@ -49,31 +49,34 @@ fn free_port(udp: bool) -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port for the plugin: {e}"))
 }
 
-/// Client modes: how TCP and UDP reach the servers, and the plugins to start for that.
-pub fn client_side(
-    cfg: &Config,
-    resolver: &Rc<Resolver>,
-    opts: OutboundOpts,
-) -> Result<(Upstream, Vec<Launch>), String> {
+/// Client modes: how TCP and UDP reach the servers, and the plugins to start for that. The
+/// servers' names are resolved later, on the event loop (`Upstream::resolve_names`).
+pub fn client_side(cfg: &Config, opts: OutboundOpts) -> Result<(Upstream, Vec<Launch>), String> {
     let (tcp, udp) = carries(cfg);
     // The plugin resolves the server itself; we only need it for what goes direct.
-    let direct = if (cfg.transport.tcp() && !tcp) || (cfg.transport.udp() && !udp) {
-        resolve_servers(cfg, resolver)?
-    } else {
-        Vec::new()
-    };
+    let direct = (cfg.transport.tcp() && !tcp) || (cfg.transport.udp() && !udp);
     let mut launches = Vec::new();
-    if tcp || udp {
-        for s in &cfg.servers {
+    let mut servers = Vec::new();
+    for s in &cfg.servers {
+        let mut plugin_port = None;
+        if tcp || udp {
             let port = free_port(udp)?;
             launches.push(Launch {
                 remote: (s.host.clone(), s.port),
                 local: (Ipv4Addr::LOCALHOST.to_string(), port),
                 ready: (port, if tcp { Proto::Tcp } else { Proto::Udp }),
             });
+            plugin_port = Some(port);
         }
+        let server = Server::new(&s.host, s.port, plugin_port);
+        if !server.valid_name() {
+            return Err(format!(
+                "cannot use server {}: not an IP address or a valid host name",
+                Quoted(&s.host)
+            ));
+        }
+        servers.push(server);
     }
-    let plugged: Vec<SocketAddr> = launches.iter().map(|l| loopback(l.local.1)).collect();
     // Loopback to the plugin: no mark, no interface; the plugin's own sockets leave the host.
     let to_plugin = OutboundOpts {
         fwmark: None,
@@ -82,11 +85,15 @@ pub fn client_side(
         no_delay: cfg.no_delay,
         fast_open: false,
     };
-    let route = |through: bool| match through {
-        true => Route::new(plugged.clone(), to_plugin.clone(), true),
-        false => Route::new(direct.clone(), opts.clone(), false),
+    let way = |via_plugin: bool| Way {
+        opts: if via_plugin {
+            to_plugin.clone()
+        } else {
+            opts.clone()
+        },
+        via_plugin,
     };
-    Ok((Upstream::new(route(tcp), route(udp)), launches))
+    Ok((Upstream::new(servers, way(tcp), way(udp), direct), launches))
 }
 
 /// ss-server: what to bind for each listen address, and the plugins that take the public
@@ -141,7 +148,7 @@ pub fn start(cfg: &Config, launches: &[Launch], signals: &SignalFd) -> Result<St
     let opts = cfg.plugin_opts.as_deref().unwrap_or("");
     let plugins = Plugins::start(plugin, cfg.plugin_source, opts, &cfg.plugin_args, launches)?;
     let stop = || match sys::read_term_signal(signals) {
-        Ok("SIGCHLD") | Err(_) => None,
+        Ok("SIGCHLD" | "SIGUSR1") | Err(_) => None,
         Ok(name) => Some(name),
     };
     if let Some(name) = plugins.wait_ready(stop)? {

@@ -6,6 +6,7 @@
 
 pub mod assoc;
 pub mod ban;
+pub mod breaker;
 pub mod handshakes;
 pub mod memory;
 pub mod targets;

@@ -1,80 +1,99 @@
-//! Outbound connections to the Shadowsocks server(s), with the socket options routers need
-//! (SO_MARK, SO_BINDTODEVICE, TCP Fast Open) applied before connecting.
+//! Outbound connections, with the socket options routers need (SO_MARK, SO_BINDTODEVICE, TCP
+//! Fast Open) applied before connecting; for client modes, with failover between the servers.
 
-use crate::rt::{Async, Timer};
+use super::upstream::Upstream;
+use crate::rt::{self, Async, Timer};
 use crate::sys::{self, OutboundOpts};
 use futures_lite::future;
-use std::cell::Cell;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-
-/// Where one transport goes: the servers (resolved at start) or the plugins in front of them,
-/// and the socket options for that way.
-pub struct Route {
-    addrs: Vec<SocketAddr>,
-    next: Cell<usize>,
-    pub opts: OutboundOpts,
-    /// A plugin's port: a refused connect is retried briefly, as the plugin may be restarting
-    /// its listener.
-    retry_refused: bool,
-}
-
-impl Route {
-    pub fn new(addrs: Vec<SocketAddr>, opts: OutboundOpts, retry_refused: bool) -> Route {
-        Route {
-            addrs,
-            next: Cell::new(0),
-            opts,
-            retry_refused,
-        }
-    }
-
-    /// Addresses in turn, so load spreads over a `server` array as libev's random pick does.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        let i = self.next.get();
-        self.next.set(i.wrapping_add(1));
-        self.addrs.get(i % self.addrs.len().max(1)).copied()
-    }
-}
-
-/// How a client mode reaches its servers: TCP and UDP each by its own route (they differ when
-/// a plugin carries only one of them).
-pub struct Upstream {
-    pub tcp: Route,
-    pub udp: Route,
-}
 
 /// Attempts at a plugin port that refuses, and the pause between them.
 const REFUSED_TRIES: u32 = 10;
 const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 
+/// The longest a connection waits for its servers to accept, all attempts together (libev's
+/// MAX_CONNECT_TIMEOUT); shorter when the idle timeout is.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Upstream {
-    pub fn new(tcp: Route, udp: Route) -> Upstream {
-        Upstream { tcp, udp }
+    /// Connects to a server: the next in turn that the circuit breaker lets through, then the
+    /// others, each at most once, all within the connect timeout (split between the servers
+    /// left, so one that never answers leaves time for the rest). Gives the server's index.
+    pub async fn connect(&self, idle: Duration) -> io::Result<(Async<TcpStream>, usize)> {
+        let deadline = rt::now() + idle.min(CONNECT_TIMEOUT);
+        let start = self.start_at();
+        let mut tried = Vec::new();
+        let mut last = None;
+        while let Some(i) = self.next(start, &tried) {
+            tried.push(i);
+            let Some(addr) = self.addr(i, &self.tcp) else {
+                last = Some(unresolved(self, i));
+                continue;
+            };
+            // This one and every server not tried yet share what is left.
+            let left = (self.count() + 1).saturating_sub(tried.len()).max(1) as u64;
+            let budget = share(deadline.saturating_duration_since(rt::now()), left);
+            match self.attempt(addr, budget).await {
+                Ok(stream) => {
+                    self.connected(i);
+                    return Ok((stream, i));
+                }
+                // Out of descriptors or buffers here: no server's fault, and none would do.
+                Err(e) if local_shortage(&e) => return Err(e),
+                Err(e) => {
+                    self.failed(i, &e);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(match (last, tried.len()) {
+            (None, _) => io::Error::new(io::ErrorKind::NotFound, "no server configured"),
+            (Some(e), 1) => e,
+            (Some(e), n) => io::Error::new(e.kind(), format!("{n} servers tried, the last: {e}")),
+        })
     }
 
-    /// Connects to the next server, giving up after `timeout`.
-    pub async fn connect(&self, timeout: Duration) -> io::Result<(Async<TcpStream>, SocketAddr)> {
-        let addr = self
-            .tcp
-            .pick()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no server configured"))?;
+    async fn attempt(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Async<TcpStream>> {
         let mut tries = 1;
         loop {
             match connect_tcp(addr, &self.tcp.opts, timeout).await {
                 Err(e)
-                    if self.tcp.retry_refused
+                    if self.tcp.via_plugin
                         && e.kind() == io::ErrorKind::ConnectionRefused
                         && tries < REFUSED_TRIES =>
                 {
                     tries += 1;
                     Timer::after(REFUSED_PAUSE).await;
                 }
-                r => return Ok((r?, addr)),
+                r => return r,
             }
         }
     }
+}
+
+/// `t / n` to the millisecond (`Duration`'s own division links a wide one).
+fn share(t: Duration, n: u64) -> Duration {
+    let ms = t.as_secs() * 1000 + u64::from(t.subsec_millis());
+    Duration::from_millis(ms / n.max(1))
+}
+
+/// A server whose name has not resolved (yet).
+fn unresolved(up: &Upstream, i: usize) -> io::Error {
+    let label = up.server(i).map_or("?", |s| &s.label);
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("server {label} is not resolved yet (retrying)"),
+    )
+}
+
+/// Errors that say this host ran out of something, not that the server is down.
+fn local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
+    )
 }
 
 /// Non-blocking connect with `opts` applied, bounded by `timeout`.

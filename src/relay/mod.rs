@@ -5,9 +5,11 @@ pub mod connect;
 pub mod direct;
 pub mod pool;
 pub mod tcp;
+pub mod upstream;
 
 use crate::proto::{Invalid, SealError};
 use core::fmt;
+use std::cell::Cell;
 use std::io;
 
 /// Why a relayed connection ended early; each becomes one log line. "Plain" is the side
@@ -35,5 +37,18 @@ impl fmt::Display for RelayError {
             RelayError::Idle => f.write_str("idle timeout"),
             RelayError::Seal(why) => why.fmt(f),
         }
+    }
+}
+
+/// Bytes on the sealed side (what the Shadowsocks peer sees) of the connections counted here.
+#[derive(Default)]
+pub struct Traffic {
+    pub sent: Cell<u64>,
+    pub received: Cell<u64>,
+}
+
+impl Traffic {
+    fn add(&self, counter: &Cell<u64>, n: usize) {
+        counter.set(counter.get().wrapping_add(n as u64));
     }
 }

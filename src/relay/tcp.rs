@@ -12,7 +12,7 @@
 //! `timeout` without traffic.
 
 use super::pool::{Block, Pool, Spill, BLOCK_SIZE};
-use super::RelayError;
+use super::{RelayError, Traffic};
 use crate::proto::cipher::{MAX_SALT_LEN, TAG_LEN};
 use crate::proto::stream::{Opening, Sealing};
 use crate::proto::tcp::{HEADER_LEN, MAX_PAYLOAD, OVERHEAD};
@@ -104,36 +104,43 @@ fn receive_at(dec: &Opening) -> usize {
     (4 - dec.payload_offset() % 4) % 4
 }
 
-/// Tracks the last moment either direction moved data.
-#[derive(Clone)]
-pub struct Activity(Rc<Cell<Instant>>);
+/// Tracks the last moment either direction moved data, and counts the sealed side's bytes.
+pub struct Activity<'t> {
+    last: Cell<Instant>,
+    traffic: &'t Traffic,
+}
 
-impl Activity {
-    pub fn new() -> Activity {
-        Activity(Rc::new(Cell::new(rt::now())))
+impl<'t> Activity<'t> {
+    pub fn new(traffic: &'t Traffic) -> Activity<'t> {
+        Activity {
+            last: Cell::new(rt::now()),
+            traffic,
+        }
     }
     /// On the loop's clock: no system call per block.
     pub fn touch(&self) {
-        self.0.set(rt::now());
+        self.last.set(rt::now());
+    }
+    /// `n` bytes went out on the sealed side.
+    fn sent(&self, n: usize) {
+        self.traffic.add(&self.traffic.sent, n);
+    }
+    /// `n` bytes came in on the sealed side.
+    fn received(&self, n: usize) {
+        self.traffic.add(&self.traffic.received, n);
     }
     /// Resolves once `timeout` has passed with no `touch`.
     #[allow(clippy::manual_async_fn)] // see MANUAL_ASYNC
     pub fn idle(&self, timeout: Duration) -> impl Future<Output = ()> + '_ {
         async move {
             loop {
-                let deadline = self.0.get() + timeout;
+                let deadline = self.last.get() + timeout;
                 if rt::now() >= deadline {
                     return;
                 }
                 Timer::at(deadline).await;
             }
         }
-    }
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Activity::new()
     }
 }
 
@@ -213,7 +220,7 @@ pub fn encrypt_pump<'a>(
     sent: &'a mut bool,
     first: Option<FirstWrite<'a>>,
     pool: &'a Rc<Pool>,
-    activity: &'a Activity,
+    activity: &'a Activity<'a>,
 ) -> impl Future<Output = Result<(), RelayError>> + 'a {
     async move {
         let mut salt_sent = false;
@@ -255,6 +262,7 @@ pub fn encrypt_pump<'a>(
                 let (start, end) = seal_block(enc, &mut block, payload_at, len, true)?;
                 salt_sent = true;
                 *sent = n > 0;
+                activity.sent(end - start);
                 send(dst, block, start..end, pool)
                     .await
                     .map_err(RelayError::SealedIo)?;
@@ -291,6 +299,7 @@ pub fn encrypt_pump<'a>(
             let (start, end) = seal_block(enc, &mut block, at, n, !salt_sent)?;
             salt_sent = true;
             *sent = true;
+            activity.sent(end - start);
             send(dst, block, start..end, pool)
                 .await
                 .map_err(RelayError::SealedIo)?;
@@ -311,7 +320,7 @@ pub fn decrypt_pump<'a>(
     dec: &'a mut Opening,
     pending: Option<Pending>,
     pool: &'a Rc<Pool>,
-    activity: &'a Activity,
+    activity: &'a Activity<'a>,
 ) -> impl Future<Output = Result<(), RelayError>> + 'a {
     async move {
         let mut held: Option<Block> = None;
@@ -347,7 +356,16 @@ pub fn decrypt_pump<'a>(
             };
             if !fresh && begin + dec.element_len() > block.len() {
                 // A Shadowsocks 2022 chunk longer than a block; rare enough to box.
-                Box::pin(jumbo_chunk(src, dst, dec, block, begin..filled, pool)).await?;
+                Box::pin(jumbo_chunk(
+                    src,
+                    dst,
+                    dec,
+                    block,
+                    begin..filled,
+                    pool,
+                    activity,
+                ))
+                .await?;
                 activity.touch();
                 continue;
             }
@@ -371,6 +389,7 @@ pub fn decrypt_pump<'a>(
                     Err(e) => return Err(RelayError::SealedIo(e)),
                 };
                 streak.read(src, n, block.len() - filled);
+                activity.received(n);
                 if n == 0 {
                     if filled > begin || !dec.at_boundary() {
                         return Err(RelayError::Truncated);
@@ -429,6 +448,7 @@ async fn jumbo_chunk(
     block: Block,
     partial: Range<usize>,
     pool: &Rc<Pool>,
+    activity: &Activity<'_>,
 ) -> Result<(), RelayError> {
     let need = dec.element_len();
     let mut big = loop {
@@ -446,7 +466,10 @@ async fn jumbo_chunk(
     while have < need {
         match src.try_read_with(|mut s| s.read(&mut big[have..need])) {
             Ok(0) => return Err(RelayError::Truncated),
-            Ok(n) => have += n,
+            Ok(n) => {
+                activity.received(n);
+                have += n;
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -697,8 +720,9 @@ pub async fn relay(
     pending: Option<Pending>,
     pool: &Rc<Pool>,
     timeout: Duration,
+    traffic: &Traffic,
 ) -> Result<(), RelayError> {
-    let activity = Activity::new();
+    let activity = Activity::new(traffic);
     let pumps = pumps(
         plain, sealed, ciphers, first, pending, pool, &activity, timeout,
     );
@@ -714,7 +738,7 @@ fn pumps<'a>(
     first: Option<FirstWrite<'a>>,
     pending: Option<Pending>,
     pool: &'a Rc<Pool>,
-    activity: &'a Activity,
+    activity: &'a Activity<'a>,
     timeout: Duration,
 ) -> impl Future<Output = Result<((), ()), RelayError>> + 'a {
     let up = encrypt_pump(

@@ -13,9 +13,10 @@ use crate::policy::handshakes::Handshakes;
 use crate::proto::cipher::{MasterKey, Method};
 use crate::proto::ss2022::identity::Users;
 use crate::proto::ss2022::Psk;
-use crate::relay::connect::Upstream;
 use crate::relay::direct::Targets;
 use crate::relay::pool::Pool;
+use crate::relay::upstream::Upstream;
+use crate::relay::Traffic;
 use crate::rt::Semaphore;
 use async_executor::LocalExecutor;
 use futures_lite::future;
@@ -58,6 +59,8 @@ pub struct Context {
     pub identities: Option<Rc<[Psk]>>,
     /// A multi-user Shadowsocks 2022 server's users.
     pub users: Option<Rc<Users>>,
+    /// ss-server's connections' bytes, all together.
+    pub traffic: Traffic,
 }
 
 /// Connections one source may have in their handshake at once. A browser opens a few dozen at
@@ -90,6 +93,7 @@ impl Context {
             max_conns: cfg.limits.max_conns,
             identities: identities(cfg),
             users: users(cfg),
+            traffic: Traffic::default(),
         })
     }
 }
@@ -145,6 +149,10 @@ pub fn listener(
     });
     let ctx = Rc::clone(ctx);
     Box::pin(async move {
+        // Connections wait in the listen backlog until the servers' names were looked up.
+        if let Far::Server(up) = &ctx.far {
+            up.names_tried().await;
+        }
         let udp = async {
             match udp {
                 Some(relay) => relay

@@ -201,21 +201,6 @@ fn bind_error(addr: SocketAddr, kind: &str, e: &io::Error, hint: &str) -> String
     format!("cannot listen on {addr} ({kind}): {e}; {hint}")
 }
 
-pub fn resolve_servers(cfg: &Config, resolver: &Rc<Resolver>) -> Result<Vec<SocketAddr>, String> {
-    let mut all = Vec::new();
-    for s in &cfg.servers {
-        let addrs = resolve_now(resolver, &s.host, s.port).map_err(|e| {
-            format!(
-                "cannot resolve server '{}': {e}; check the server address and DNS",
-                s.host
-            )
-        })?;
-        // One address per configured server, the preferred family first, like libev.
-        all.extend(addrs.into_iter().take(1));
-    }
-    Ok(all)
-}
-
 /// Resolves a start-up name to completion before the event loop starts.
 fn resolve_now(resolver: &Rc<Resolver>, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     rt::block_on(resolver.resolve(host, port))?
@@ -260,20 +245,22 @@ pub fn udp_socket(l: Option<UdpSocket>) -> Result<Option<Async<UdpSocket>>, Stri
         .map_err(|e| format!("cannot start the UDP relay: {e}"))
 }
 
-/// Runs the listeners' tasks until one fails (its error is the result), a signal asks the
-/// process to stop (`Ok`), or on SIGCHLD `child_ended` reports a child (plugin) that ended
-/// (an error). `housekeeping` runs every 10 s.
-/// SIGTERM, SIGINT (and SIGCHLD) from here on arrive on a descriptor instead of ending the
-/// process: taken before plugins start, so a stop during their start-up is an orderly one.
+/// SIGTERM, SIGINT (and SIGCHLD, SIGUSR1) from here on arrive on a descriptor instead of
+/// ending the process: taken before plugins start, so a stop during their start-up is an
+/// orderly one.
 pub fn take_signals() -> Result<SignalFd, String> {
     sys::term_signals().map_err(|e| format!("cannot receive SIGTERM and SIGINT: {e}"))
 }
 
+/// Runs the listeners' tasks until one fails (its error is the result), a signal asks the
+/// process to stop (`Ok`), or on SIGCHLD `child_ended` reports a child (plugin) that ended
+/// (an error). SIGUSR1 calls `report`; `housekeeping` runs every 10 s.
 pub fn run_until_signal(
     ex: &LocalExecutor<'static>,
     mut serving: Vec<Task<Result<(), String>>>,
     signals: SignalFd,
     child_ended: impl Fn() -> Option<String> + 'static,
+    report: impl Fn() + 'static,
     housekeeping: impl Fn() + 'static,
 ) -> Result<(), String> {
     let signals = Async::new_nonblocking(signals)
@@ -308,6 +295,10 @@ pub fn run_until_signal(
                 }
                 Some(name) => name.unwrap_or("SIGTERM"),
             };
+            if name == "SIGUSR1" {
+                report();
+                continue;
+            }
             if name == "SIGCHLD" {
                 match child_ended() {
                     Some(why) => return Err(why),

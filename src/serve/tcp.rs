@@ -15,8 +15,8 @@ use crate::ingress::{Handshake, Inbound, Ingress, Prefix, Request};
 use crate::policy::handshakes::{Evicted, Ripe};
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::stream::{Opening, Sealing};
-use crate::relay::connect::Upstream;
 use crate::relay::tcp::{relay, Ciphers, FirstWrite, Pending};
+use crate::relay::upstream::Upstream;
 use crate::relay::RelayError;
 use crate::rt::{self, Async, OwnedPermit, Timer};
 use crate::sys::random_salt;
@@ -31,6 +31,10 @@ use std::time::Duration;
 /// How long a client mode waits for the first payload so that it leaves with the address.
 const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(500);
 
+/// How long accepting pauses after it failed (out of descriptors or memory); the warning
+/// says it in words.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+
 /// Accepts connections for ever, one task each, each holding a unit of the connection cap.
 /// A new connection enters the handshake budget; when the cap is reached, the oldest
 /// connection still in its handshake is dropped before the new one waits.
@@ -40,16 +44,25 @@ pub async fn serve(
     ingress: Rc<dyn Ingress>,
 ) -> Result<(), String> {
     let listener = Async::new(listener).map_err(|e| format!("cannot register listener: {e}"))?;
+    let mut pausing = false;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning on the error.
-                log::warn!("accept: {e}");
-                Timer::after(Duration::from_millis(200)).await;
+                // Out of descriptors or memory: back off instead of spinning on the error, and
+                // say so once per episode.
+                if !pausing {
+                    log::warn!("accept: {e}; trying again every 0.2 s meanwhile");
+                    pausing = true;
+                }
+                Timer::after(ACCEPT_PAUSE).await;
                 continue;
             }
         };
+        if pausing {
+            log::info!("accepting connections again");
+            pausing = false;
+        }
         // The next connection is accepted only once this one has its permit: at most one
         // waits beyond the cap.
         let permit = match ctx.limit.try_acquire_owned() {
@@ -181,8 +194,9 @@ struct Opened {
 }
 
 enum Shape {
-    /// The client is plain, the server sealed: the prefix leaves with the salt.
-    ClientMode { prefix: Prefix },
+    /// The client is plain, the server sealed: the prefix leaves with the salt; `server` is
+    /// the index of the server in the upstream.
+    ClientMode { prefix: Prefix, server: usize },
     /// The client is sealed, the target plain; `pending` is ciphertext read past the first
     /// chunk.
     ServerMode { pending: Option<Pending> },
@@ -206,8 +220,10 @@ fn connection(
             return;
         };
         let (pool, timeout) = (&ctx.pool, ctx.timeout);
-        let result = match &mut open.shape {
-            Shape::ClientMode { prefix } => {
+        let result = match (&mut open.shape, &ctx.far) {
+            (Shape::ClientMode { prefix, server }, Far::Server(upstream)) => {
+                let server = *server;
+                let traffic = upstream.opened(server);
                 let first = FirstWrite {
                     prefix,
                     wait: FIRST_PAYLOAD_WAIT,
@@ -220,12 +236,13 @@ fn connection(
                     None,
                     pool,
                     timeout,
+                    traffic.unwrap_or(&ctx.traffic),
                 )
                 .await;
-                hint_silent_server(&ctx, &open, &r);
+                client_relay_ended(&ctx, upstream, server, &open, &r);
                 r
             }
-            Shape::ServerMode { pending } => {
+            (Shape::ServerMode { pending }, _) => {
                 relay(
                     &open.far,
                     &client,
@@ -234,9 +251,11 @@ fn connection(
                     pending.take(),
                     pool,
                     timeout,
+                    &ctx.traffic,
                 )
                 .await
             }
+            (Shape::ClientMode { .. }, Far::Targets(_)) => return,
         };
         let sealed = match open.shape {
             Shape::ClientMode { .. } => "server",
@@ -265,7 +284,7 @@ async fn open(
     let Inbound { who, request } = inbound?;
     match (request, &ctx.far) {
         (Request::ViaServer { prefix }, Far::Server(upstream)) => {
-            let far = match connect_server(upstream, ctx.timeout, &who).await {
+            let (far, server) = match connect_server(upstream, ctx.timeout, &who).await {
                 Ok(far) => far,
                 Err(e) => {
                     let _ = ingress.answer(client, Err(&e)).await;
@@ -281,7 +300,7 @@ async fn open(
                 far,
                 ciphers,
                 who,
-                shape: Shape::ClientMode { prefix },
+                shape: Shape::ClientMode { prefix, server },
             })
         }
         (Request::Direct { target, early, dec }, Far::Targets(targets)) => {
@@ -324,17 +343,19 @@ async fn open(
     }
 }
 
-/// Connects to the server for the client connection `who`; the server used is logged at
+/// Connects to a server for the client connection `who`; the server used is logged at
 /// debug level, a failure at warn.
 async fn connect_server(
     upstream: &Upstream,
     timeout: Duration,
     who: &str,
-) -> std::io::Result<Async<TcpStream>> {
+) -> std::io::Result<(Async<TcpStream>, usize)> {
     match upstream.connect(timeout).await {
-        Ok((server, via)) => {
-            log::debug!("{who}: via {via}");
-            Ok(server)
+        Ok((stream, i)) => {
+            if let Some(s) = upstream.server(i) {
+                log::debug!("{who}: via {}", s.label);
+            }
+            Ok((stream, i))
         }
         Err(e) => {
             log::warn!("{who}: cannot connect to server: {e}");
@@ -382,13 +403,27 @@ fn client_ciphers(ctx: &Context, who: &str) -> Option<Ciphers> {
     })
 }
 
-/// A server that takes a client's data and never answers (closes or goes quiet) is most often
-/// one with another password or method: say so once, until a server answers again.
-fn hint_silent_server(ctx: &Context, open: &Opened, result: &Result<(), RelayError>) {
+/// A client mode's connection through server `server` ended: what the server did goes to the
+/// circuit breaker, and a server that takes a client's data and never answers (closes or goes
+/// quiet) is most often one with another password or method: say so once, until a server
+/// answers again.
+#[inline(never)]
+fn client_relay_ended(
+    ctx: &Context,
+    upstream: &Upstream,
+    server: usize,
+    open: &Opened,
+    result: &Result<(), RelayError>,
+) {
+    upstream.closed(server);
     let answered = open.ciphers.dec.answered();
     if answered {
+        upstream.answered(server);
         ctx.hinted.set(false);
         return;
+    }
+    if open.ciphers.sent && matches!(result, Ok(()) | Err(RelayError::SealedIo(_))) {
+        upstream.closed_unanswered(server);
     }
     let silent = matches!(result, Ok(()) | Err(RelayError::Idle));
     if silent && open.ciphers.sent && !ctx.hinted.replace(true) {

@@ -260,10 +260,9 @@ impl UdpRelay {
             let Far::Server(upstream) = &self.far else {
                 return Err(io::Error::other("no server for this relay"));
             };
-            let server = upstream
-                .udp
-                .pick()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no server"))?;
+            let (_, server) = upstream
+                .pick_udp(None)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no server reachable"))?;
             let socket = sys::outbound_udp_socket(server, &upstream.udp.opts)?;
             socket.connect(server)?;
             log::debug!("udp: {client}: new association via {server}");
@@ -369,6 +368,9 @@ impl UdpRelay {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     log::debug!("udp: {client}: receive: {e}");
+                    if e.kind() == io::ErrorKind::ConnectionRefused {
+                        self.move_on(&socket, &e);
+                    }
                     continue;
                 }
             };
@@ -422,6 +424,26 @@ impl UdpRelay {
                     self.table.borrow_mut().touch(&client, now);
                     log::debug!("udp: {client}: send to client: {e}");
                 }
+            }
+        }
+    }
+
+    /// The server of a client association refused (ICMP port unreachable): that counts as its
+    /// failure, and the association moves to another server.
+    fn move_on(&self, socket: &Async<UdpSocket>, why: &io::Error) {
+        let Far::Server(upstream) = &self.far else {
+            return;
+        };
+        let Ok(at) = socket.get_ref().peer_addr() else {
+            return;
+        };
+        let failed = (0..upstream.count()).find(|&i| upstream.addr(i, &upstream.udp) == Some(at));
+        if let Some(i) = failed {
+            upstream.failed(i, why);
+        }
+        if let Some((_, next)) = upstream.pick_udp(failed) {
+            if socket.get_ref().connect(next).is_ok() {
+                log::debug!("udp: association moved from {at} to {next}");
             }
         }
     }

@@ -121,6 +121,7 @@ pub fn term_signals() -> io::Result<SignalFd> {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGUSR1);
     set.thread_block()?;
     Ok(SignalFd::with_flags(
         &set,
@@ -133,6 +134,7 @@ pub fn read_term_signal(fd: &SignalFd) -> io::Result<&'static str> {
     match fd.read_signal()? {
         Some(info) if info.ssi_signo == Signal::SIGINT as u32 => Ok("SIGINT"),
         Some(info) if info.ssi_signo == Signal::SIGCHLD as u32 => Ok("SIGCHLD"),
+        Some(info) if info.ssi_signo == Signal::SIGUSR1 as u32 => Ok("SIGUSR1"),
         Some(_) => Ok("SIGTERM"),
         None => Err(io::ErrorKind::WouldBlock.into()),
     }
