@@ -191,8 +191,8 @@ pub static OPTIONS: &[Opt] = &[
         modes: Modes::CLIENTS,
         repeat: true,
         guard: Some("the server would be missing"),
-        help: "server host, HOST:PORT or [IPv6]:PORT; repeat for several (used in turn); JSON: \
-               a string or a list",
+        help: "server host, HOST:PORT or [IPv6]:PORT; repeat for several (used in turn, with \
+               failover); JSON: a string or a list",
         ..Opt::NONE
     },
     Opt {

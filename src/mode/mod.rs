@@ -81,9 +81,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     let watched = plugin::watch(&ex, plugins.clone())?;
     let pool = Rc::clone(&ctx.pool);
-    let report = move || match &servers {
-        Some(up) => up.report(),
-        None => log::info!("SIGUSR1: ss-server has no per-server state to report"),
+    let report = move || {
+        if let Some(up) = &servers {
+            up.report();
+        }
     };
     let outcome = startup::run_until_signal(&ex, serving, signals, watched, report, move || {
         pool.trim();

@@ -29,7 +29,10 @@ impl Upstream {
         while let Some(i) = self.next(start, &tried) {
             tried.push(i);
             let Some(addr) = self.addr(i, &self.tcp) else {
-                last = Some(unresolved(self, i));
+                last = Some(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "server name not resolved yet (retrying)",
+                ));
                 continue;
             };
             // This one and every server not tried yet share what is left.
@@ -48,11 +51,8 @@ impl Upstream {
                 }
             }
         }
-        Err(match (last, tried.len()) {
-            (None, _) => io::Error::new(io::ErrorKind::NotFound, "no server configured"),
-            (Some(e), 1) => e,
-            (Some(e), n) => io::Error::new(e.kind(), format!("{n} servers tried, the last: {e}")),
-        })
+        // With several servers, each one's failure was logged as it went down.
+        Err(last.unwrap_or_else(|| io::ErrorKind::NotFound.into()))
     }
 
     async fn attempt(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Async<TcpStream>> {
@@ -77,15 +77,6 @@ impl Upstream {
 fn share(t: Duration, n: u64) -> Duration {
     let ms = t.as_secs() * 1000 + u64::from(t.subsec_millis());
     Duration::from_millis(ms / n.max(1))
-}
-
-/// A server whose name has not resolved (yet).
-fn unresolved(up: &Upstream, i: usize) -> io::Error {
-    let label = up.server(i).map_or("?", |s| &s.label);
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("server {label} is not resolved yet (retrying)"),
-    )
 }
 
 /// Errors that say this host ran out of something, not that the server is down.

@@ -12,7 +12,7 @@
 use crate::dns::Resolver;
 use crate::policy::breaker;
 use crate::relay::Traffic;
-use crate::rt::Timer;
+use crate::rt::{self, Timer};
 use crate::sys::{random_salt, OutboundOpts};
 use async_executor::LocalExecutor;
 use event_listener::Event;
@@ -21,7 +21,11 @@ use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How often a name with no TTL (from the hosts file) is looked up again, unless its server
+/// fails first.
+const NO_TTL: Duration = Duration::from_secs(3600);
 
 /// The first pause before a name that did not resolve is tried again, and the longest.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -315,21 +319,11 @@ async fn keep_resolved(up: Rc<Upstream>, i: usize, resolver: Rc<Resolver>) {
         if std::mem::take(&mut lookup.first) {
             up.first.tried();
         }
-        match lookup.found(s, found, &resolver) {
-            Next::Retry(pause) => Timer::after(pause).await,
-            Next::Refresh(at) => {
-                // Until the answer expires, or the server fails (at most once a second).
-                let expiry = async {
-                    match at {
-                        Some(at) => Timer::at(at).await,
-                        None => future::pending().await,
-                    };
-                };
-                future::or(expiry, moved).await;
-                Timer::after(RETRY_FIRST).await;
-                resolver.forget(&s.host);
-            }
-        }
+        // A name that resolved is looked up again when its answer expires or the server fails;
+        // one that did not, after a pause (or sooner if the server fails).
+        let until = lookup.found(s, found, &resolver);
+        future::or(Timer::at(until), moved).await;
+        resolver.forget(&s.host);
     }
 }
 
@@ -341,16 +335,9 @@ struct Lookup {
     failing: bool,
 }
 
-/// What a name's task does after a lookup.
-enum Next {
-    Retry(Duration),
-    /// Look the name up again at this moment (or when the server fails).
-    Refresh(Option<std::time::Instant>),
-}
-
 impl Lookup {
-    /// Takes in a lookup's result, logging what changed.
-    fn found(&mut self, s: &Server, found: io::Result<Vec<SocketAddr>>, r: &Resolver) -> Next {
+    /// Takes in a lookup's result, logging what changed; gives when to look again.
+    fn found(&mut self, s: &Server, found: io::Result<Vec<SocketAddr>>, r: &Resolver) -> Instant {
         match found.map(|addrs| addrs.first().copied()) {
             Ok(Some(addr)) => {
                 if s.addr.replace(Some(addr)) != Some(addr) {
@@ -358,14 +345,18 @@ impl Lookup {
                 }
                 self.failing = false;
                 self.pause = RETRY_FIRST;
-                Next::Refresh(r.cached_until(&s.host))
+                // Never in the past, which would make the task spin.
+                let now = rt::now();
+                r.cached_until(&s.host)
+                    .unwrap_or(now + NO_TTL)
+                    .max(now + RETRY_FIRST)
             }
             Ok(None) => self.failed(s, &"no address"),
             Err(e) => self.failed(s, &e),
         }
     }
 
-    fn failed(&mut self, s: &Server, e: &dyn std::fmt::Display) -> Next {
+    fn failed(&mut self, s: &Server, e: &dyn std::fmt::Display) -> Instant {
         if !self.failing {
             let still = match s.addr.get() {
                 Some(_) => "the last address meanwhile",
@@ -382,7 +373,7 @@ impl Lookup {
         }
         let pause = self.pause;
         self.pause = (pause * 2).min(RETRY_MAX);
-        Next::Retry(pause)
+        rt::now() + pause
     }
 }
 
