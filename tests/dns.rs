@@ -5,8 +5,8 @@
 
 mod support;
 
-use async_executor::LocalExecutor;
 use ss_smol::dns::{Options, Resolver};
+use ss_smol::rt::LocalExecutor;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::rc::Rc;
@@ -607,7 +607,7 @@ fn abandoned_lookup_does_not_strand_waiters() {
     let got = run(ex.run(async {
         // Let both start, then cancel the one that sent the queries.
         ss_smol::rt::Timer::after(Duration::from_millis(50)).await;
-        drop(leader.cancel());
+        drop(leader);
         follower.await
     }));
     assert_eq!(got.unwrap(), vec![sa("198.51.100.5:2")]);

@@ -23,8 +23,8 @@ use crate::policy::assoc::AssocTable;
 use crate::policy::throttle::{skipped_note, Throttle};
 use crate::proto::address::Address;
 use crate::rt::{self, Async};
+use crate::rt::{LocalExecutor, Task};
 use crate::sys::{self, OrigDstBuf};
-use async_executor::{LocalExecutor, Task};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -145,7 +145,7 @@ pub struct RedirDatagrams {
     /// Keyed by `Peer::Addr`, like the relay's table: one hash table type less in the binary.
     replies: RefCell<AssocTable<Reply, Peer>>,
     strays: Rc<Strays>,
-    ex: Rc<LocalExecutor<'static>>,
+    ex: Rc<LocalExecutor>,
     last_sweep: Cell<Option<Instant>>,
     no_destination: Throttle,
     direct: Throttle,
@@ -165,7 +165,7 @@ impl RedirDatagrams {
         socket: UdpSocket,
         capacity: usize,
         timeout: Duration,
-        ex: Rc<LocalExecutor<'static>>,
+        ex: Rc<LocalExecutor>,
     ) -> io::Result<Self> {
         let port = socket.local_addr()?.port();
         Ok(RedirDatagrams {

@@ -10,9 +10,9 @@ mod tunnel;
 
 use crate::config::{Config, Mode};
 use crate::plugin;
+use crate::rt::LocalExecutor;
 use crate::serve::startup::{self, bind, listen_address, Bind};
 use crate::serve::{Context, Far};
-use async_executor::LocalExecutor;
 use std::rc::Rc;
 
 /// Runs a mode until SIGTERM/SIGINT. Errors are start-up failures, already worded for users.

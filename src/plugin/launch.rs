@@ -11,10 +11,10 @@
 
 use super::lines::Lines;
 use crate::rt::Async;
+use crate::rt::LocalExecutor;
 use crate::sys;
 use crate::sys::child::{self, Child, Exit, Program};
 use crate::sys::ports::{self, Proto};
-use async_executor::LocalExecutor;
 use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -152,7 +152,7 @@ impl Plugins {
     }
 
     /// Logs the plugins' output from the event loop, a line at a time.
-    pub fn log_output(&self, ex: &LocalExecutor<'static>) -> io::Result<()> {
+    pub fn log_output(&self, ex: &LocalExecutor) -> io::Result<()> {
         for r in &self.running {
             if let Some(fd) = r.output.take() {
                 let pipe = Async::new_nonblocking(File::from(fd))?;

@@ -19,10 +19,10 @@ pub use launch::Plugins;
 use crate::config::{Config, Mode};
 use crate::quote::Quoted;
 use crate::relay::upstream::{Server, Upstream, Way};
+use crate::rt::LocalExecutor;
 use crate::serve::startup::Bind;
 use crate::sys::ports::{self, Proto};
 use crate::sys::{self, OutboundOpts};
-use async_executor::LocalExecutor;
 use launch::Launch;
 use nix::sys::signalfd::SignalFd;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -165,7 +165,7 @@ pub fn start(cfg: &Config, launches: &[Launch], signals: &SignalFd) -> Result<St
 /// Logs the plugins' output from the event loop, and gives what the loop calls on SIGCHLD: the
 /// plugin that ended, as a message.
 pub fn watch(
-    ex: &LocalExecutor<'static>,
+    ex: &LocalExecutor,
     plugins: Option<Rc<Plugins>>,
 ) -> Result<impl Fn() -> Option<String> + 'static, String> {
     if let Some(p) = &plugins {

@@ -398,7 +398,7 @@ mod tests {
     fn take_waits_for_a_returned_block() {
         let pool = Pool::new(1).unwrap();
         let held = pool.try_take().unwrap();
-        let ex = async_executor::LocalExecutor::new();
+        let ex = crate::rt::LocalExecutor::new();
         let p = pool.clone();
         let waiter = ex.spawn(async move { p.take().await.len() });
         future::block_on(ex.run(async {

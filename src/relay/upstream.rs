@@ -12,9 +12,9 @@
 use crate::dns::Resolver;
 use crate::policy::breaker;
 use crate::relay::Traffic;
+use crate::rt::LocalExecutor;
 use crate::rt::{self, Timer};
 use crate::sys::{random_salt, OutboundOpts};
-use async_executor::LocalExecutor;
 use event_listener::Event;
 use futures_lite::future;
 use std::cell::Cell;
@@ -264,7 +264,7 @@ impl Upstream {
     }
 
     /// Starts keeping the servers' names resolved (a task per name on `ex`).
-    pub fn resolve_names(self: &Rc<Self>, ex: &LocalExecutor<'static>, resolver: &Rc<Resolver>) {
+    pub fn resolve_names(self: &Rc<Self>, ex: &LocalExecutor, resolver: &Rc<Resolver>) {
         if !self.direct {
             return;
         }

@@ -20,10 +20,12 @@
 //! is only for the next edge. Single-threaded by construction: wakers may be called from this
 //! thread only (nothing here is `Send`).
 
+mod executor;
 mod io;
 mod semaphore;
 mod timer;
 
+pub use executor::{LocalExecutor, Task};
 pub use io::Async;
 pub use semaphore::{OwnedPermit, Permit, Semaphore};
 pub use timer::Timer;
@@ -372,7 +374,7 @@ mod tests {
     fn timers_fire_in_order_and_dropped_ones_never() {
         let order = Rc::new(RefCell::new(Vec::new()));
         block_on(async {
-            let ex = async_executor::LocalExecutor::new();
+            let ex = crate::rt::LocalExecutor::new();
             for (i, ms) in [(1, 30u64), (0, 10), (2, 50)] {
                 let order = Rc::clone(&order);
                 ex.spawn(async move {

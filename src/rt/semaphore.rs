@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn waiters_get_units_as_they_come_back() {
         let sem = Rc::new(Semaphore::new(2));
-        let ex = async_executor::LocalExecutor::new();
+        let ex = crate::rt::LocalExecutor::new();
         future::block_on(ex.run(async {
             let a = sem.acquire_owned().await;
             let b = sem.acquire().await;

@@ -17,8 +17,8 @@ use crate::relay::direct::Targets;
 use crate::relay::pool::Pool;
 use crate::relay::upstream::Upstream;
 use crate::relay::Traffic;
+use crate::rt::LocalExecutor;
 use crate::rt::Semaphore;
-use async_executor::LocalExecutor;
 use futures_lite::future;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -44,7 +44,7 @@ pub struct Context {
     pub pool: Rc<Pool>,
     /// The connection cap: a unit per relayed TCP connection.
     pub limit: Rc<Semaphore>,
-    pub ex: Rc<LocalExecutor<'static>>,
+    pub ex: Rc<LocalExecutor>,
     pub far: Far,
     /// Idle timeout of connections and associations (and of a client's request phase).
     pub timeout: Duration,
@@ -75,7 +75,7 @@ fn handshake_budget(max_conns: usize) -> usize {
 
 impl Context {
     /// Fails (one line for the user) when the pool cannot be allocated.
-    pub fn new(cfg: &Config, far: Far, ex: Rc<LocalExecutor<'static>>) -> Result<Context, String> {
+    pub fn new(cfg: &Config, far: Far, ex: Rc<LocalExecutor>) -> Result<Context, String> {
         Ok(Context {
             method: cfg.method,
             key: cfg.key.clone(),

@@ -7,8 +7,8 @@ use crate::dns::Resolver;
 use crate::logger;
 use crate::proto::cipher::Method;
 use crate::rt::{self, Async, Timer};
+use crate::rt::{LocalExecutor, Task};
 use crate::sys::{self, OutboundOpts};
-use async_executor::{LocalExecutor, Task};
 use futures_lite::future;
 use nix::sys::signalfd::SignalFd;
 use std::future::Future;
@@ -256,7 +256,7 @@ pub fn take_signals() -> Result<SignalFd, String> {
 /// process to stop (`Ok`), or on SIGCHLD `child_ended` reports a child (plugin) that ended
 /// (an error). SIGUSR1 calls `report`; `housekeeping` runs every 10 s.
 pub fn run_until_signal(
-    ex: &LocalExecutor<'static>,
+    ex: &LocalExecutor,
     mut serving: Vec<Task<Result<(), String>>>,
     signals: SignalFd,
     child_ended: impl Fn() -> Option<String> + 'static,

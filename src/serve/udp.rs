@@ -32,8 +32,8 @@ use crate::proto::udp;
 use crate::relay::direct::Targets;
 use crate::relay::pool::{Block, Pool};
 use crate::rt::{self, Async, Timer};
+use crate::rt::{LocalExecutor, Task};
 use crate::sys::{self, random_salt};
-use async_executor::{LocalExecutor, Task};
 use futures_lite::future;
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -73,7 +73,7 @@ pub struct UdpRelay {
     ss2022: Option<UdpCipher>,
     pool: Rc<Pool>,
     table: RefCell<AssocTable<Assoc, Peer>>,
-    ex: Rc<LocalExecutor<'static>>,
+    ex: Rc<LocalExecutor>,
     /// Evictions are warned about at most once a second.
     evictions: Throttle,
 }
@@ -88,7 +88,7 @@ impl UdpRelay {
         pool: Rc<Pool>,
         timeout: Duration,
         capacity: usize,
-        ex: Rc<LocalExecutor<'static>>,
+        ex: Rc<LocalExecutor>,
         identities: Option<Rc<[Psk]>>,
     ) -> Rc<Self> {
         // A client's: ss-server's 2022 packets are its front's.
