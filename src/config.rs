@@ -96,6 +96,42 @@ impl Transport {
 pub struct ServerAddr {
     pub host: String,
     pub port: u16,
+    /// Its own method, keys and plugin (the `servers` array, a link, a server list); `None`:
+    /// the config's `method`, `key` and `plugin`.
+    pub own: Option<Box<OwnSettings>>,
+}
+
+impl ServerAddr {
+    pub fn new(host: String, port: u16) -> ServerAddr {
+        ServerAddr {
+            host,
+            port,
+            own: None,
+        }
+    }
+}
+
+/// A server's settings of its own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OwnSettings {
+    pub method: Method,
+    pub key: MasterKey,
+    /// SIP023 identity keys before `key`, outermost first.
+    pub identity_keys: Vec<MasterKey>,
+    /// Program and options; `None` for no plugin.
+    pub plugin: Option<(String, Option<String>)>,
+    pub remarks: Option<String>,
+}
+
+impl std::fmt::Debug for OwnSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("OwnSettings")
+            .field("method", &self.method)
+            .field("plugin", &self.plugin)
+            .field("remarks", &self.remarks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Memory and connection limits. Peak buffer memory is `pool_blocks * policy::memory::BLOCK_SIZE`.

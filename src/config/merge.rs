@@ -6,7 +6,7 @@
 
 use super::options::{self, Id};
 use super::settings::Settings;
-use super::value::{self, Secret, Val};
+use super::value::{self, Val};
 use super::{cli, file, sip003, Config, Limits, Mode, ServerAddr, ServerOpts, Transport};
 use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
@@ -130,7 +130,7 @@ pub fn build(s: &Settings) -> Result<Config, String> {
                 ))
             }
         };
-        servers.push(ServerAddr { host: h.host, port });
+        servers.push(ServerAddr::new(h.host, port));
     }
 
     // Local side. ss-server has no listen address of its own here: `servers` is where it
@@ -330,18 +330,14 @@ fn users(method: Method, s: &Settings) -> Result<Vec<(String, MasterKey)>, Strin
 /// one source a key beats a password, as in libev. A Shadowsocks 2022 key may be a chain
 /// `iPSK:…:uPSK` (SIP023): the user key is returned first, then the identity keys in order.
 fn master_key(method: Method, s: &Settings) -> Result<(MasterKey, Vec<MasterKey>), String> {
-    enum Cred<'a> {
-        Key(&'a Secret, String),
-        Password(&'a Secret),
-    }
     let cred = if let Some(k) = s.secret_cli(Id::Key) {
-        Cred::Key(k, s.source(Id::Key))
+        Cred::Key(k.expose())
     } else if let Some(p) = s.secret_cli(Id::Password) {
-        Cred::Password(p)
+        Cred::Password(p.expose())
     } else if let Some(k) = s.secret_file(Id::Key) {
-        Cred::Key(k, s.source(Id::Key))
+        Cred::Key(k.expose())
     } else if let Some(p) = s.secret_file(Id::Password) {
-        Cred::Password(p)
+        Cred::Password(p.expose())
     } else {
         return Err(
             "no password: use -k PASSWORD or --key BASE64, or \"password\" or \"key\" \
@@ -349,14 +345,32 @@ fn master_key(method: Method, s: &Settings) -> Result<(MasterKey, Vec<MasterKey>
                 .into(),
         );
     };
+    let source = match cred {
+        Cred::Key(_) => s.source(Id::Key),
+        Cred::Password(_) => s.source(Id::Password),
+    };
+    keys_from(method, cred, &source)
+}
+
+/// A password, or a raw base64 key.
+#[derive(Clone, Copy)]
+pub(super) enum Cred<'a> {
+    Key(&'a str),
+    Password(&'a str),
+}
+
+/// The key (and SIP023 identity keys, outermost first) `cred` gives for `method`; errors
+/// start with `source`, and never quote the secret.
+pub(super) fn keys_from(
+    method: Method,
+    cred: Cred<'_>,
+    source: &str,
+) -> Result<(MasterKey, Vec<MasterKey>), String> {
     if let Some(m) = method.ss2022() {
         // The password is the key itself, base64, as shadowsocks-rust takes it.
-        let (text, source) = match cred {
-            Cred::Key(k, source) => (k, source),
-            Cred::Password(p) => (p, s.source(Id::Password)),
-        };
+        let (Cred::Key(text) | Cred::Password(text)) = cred;
         let mut keys = Vec::new();
-        for part in text.expose().split(':') {
+        for part in text.split(':') {
             let psk = psk(m, part).map_err(|e| format!("{source}: {e}"))?;
             keys.push(
                 MasterKey::from_bytes(method, psk.as_bytes())
@@ -378,13 +392,10 @@ fn master_key(method: Method, s: &Settings) -> Result<(MasterKey, Vec<MasterKey>
         return Ok((user, keys));
     }
     match cred {
-        Cred::Password(p) => Ok((
-            MasterKey::from_password(method, p.expose().as_bytes()),
-            Vec::new(),
-        )),
-        Cred::Key(k, source) => {
+        Cred::Password(p) => Ok((MasterKey::from_password(method, p.as_bytes()), Vec::new())),
+        Cred::Key(k) => {
             let n = method.key_len();
-            let Some(bytes) = value::decode_base64_key(k.expose()) else {
+            let Some(bytes) = value::decode_base64_key(k) else {
                 return Err(format!(
                     "{source} is not valid base64; for {} generate one with `openssl rand -base64 \
                      {n}`",
@@ -495,13 +506,7 @@ mod tests {
         assert_eq!(c.local_addr, "127.0.0.1");
         assert_eq!(c.transport, Transport::TcpOnly);
         assert_eq!(c.limits, Limits::default());
-        assert_eq!(
-            c.servers,
-            vec![ServerAddr {
-                host: "203.0.113.1".into(),
-                port: 8388
-            }]
-        );
+        assert_eq!(c.servers, vec![ServerAddr::new("203.0.113.1".into(), 8388)]);
         assert_eq!(
             c.key,
             MasterKey::from_password(Method::ChaCha20Poly1305, b"pw")
@@ -596,13 +601,7 @@ mod tests {
             ],
             Some(json),
         );
-        assert_eq!(
-            c.servers,
-            vec![ServerAddr {
-                host: "203.0.113.9".into(),
-                port: 3
-            }]
-        );
+        assert_eq!(c.servers, vec![ServerAddr::new("203.0.113.9".into(), 3)]);
         assert_eq!(c.local_port, 4);
         assert_eq!(c.local_addr, "192.0.2.1");
         assert_eq!(c.method, Method::Aes256Gcm);
@@ -816,13 +815,7 @@ mod tests {
         let c = ok(Mode::Local, &[MIN, &["-i", "wan"]].concat(), None);
         assert_eq!(c.interface.as_deref(), Some("wan"));
         let c = ok(Mode::Server, &["-p", "8388", "-k", "x"], None);
-        assert_eq!(
-            c.servers,
-            vec![ServerAddr {
-                host: "0.0.0.0".into(),
-                port: 8388
-            }]
-        );
+        assert_eq!(c.servers, vec![ServerAddr::new("0.0.0.0".into(), 8388)]);
         assert_eq!(c.local_port, 0);
         assert_eq!((c.outbound_bind_v4, c.outbound_bind_v6), (None, None));
         let c = ok(

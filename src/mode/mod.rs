@@ -81,12 +81,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     let watched = plugin::watch(&ex, plugins.clone())?;
     let pool = Rc::clone(&ctx.pool);
-    let report = move || {
-        if let Some(up) = &servers {
-            up.report();
-        }
+    let on_signal = move |name: &str| match (&servers, name) {
+        (Some(up), "SIGUSR1") => up.report(),
+        _ => log::info!("received {name}: nothing to do in this program"),
     };
-    let outcome = startup::run_until_signal(&ex, serving, signals, watched, report, move || {
+    let outcome = startup::run_until_signal(&ex, serving, signals, watched, on_signal, move || {
         pool.trim();
     });
     if let Some(p) = &plugins {

@@ -38,6 +38,11 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 
 /// What one plugin process is started with.
 pub struct Launch {
+    /// The plugin program as configured (a path, or a name looked up on PATH), its options
+    /// (SS_PLUGIN_OPTIONS), and where it was configured, for messages.
+    pub program: String,
+    pub opts: String,
+    pub source: String,
     /// SS_REMOTE_HOST/PORT: where the plugin connects (client) or listens (server).
     pub remote: (String, u16),
     /// SS_LOCAL_HOST/PORT: where the plugin listens (client) or connects (server).
@@ -47,6 +52,8 @@ pub struct Launch {
 }
 
 struct Running {
+    /// The program's file name, which prefixes its log lines.
+    name: Rc<str>,
     child: Child,
     ready: (u16, Proto),
     output: Cell<Option<OwnedFd>>,
@@ -55,39 +62,31 @@ struct Running {
 
 /// The plugin processes of this run. Dropping it stops them.
 pub struct Plugins {
-    /// The program's file name, which prefixes its log lines.
-    name: Rc<str>,
     running: Vec<Running>,
 }
 
 impl Plugins {
-    /// Starts one plugin per launch. `source` names where the plugin was configured.
-    pub fn start(
-        plugin: &str,
-        source: &str,
-        opts: &str,
-        args: &[String],
-        launches: &[Launch],
-    ) -> Result<Plugins, String> {
-        let path =
-            find_program(plugin).map_err(|why| format!("plugin '{plugin}' ({source}) {why}"))?;
-        let name: Rc<str> = Rc::from(path.file_name().and_then(OsStr::to_str).unwrap_or(plugin));
-        child::block_sigchld().map_err(|e| format!("cannot start plugin '{plugin}': {e}"))?;
+    /// Starts one plugin per launch, each with `args` after its name.
+    pub fn start(args: &[String], launches: &[Launch]) -> Result<Plugins, String> {
         let mut plugins = Plugins {
-            name,
             running: Vec::new(),
         };
         for l in launches {
+            let plugin = &l.program;
+            let path = find_program(plugin)
+                .map_err(|why| format!("plugin '{plugin}' ({}) {why}", l.source))?;
+            let name: Rc<str> =
+                Rc::from(path.file_name().and_then(OsStr::to_str).unwrap_or(plugin));
             let fail = |e: io::Error| format!("cannot start plugin '{plugin}': {e}");
+            child::block_sigchld().map_err(fail)?;
             let mut argv = vec![plugin.to_string()];
             argv.extend(args.iter().cloned());
             let program =
-                Program::new(&path.to_string_lossy(), &argv, environment(l, opts)).map_err(fail)?;
+                Program::new(&path.to_string_lossy(), &argv, environment(l)).map_err(fail)?;
             let (read, write) = child::output_pipe().map_err(fail)?;
             let child = child::spawn_guarded(&program, &write).map_err(fail)?;
             log::info!(
-                "plugin {} started (process group {}): local {}:{}, remote {}:{}",
-                plugins.name,
+                "plugin {name} started (process group {}): local {}:{}, remote {}:{}",
                 child.pid,
                 l.local.0,
                 l.local.1,
@@ -95,6 +94,7 @@ impl Plugins {
                 l.remote.1
             );
             plugins.running.push(Running {
+                name,
                 child,
                 ready: l.ready,
                 output: Cell::new(Some(read)),
@@ -125,7 +125,7 @@ impl Plugins {
                     return Err(format!(
                         "plugin {} did not open {proto} port {port} within {} s; check its \
                          options (SS_PLUGIN_OPTIONS) and its log lines above",
-                        self.name,
+                        r.name,
                         START_WAIT.as_secs()
                     ));
                 }
@@ -144,7 +144,7 @@ impl Plugins {
     fn log_what_was_written(&self) {
         for r in &self.running {
             let Some(fd) = r.output.take() else { continue };
-            let mut out = Output::new(Rc::clone(&self.name));
+            let mut out = Output::new(Rc::clone(&r.name));
             // The read end is non-blocking: this stops at what is there (or at the end).
             let _ = out.drain(&File::from(fd));
             out.finish();
@@ -156,7 +156,7 @@ impl Plugins {
         for r in &self.running {
             if let Some(fd) = r.output.take() {
                 let pipe = Async::new_nonblocking(File::from(fd))?;
-                ex.spawn(forward(Rc::clone(&self.name), pipe)).detach();
+                ex.spawn(forward(Rc::clone(&r.name), pipe)).detach();
             }
         }
         Ok(())
@@ -180,7 +180,7 @@ impl Plugins {
             Ok(Exit::Signal(s)) => format!("was killed by {}", child::signal_name(s)),
             Err(e) => format!("ended ({e})"),
         };
-        Some(format!("plugin {} {how}", self.name))
+        Some(format!("plugin {} {how}", r.name))
     }
 
     /// SIGKILL for what is left of the group (the ended process still holds its id), then
@@ -206,7 +206,7 @@ impl Plugins {
             if !child::has_exited(&r.child) {
                 log::warn!(
                     "plugin {} did not exit within {} s of SIGTERM; killing it",
-                    self.name,
+                    r.name,
                     GRACE.as_secs()
                 );
             }
@@ -274,13 +274,13 @@ fn log_line(name: &str, line: &str, cut: bool) {
 
 /// The environment SIP003 gives a plugin, on top of ours (as bytes: an entry that is not
 /// UTF-8 is passed on as it is). IPv6 hosts go without brackets.
-fn environment(l: &Launch, opts: &str) -> Vec<Vec<u8>> {
+fn environment(l: &Launch) -> Vec<Vec<u8>> {
     let ours = [
         ("SS_REMOTE_HOST", l.remote.0.clone()),
         ("SS_REMOTE_PORT", l.remote.1.to_string()),
         ("SS_LOCAL_HOST", l.local.0.clone()),
         ("SS_LOCAL_PORT", l.local.1.to_string()),
-        ("SS_PLUGIN_OPTIONS", opts.to_string()),
+        ("SS_PLUGIN_OPTIONS", l.opts.clone()),
     ];
     let mut env: Vec<Vec<u8>> = std::env::vars_os()
         .filter(|(k, _)| !ours.iter().any(|(name, _)| k.as_bytes() == name.as_bytes()))
@@ -345,11 +345,14 @@ mod tests {
     #[test]
     fn environment_has_the_sip003_variables_once() {
         let l = Launch {
+            program: "obfs-local".into(),
+            opts: "obfs=http;obfs-host=a\\;b".into(),
+            source: "--plugin".into(),
             remote: ("2001:db8::1".into(), 8388),
             local: ("127.0.0.1".into(), 40000),
             ready: (40000, Proto::Tcp),
         };
-        let env = environment(&l, "obfs=http;obfs-host=a\\;b");
+        let env = environment(&l);
         let get = |k: &str| {
             let prefix = format!("{k}=");
             let v: Vec<_> = env

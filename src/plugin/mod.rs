@@ -18,7 +18,7 @@ pub use launch::Plugins;
 
 use crate::config::{Config, Mode};
 use crate::quote::Quoted;
-use crate::relay::upstream::{Server, Upstream, Way};
+use crate::relay::upstream::{Credentials, Server, Upstream, Ways};
 use crate::rt::LocalExecutor;
 use crate::serve::startup::Bind;
 use crate::sys::ports::{self, Proto};
@@ -49,26 +49,54 @@ fn free_port(udp: bool) -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port for the plugin: {e}"))
 }
 
-/// Client modes: how TCP and UDP reach the servers, and the plugins to start for that. The
-/// servers' names are resolved later, on the event loop (`Upstream::resolve_names`).
+/// Client modes: the servers, how TCP and UDP reach them, and the plugins to start for that
+/// (one per server with a plugin: its own, or the config's). The servers' names are resolved
+/// later, on the event loop (`Upstream::resolve_names`).
 pub fn client_side(cfg: &Config, opts: OutboundOpts) -> Result<(Upstream, Vec<Launch>), String> {
-    let (tcp, udp) = carries(cfg);
-    // The plugin resolves the server itself; we only need it for what goes direct.
-    let direct = (cfg.transport.tcp() && !tcp) || (cfg.transport.udp() && !udp);
+    let (tcp, udp) = (
+        cfg.transport.tcp() && cfg.plugin_mode.tcp(),
+        cfg.transport.udp() && cfg.plugin_mode.udp(),
+    );
     let mut launches = Vec::new();
     let mut servers = Vec::new();
-    for s in &cfg.servers {
+    let shared = Rc::new(Credentials::new(
+        cfg.method,
+        cfg.key.clone(),
+        &cfg.identity_keys,
+    ));
+    for (n, s) in cfg.servers.iter().enumerate() {
+        let (creds, plugin, source) = match &s.own {
+            Some(own) => (
+                Rc::new(Credentials::new(
+                    own.method,
+                    own.key.clone(),
+                    &own.identity_keys,
+                )),
+                own.plugin.clone(),
+                format!("server {} of the list", n + 1),
+            ),
+            None => (
+                Rc::clone(&shared),
+                cfg.plugin.clone().map(|p| (p, cfg.plugin_opts.clone())),
+                cfg.plugin_source.to_string(),
+            ),
+        };
         let mut plugin_port = None;
-        if tcp || udp {
+        if let Some((program, opts)) = plugin.filter(|_| tcp || udp) {
             let port = free_port(udp)?;
             launches.push(Launch {
+                program,
+                opts: opts.unwrap_or_default(),
+                source,
                 remote: (s.host.clone(), s.port),
                 local: (Ipv4Addr::LOCALHOST.to_string(), port),
                 ready: (port, if tcp { Proto::Tcp } else { Proto::Udp }),
             });
             plugin_port = Some(port);
         }
-        let server = Server::new(&s.host, s.port, plugin_port);
+        let served = [cfg.transport.tcp(), cfg.transport.udp()];
+        let plugin = plugin_port.map(|p| (p, [tcp, udp]));
+        let server = Server::new(&s.host, s.port, plugin, served, creds);
         if !server.valid_name() {
             return Err(format!(
                 "cannot use server {}: not an IP address or a valid host name",
@@ -77,23 +105,19 @@ pub fn client_side(cfg: &Config, opts: OutboundOpts) -> Result<(Upstream, Vec<La
         }
         servers.push(server);
     }
-    // Loopback to the plugin: no mark, no interface; the plugin's own sockets leave the host.
-    let to_plugin = OutboundOpts {
-        fwmark: None,
-        interface: None,
-        bind_addr: None,
-        no_delay: cfg.no_delay,
-        fast_open: false,
-    };
-    let way = |via_plugin: bool| Way {
-        opts: if via_plugin {
-            to_plugin.clone()
-        } else {
-            opts.clone()
+    let ways = Ways {
+        direct: opts,
+        // Loopback to the plugin: no mark, no interface; the plugin's own sockets leave the
+        // host.
+        to_plugin: OutboundOpts {
+            fwmark: None,
+            interface: None,
+            bind_addr: None,
+            no_delay: cfg.no_delay,
+            fast_open: false,
         },
-        via_plugin,
     };
-    Ok((Upstream::new(servers, way(tcp), way(udp), direct), launches))
+    Ok((Upstream::new(servers, ways), launches))
 }
 
 /// ss-server: what to bind for each listen address, and the plugins that take the public
@@ -113,6 +137,9 @@ pub fn server_side(cfg: &Config, addrs: &[SocketAddr]) -> Result<(Vec<Bind>, Vec
                 bind.udp = Some(loopback(port));
             }
             launches.push(Launch {
+                program: cfg.plugin.clone().unwrap_or_default(),
+                opts: cfg.plugin_opts.clone().unwrap_or_default(),
+                source: cfg.plugin_source.to_string(),
                 remote: (addr.ip().to_string(), addr.port()),
                 local: (Ipv4Addr::LOCALHOST.to_string(), port),
                 ready: (addr.port(), if tcp { Proto::Tcp } else { Proto::Udp }),
@@ -134,21 +161,23 @@ pub enum Started {
 /// Starts the plugins (if any) and waits until they are up, or until `signals` brings SIGTERM
 /// or SIGINT. Warns when a configured plugin carries nothing this run serves.
 pub fn start(cfg: &Config, launches: &[Launch], signals: &SignalFd) -> Result<Started, String> {
-    let Some(plugin) = &cfg.plugin else {
-        return Ok(Started::Running(None));
-    };
     if launches.is_empty() {
-        log::warn!(
-            "plugin '{plugin}' not started: plugin_mode is {} and this runs {} only",
-            cfg.plugin_mode.name(),
-            if cfg.transport.tcp() { "TCP" } else { "UDP" }
-        );
+        if let Some(plugin) = cfg
+            .plugin
+            .as_ref()
+            .filter(|_| carries(cfg) == (false, false))
+        {
+            log::warn!(
+                "plugin '{plugin}' not started: plugin_mode is {} and this runs {} only",
+                cfg.plugin_mode.name(),
+                if cfg.transport.tcp() { "TCP" } else { "UDP" }
+            );
+        }
         return Ok(Started::Running(None));
     }
-    let opts = cfg.plugin_opts.as_deref().unwrap_or("");
-    let plugins = Plugins::start(plugin, cfg.plugin_source, opts, &cfg.plugin_args, launches)?;
+    let plugins = Plugins::start(&cfg.plugin_args, launches)?;
     let stop = || match sys::read_term_signal(signals) {
-        Ok("SIGCHLD" | "SIGUSR1") | Err(_) => None,
+        Ok("SIGCHLD" | "SIGUSR1" | "SIGHUP") | Err(_) => None,
         Ok(name) => Some(name),
     };
     if let Some(name) = plugins.wait_ready(stop)? {

@@ -1,12 +1,13 @@
 //! Outbound connections, with the socket options routers need (SO_MARK, SO_BINDTODEVICE, TCP
 //! Fast Open) applied before connecting; for client modes, with failover between the servers.
 
-use super::upstream::Upstream;
+use super::upstream::{Server, Upstream, TCP};
 use crate::rt::{self, Async, Timer};
 use crate::sys::{self, OutboundOpts};
 use futures_lite::future;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// Attempts at a plugin port that refuses, and the pause between them.
@@ -20,15 +21,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 impl Upstream {
     /// Connects to a server: the next in turn that the circuit breaker lets through, then the
     /// others, each at most once, all within the connect timeout (split between the servers
-    /// left, so one that never answers leaves time for the rest). Gives the server's index.
-    pub async fn connect(&self, idle: Duration) -> io::Result<(Async<TcpStream>, usize)> {
+    /// left, so one that never answers leaves time for the rest). Gives the server.
+    pub async fn connect(&self, idle: Duration) -> io::Result<(Async<TcpStream>, Rc<Server>)> {
         let deadline = rt::now() + idle.min(CONNECT_TIMEOUT);
-        let start = self.start_at();
+        let servers = self.servers();
+        let start = self.start_at(servers.len());
         let mut tried = Vec::new();
         let mut last = None;
-        while let Some(i) = self.next(start, &tried) {
+        while let Some(i) = Upstream::next(&servers, start, &tried) {
             tried.push(i);
-            let Some(addr) = self.addr(i, &self.tcp) else {
+            let Some(server) = servers.get(i) else { break };
+            let Some(addr) = server.addr(TCP) else {
                 last = Some(io::Error::new(
                     io::ErrorKind::NotFound,
                     "server name not resolved yet (retrying)",
@@ -36,17 +39,17 @@ impl Upstream {
                 continue;
             };
             // This one and every server not tried yet share what is left.
-            let left = (self.count() + 1).saturating_sub(tried.len()).max(1) as u64;
+            let left = (servers.len() + 1).saturating_sub(tried.len()).max(1) as u64;
             let budget = share(deadline.saturating_duration_since(rt::now()), left);
-            match self.attempt(addr, budget).await {
+            match self.attempt(server, addr, budget).await {
                 Ok(stream) => {
-                    self.connected(i);
-                    return Ok((stream, i));
+                    server.connected();
+                    return Ok((stream, Rc::clone(server)));
                 }
                 // Out of descriptors or buffers here: no server's fault, and none would do.
                 Err(e) if local_shortage(&e) => return Err(e),
                 Err(e) => {
-                    self.failed(i, &e);
+                    server.failed(&e);
                     last = Some(e);
                 }
             }
@@ -55,12 +58,17 @@ impl Upstream {
         Err(last.unwrap_or_else(|| io::ErrorKind::NotFound.into()))
     }
 
-    async fn attempt(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Async<TcpStream>> {
+    async fn attempt(
+        &self,
+        server: &Server,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<Async<TcpStream>> {
         let mut tries = 1;
         loop {
-            match connect_tcp(addr, &self.tcp.opts, timeout).await {
+            match connect_tcp(addr, self.opts(server, TCP), timeout).await {
                 Err(e)
-                    if self.tcp.via_plugin
+                    if server.through_plugin(TCP)
                         && e.kind() == io::ErrorKind::ConnectionRefused
                         && tries < REFUSED_TRIES =>
                 {

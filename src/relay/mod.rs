@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod direct;
+pub mod names;
 pub mod pool;
 pub mod tcp;
 pub mod upstream;

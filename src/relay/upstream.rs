@@ -1,62 +1,102 @@
 //! The Shadowsocks servers a client mode relays through: where each is reached (its address,
-//! kept resolved, or the loopback port of its plugin), its health for the circuit breaker
-//! (`policy::breaker`), and what it carried, written to the log on SIGUSR1.
+//! kept resolved by `relay::names`, or the loopback port of its plugin), its keys, its health
+//! for the circuit breaker (`policy::breaker`), and what it carried, written to the log on
+//! SIGUSR1.
 //!
-//! A server named by a host name is resolved by a task of its own: at start (every name at
-//! once, before the first connection), again when the answer's TTL runs out, and soon after
-//! the server starts failing, as its address may have moved. A name that does not resolve is
-//! retried with a growing pause (1 s doubling to 60 s) and logged once per episode; the last
-//! address that worked stays in use meanwhile, and a server never resolved is skipped, so
-//! connections fail at once instead of waiting.
+//! Connections and associations hold the `Rc<Server>` they went through, so a server list
+//! replaced while they run (SIGHUP) leaves them on their server and its counters.
 
 use crate::dns::Resolver;
 use crate::policy::breaker;
+use crate::proto::cipher::{MasterKey, Method};
+use crate::proto::ss2022::udp::UdpCipher;
+use crate::proto::ss2022::Psk;
+use crate::relay::names::{self, FirstRound};
 use crate::relay::Traffic;
 use crate::rt::LocalExecutor;
-use crate::rt::{self, Timer};
 use crate::sys::{random_salt, OutboundOpts};
 use event_listener::Event;
-use futures_lite::future;
-use std::cell::Cell;
-use std::io;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
-
-/// How often a name with no TTL (from the hosts file) is looked up again, unless its server
-/// fails first.
-const NO_TTL: Duration = Duration::from_secs(3600);
-
-/// The first pause before a name that did not resolve is tried again, and the longest.
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Connections in a row a server may close without answering before that counts as a failure.
 const SILENT_STREAK: u8 = 3;
+
+/// A server's method and keys; servers configured alike share one.
+pub struct Credentials {
+    pub method: Method,
+    pub key: MasterKey,
+    /// A Shadowsocks 2022 client's identity keys (SIP023), before its user key.
+    pub identities: Option<Rc<[Psk]>>,
+    /// The packet cipher of a Shadowsocks 2022 method.
+    pub udp: Option<UdpCipher>,
+}
+
+impl Credentials {
+    /// `identity_keys` come before `key` in a SIP023 chain, outermost first; the config checked
+    /// their lengths.
+    pub fn new(method: Method, key: MasterKey, identity_keys: &[MasterKey]) -> Credentials {
+        let psk = |k: &MasterKey| {
+            method
+                .ss2022()
+                .and_then(|m| Psk::from_bytes(m, k.as_bytes()).ok())
+        };
+        let ids: Vec<Psk> = identity_keys.iter().filter_map(psk).collect();
+        let identities: Option<Rc<[Psk]>> = (!ids.is_empty()).then(|| ids.into());
+        let udp = psk(&key).map(|p| match &identities {
+            Some(ids) => UdpCipher::with_identities(&p, ids),
+            None => UdpCipher::new(&p),
+        });
+        Credentials {
+            method,
+            key,
+            identities,
+            udp,
+        }
+    }
+}
 
 /// One configured server and what is known about it.
 pub struct Server {
     /// As configured (`host:port`), for the logs.
     pub label: Box<str>,
-    host: Box<str>,
-    port: u16,
+    pub(super) host: Box<str>,
+    pub(super) port: u16,
     /// The loopback port of this server's plugin, when a plugin is configured.
     plugin_port: Option<u16>,
+    /// Which transports go through the plugin, by [`TCP`] and [`UDP`].
+    via_plugin: [bool; 2],
+    /// Which transports this run relays.
+    served: [bool; 2],
     /// The server's address: an IP literal's from the start, a name's once resolved.
-    addr: Cell<Option<SocketAddr>>,
+    pub(super) addr: Cell<Option<SocketAddr>>,
     failures: Cell<u16>,
     /// Connections in a row it closed without answering.
     silent: Cell<u8>,
     /// Wakes the task keeping the name resolved: a failing server may have moved.
-    moved: Event,
+    pub(super) moved: Event,
     /// Connections relayed through it, and those open now.
     connections: Cell<u64>,
     open: Cell<u32>,
     pub traffic: Traffic,
+    pub creds: Rc<Credentials>,
 }
 
+/// TCP and UDP, as indexes into per-transport settings.
+pub const TCP: usize = 0;
+pub const UDP: usize = 1;
+
 impl Server {
-    pub fn new(host: &str, port: u16, plugin_port: Option<u16>) -> Server {
+    /// `plugin` is the loopback port of the server's plugin and which transports it carries;
+    /// `served` which transports this run relays.
+    pub fn new(
+        host: &str,
+        port: u16,
+        plugin: Option<(u16, [bool; 2])>,
+        served: [bool; 2],
+        creds: Rc<Credentials>,
+    ) -> Server {
         let bare = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
@@ -70,7 +110,9 @@ impl Server {
             label: label.into(),
             host: bare.into(),
             port,
-            plugin_port,
+            plugin_port: plugin.map(|(p, _)| p),
+            via_plugin: plugin.map_or([false; 2], |(_, carries)| carries),
+            served,
             addr: Cell::new(literal.map(|ip| SocketAddr::new(ip, port))),
             failures: Cell::new(0),
             silent: Cell::new(0),
@@ -78,10 +120,11 @@ impl Server {
             connections: Cell::new(0),
             open: Cell::new(0),
             traffic: Traffic::default(),
+            creds,
         }
     }
 
-    fn named(&self) -> bool {
+    pub(super) fn named(&self) -> bool {
         self.host.parse::<IpAddr>().is_err()
     }
 
@@ -89,190 +132,194 @@ impl Server {
     pub fn valid_name(&self) -> bool {
         !self.named() || crate::dns::wire::check_name(&self.host).is_ok()
     }
+
+    /// Whether `transport` goes to this server through its plugin.
+    pub fn through_plugin(&self, transport: usize) -> bool {
+        self.via_plugin.get(transport) == Some(&true)
+    }
+
+    /// Where this server is reached for `transport`, if it can be now.
+    pub fn addr(&self, transport: usize) -> Option<SocketAddr> {
+        match self.plugin_port {
+            Some(port) if self.through_plugin(transport) => {
+                Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            }
+            _ => self.addr.get(),
+        }
+    }
+
+    /// Whether the name must be resolved here: some transport this run relays goes straight
+    /// to the server (a plugin resolves the name itself).
+    pub(super) fn needs_address(&self) -> bool {
+        self.named()
+            && [TCP, UDP]
+                .into_iter()
+                .any(|t| self.served.get(t) == Some(&true) && !self.through_plugin(t))
+    }
+
+    /// A connection to it was accepted: that clears its failures, unless it went to its
+    /// plugin, which accepts whatever the server does.
+    pub fn connected(&self) {
+        if !self.through_plugin(TCP) {
+            self.succeeded();
+        }
+    }
+
+    /// It answered a connection.
+    pub fn answered(&self) {
+        self.silent.set(0);
+        self.succeeded();
+    }
+
+    /// It closed a connection that had sent data, without answering. A target that refused
+    /// looks the same, so only a streak of them counts as a failure.
+    pub fn closed_unanswered(&self) {
+        let streak = self.silent.get() + 1;
+        if streak < SILENT_STREAK {
+            self.silent.set(streak);
+            return;
+        }
+        self.silent.set(0);
+        self.failed(&format_args!(
+            "closed {SILENT_STREAK} connections in a row without answering"
+        ));
+    }
+
+    /// It works: its failures are forgotten.
+    fn succeeded(&self) {
+        if self.failures.replace(0) > 0 {
+            log::info!("server {} is back", self.label);
+        }
+    }
+
+    /// It failed (`why`): one more failure, and the first of an episode is logged.
+    pub fn failed(&self, why: &dyn std::fmt::Display) {
+        let before = self.failures.get();
+        self.failures.set(breaker::failed(before));
+        if before == 0 {
+            log::warn!("server {} is down: {why}", self.label);
+            self.moved.notify(1);
+        } else {
+            log::debug!("server {}: {why}", self.label);
+        }
+    }
+
+    /// A connection through it starts relaying; its bytes count in what this gives.
+    pub fn opened(&self) -> &Traffic {
+        self.connections.set(self.connections.get() + 1);
+        self.open.set(self.open.get() + 1);
+        &self.traffic
+    }
+
+    pub fn closed(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+    }
+
+    /// Its state and what it carried, one line at info level.
+    fn report(&self) {
+        let state = match (self.addr(TCP).or(self.addr(UDP)), self.failures.get()) {
+            (None, _) => "unresolved",
+            (Some(_), 0) => "up",
+            (Some(_), _) => "down",
+        };
+        log::info!(
+            "server {}: {state}, failures {}, connections {} ({} open), sent {} B, received {} B",
+            self.label,
+            self.failures.get(),
+            self.connections.get(),
+            self.open.get(),
+            self.traffic.sent.get(),
+            self.traffic.received.get()
+        );
+    }
 }
 
-/// How one transport reaches the servers: straight, or through each server's plugin.
-pub struct Way {
-    pub opts: OutboundOpts,
-    pub via_plugin: bool,
+/// The socket options to the servers: straight, or to a plugin on loopback.
+pub struct Ways {
+    pub direct: OutboundOpts,
+    pub to_plugin: OutboundOpts,
 }
 
-/// The servers of a client mode, and how TCP and UDP reach them (they differ when a plugin
-/// carries only one of them).
+/// The servers of a client mode, and how they are reached.
 pub struct Upstream {
-    servers: Vec<Server>,
-    pub tcp: Way,
-    pub udp: Way,
-    /// Whether some transport goes straight to the servers, so their names must be resolved
-    /// here (a plugin resolves the name itself).
-    direct: bool,
+    servers: RefCell<Rc<[Rc<Server>]>>,
+    ways: Ways,
     /// Where the next connection starts, so load spreads over the servers as libev's random
     /// pick does.
     cursor: Cell<usize>,
-    first: FirstRound,
+    pub(super) first: FirstRound,
 }
 
 impl Upstream {
-    pub fn new(servers: Vec<Server>, tcp: Way, udp: Way, direct: bool) -> Upstream {
+    pub fn new(servers: Vec<Server>, ways: Ways) -> Upstream {
         Upstream {
-            servers,
-            tcp,
-            udp,
-            direct,
+            servers: RefCell::new(servers.into_iter().map(Rc::new).collect()),
+            ways,
             cursor: Cell::new(0),
-            first: FirstRound {
-                left: Cell::new(0),
-                done: Event::new(),
-            },
+            first: FirstRound::default(),
         }
     }
 
-    pub fn count(&self) -> usize {
-        self.servers.len()
+    /// The servers now; a connection keeps its snapshot while it walks them.
+    pub fn servers(&self) -> Rc<[Rc<Server>]> {
+        Rc::clone(&self.servers.borrow())
     }
 
-    pub fn server(&self, i: usize) -> Option<&Server> {
-        self.servers.get(i)
-    }
-
-    /// Where server `i` is reached by `way`, if it can be now.
-    pub fn addr(&self, i: usize, way: &Way) -> Option<SocketAddr> {
-        let s = self.servers.get(i)?;
-        match (way.via_plugin, s.plugin_port) {
-            (true, Some(port)) => Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
-            _ => s.addr.get(),
+    /// The socket options for `transport` to `server`.
+    pub fn opts(&self, server: &Server, transport: usize) -> &OutboundOpts {
+        match server.through_plugin(transport) {
+            true => &self.ways.to_plugin,
+            false => &self.ways.direct,
         }
     }
 
-    /// The start of a new connection's walk over the servers.
-    pub fn start_at(&self) -> usize {
+    /// The start of a new connection's walk over `n` servers.
+    pub fn start_at(&self, n: usize) -> usize {
         let i = self.cursor.get();
-        self.cursor
-            .set(i.wrapping_add(1) % self.servers.len().max(1));
-        i
+        self.cursor.set(i.wrapping_add(1));
+        i % n.max(1)
     }
 
-    /// The next server to try after `tried`, by the circuit breaker.
-    pub fn next(&self, start: usize, tried: &[usize]) -> Option<usize> {
-        let failures = |i: usize| self.servers.get(i).map_or(0, |s| s.failures.get());
-        breaker::next(self.servers.len(), start, tried, failures, draw)
+    /// The next of `servers` to try after `tried`, by the circuit breaker.
+    pub fn next(servers: &[Rc<Server>], start: usize, tried: &[usize]) -> Option<usize> {
+        let failures = |i: usize| servers.get(i).map_or(0, |s| s.failures.get());
+        breaker::next(servers.len(), start, tried, failures, draw)
     }
 
     /// A server for a new UDP association, other than `not` (the one that just failed).
-    pub fn pick_udp(&self, not: Option<usize>) -> Option<(usize, SocketAddr)> {
-        let start = self.start_at();
-        let mut tried: Vec<usize> = not.into_iter().collect();
-        while let Some(i) = self.next(start, &tried) {
-            if let Some(addr) = self.addr(i, &self.udp) {
-                return Some((i, addr));
+    pub fn pick_udp(&self, not: Option<&Rc<Server>>) -> Option<(Rc<Server>, SocketAddr)> {
+        let servers = self.servers();
+        let start = self.start_at(servers.len());
+        let mut tried: Vec<usize> = servers
+            .iter()
+            .position(|s| not.is_some_and(|n| Rc::ptr_eq(s, n)))
+            .into_iter()
+            .collect();
+        while let Some(i) = Upstream::next(&servers, start, &tried) {
+            let s = servers.get(i)?;
+            if let Some(addr) = s.addr(UDP) {
+                return Some((Rc::clone(s), addr));
             }
             tried.push(i);
         }
         None
     }
 
-    /// A connection to server `i` was accepted: that clears its failures, unless it went to
-    /// the server's plugin, which accepts whatever the server does.
-    pub fn connected(&self, i: usize) {
-        if !self.tcp.via_plugin {
-            self.succeeded(i);
-        }
-    }
-
-    /// Server `i` answered a connection.
-    pub fn answered(&self, i: usize) {
-        if let Some(s) = self.servers.get(i) {
-            s.silent.set(0);
-        }
-        self.succeeded(i);
-    }
-
-    /// Server `i` closed a connection that had sent data, without answering. A target that
-    /// refused looks the same, so only a streak of them counts as a failure.
-    pub fn closed_unanswered(&self, i: usize) {
-        let Some(s) = self.servers.get(i) else { return };
-        let streak = s.silent.get() + 1;
-        if streak < SILENT_STREAK {
-            s.silent.set(streak);
-            return;
-        }
-        s.silent.set(0);
-        self.failed(
-            i,
-            &format_args!("closed {SILENT_STREAK} connections in a row without answering"),
-        );
-    }
-
-    /// Server `i` works: its failures are forgotten.
-    fn succeeded(&self, i: usize) {
-        if let Some(s) = self.servers.get(i) {
-            if s.failures.replace(0) > 0 {
-                log::info!("server {} is back", s.label);
-            }
-        }
-    }
-
-    /// Server `i` failed (`why`): one more failure, and the first of an episode is logged.
-    pub fn failed(&self, i: usize, why: &dyn std::fmt::Display) {
-        let Some(s) = self.servers.get(i) else { return };
-        let before = s.failures.get();
-        s.failures.set(breaker::failed(before));
-        if before == 0 {
-            log::warn!("server {} is down: {why}", s.label);
-            s.moved.notify(1);
-        } else {
-            log::debug!("server {}: {why}", s.label);
-        }
-    }
-
-    /// A connection through server `i` starts relaying; its bytes count in what this gives.
-    pub fn opened(&self, i: usize) -> Option<&Traffic> {
-        let s = self.servers.get(i)?;
-        s.connections.set(s.connections.get() + 1);
-        s.open.set(s.open.get() + 1);
-        Some(&s.traffic)
-    }
-
-    pub fn closed(&self, i: usize) {
-        if let Some(s) = self.servers.get(i) {
-            s.open.set(s.open.get().saturating_sub(1));
-        }
-    }
-
-    /// One line per server, at info level: its state and what it carried (SIGUSR1).
+    /// One line per server, at info level (SIGUSR1).
     pub fn report(&self) {
-        for (i, s) in self.servers.iter().enumerate() {
-            let state = match (
-                self.addr(i, &self.tcp).or(self.addr(i, &self.udp)),
-                s.failures.get(),
-            ) {
-                (None, _) => "unresolved",
-                (Some(_), 0) => "up",
-                (Some(_), _) => "down",
-            };
-            log::info!(
-                "server {}: {state}, failures {}, connections {} ({} open), sent {} B, \
-                 received {} B",
-                s.label,
-                s.failures.get(),
-                s.connections.get(),
-                s.open.get(),
-                s.traffic.sent.get(),
-                s.traffic.received.get()
-            );
+        for s in self.servers().iter() {
+            s.report();
         }
     }
 
     /// Starts keeping the servers' names resolved (a task per name on `ex`).
     pub fn resolve_names(self: &Rc<Self>, ex: &LocalExecutor, resolver: &Rc<Resolver>) {
-        if !self.direct {
-            return;
-        }
-        for (i, s) in self.servers.iter().enumerate() {
-            if s.named() {
-                self.first.left.set(self.first.left.get() + 1);
-                ex.spawn(keep_resolved(Rc::clone(self), i, Rc::clone(resolver)))
-                    .detach();
+        for s in self.servers().iter() {
+            if s.needs_address() {
+                self.first.expect();
+                let task =
+                    names::keep_resolved(Rc::downgrade(s), Rc::clone(self), Rc::clone(resolver));
+                ex.spawn(task).detach();
             }
         }
     }
@@ -280,100 +327,7 @@ impl Upstream {
     /// Returns once every name was looked up once (the resolver bounds how long that takes),
     /// so the first connections find their servers.
     pub async fn names_tried(&self) {
-        loop {
-            let listener = self.first.done.listen();
-            if self.first.left.get() == 0 {
-                return;
-            }
-            listener.await;
-        }
-    }
-}
-
-/// Names not tried yet at start.
-struct FirstRound {
-    left: Cell<usize>,
-    done: Event,
-}
-
-impl FirstRound {
-    fn tried(&self) {
-        if let Some(n) = self.left.get().checked_sub(1) {
-            self.left.set(n);
-            self.done.notify(usize::MAX);
-        }
-    }
-}
-
-/// Keeps server `i`'s name resolved for as long as the process runs.
-async fn keep_resolved(up: Rc<Upstream>, i: usize, resolver: Rc<Resolver>) {
-    let Some(s) = up.servers.get(i) else { return };
-    let mut lookup = Lookup {
-        first: true,
-        pause: RETRY_FIRST,
-        failing: false,
-    };
-    loop {
-        let moved = s.moved.listen();
-        let found = resolver.resolve(&s.host, s.port).await;
-        if std::mem::take(&mut lookup.first) {
-            up.first.tried();
-        }
-        // A name that resolved is looked up again when its answer expires or the server fails;
-        // one that did not, after a pause (or sooner if the server fails).
-        let until = lookup.found(s, found, &resolver);
-        future::or(Timer::at(until), moved).await;
-        resolver.forget(&s.host);
-    }
-}
-
-/// Where a server's lookups stand.
-struct Lookup {
-    first: bool,
-    pause: Duration,
-    /// A failure was logged and no lookup has succeeded since.
-    failing: bool,
-}
-
-impl Lookup {
-    /// Takes in a lookup's result, logging what changed; gives when to look again.
-    fn found(&mut self, s: &Server, found: io::Result<Vec<SocketAddr>>, r: &Resolver) -> Instant {
-        match found.map(|addrs| addrs.first().copied()) {
-            Ok(Some(addr)) => {
-                if s.addr.replace(Some(addr)) != Some(addr) {
-                    log::info!("server '{}' resolves to {}", s.host, addr.ip());
-                }
-                self.failing = false;
-                self.pause = RETRY_FIRST;
-                // Never in the past, which would make the task spin.
-                let now = rt::now();
-                r.cached_until(&s.host)
-                    .unwrap_or(now + NO_TTL)
-                    .max(now + RETRY_FIRST)
-            }
-            Ok(None) => self.failed(s, &"no address"),
-            Err(e) => self.failed(s, &e),
-        }
-    }
-
-    fn failed(&mut self, s: &Server, e: &dyn std::fmt::Display) -> Instant {
-        if !self.failing {
-            let still = match s.addr.get() {
-                Some(_) => "the last address meanwhile",
-                None => "none meanwhile",
-            };
-            log::warn!(
-                "server '{}': {e}; retrying with a growing pause (up to {} s), using {still}",
-                s.host,
-                RETRY_MAX.as_secs()
-            );
-            self.failing = true;
-        } else {
-            log::debug!("server '{}': again: {e}", s.host);
-        }
-        let pause = self.pause;
-        self.pause = (pause * 2).min(RETRY_MAX);
-        rt::now() + pause
+        self.first.all_tried().await
     }
 }
 

@@ -55,8 +55,6 @@ pub struct Context {
     /// Connections still in their handshake, which give way under pressure.
     pub handshakes: RefCell<Handshakes<Rc<tcp::Cancel>>>,
     pub max_conns: usize,
-    /// A Shadowsocks 2022 client's identity keys (SIP023), before its user key.
-    pub identities: Option<Rc<[Psk]>>,
     /// A multi-user Shadowsocks 2022 server's users.
     pub users: Option<Rc<Users>>,
     /// ss-server's connections' bytes, all together.
@@ -91,7 +89,6 @@ impl Context {
                 HANDSHAKES_PER_SOURCE,
             )),
             max_conns: cfg.limits.max_conns,
-            identities: identities(cfg),
             users: users(cfg),
             traffic: Traffic::default(),
         })
@@ -105,12 +102,6 @@ fn psks<'a>(cfg: &Config, keys: impl Iterator<Item = &'a MasterKey>) -> Vec<Psk>
     };
     keys.filter_map(|k| Psk::from_bytes(m, k.as_bytes()).ok())
         .collect()
-}
-
-/// A client's identity keys, if it has any.
-pub fn identities(cfg: &Config) -> Option<Rc<[Psk]>> {
-    let keys = psks(cfg, cfg.identity_keys.iter());
-    (!keys.is_empty()).then(|| keys.into())
 }
 
 /// A multi-user server's users, if it has any.
@@ -138,13 +129,10 @@ pub fn listener(
         UdpRelay::new(
             front,
             ctx.far.clone(),
-            ctx.method,
-            ctx.key.clone(),
             Rc::clone(&ctx.pool),
             cfg.timeout,
             cfg.limits.udp_assocs,
             Rc::clone(&ctx.ex),
-            ctx.identities.clone(),
         )
     });
     let ctx = Rc::clone(ctx);

@@ -254,13 +254,13 @@ pub fn take_signals() -> Result<SignalFd, String> {
 
 /// Runs the listeners' tasks until one fails (its error is the result), a signal asks the
 /// process to stop (`Ok`), or on SIGCHLD `child_ended` reports a child (plugin) that ended
-/// (an error). SIGUSR1 calls `report`; `housekeeping` runs every 10 s.
+/// (an error). SIGUSR1 and SIGHUP go to `on_signal`; `housekeeping` runs every 10 s.
 pub fn run_until_signal(
     ex: &LocalExecutor,
     mut serving: Vec<Task<Result<(), String>>>,
     signals: SignalFd,
     child_ended: impl Fn() -> Option<String> + 'static,
-    report: impl Fn() + 'static,
+    on_signal: impl Fn(&str) + 'static,
     housekeeping: impl Fn() + 'static,
 ) -> Result<(), String> {
     let signals = Async::new_nonblocking(signals)
@@ -295,8 +295,8 @@ pub fn run_until_signal(
                 }
                 Some(name) => name.unwrap_or("SIGTERM"),
             };
-            if name == "SIGUSR1" {
-                report();
+            if name == "SIGUSR1" || name == "SIGHUP" {
+                on_signal(name);
                 continue;
             }
             if name == "SIGCHLD" {

@@ -16,7 +16,7 @@ use crate::policy::handshakes::{Evicted, Ripe};
 use crate::proto::cipher::MAX_SALT_LEN;
 use crate::proto::stream::{Opening, Sealing};
 use crate::relay::tcp::{relay, Ciphers, FirstWrite, Pending};
-use crate::relay::upstream::Upstream;
+use crate::relay::upstream::{Credentials, Server, Upstream};
 use crate::relay::RelayError;
 use crate::rt::{self, Async, OwnedPermit, Timer};
 use crate::sys::random_salt;
@@ -196,7 +196,7 @@ struct Opened {
 enum Shape {
     /// The client is plain, the server sealed: the prefix leaves with the salt; `server` is
     /// the index of the server in the upstream.
-    ClientMode { prefix: Prefix, server: usize },
+    ClientMode { prefix: Prefix, server: Rc<Server> },
     /// The client is sealed, the target plain; `pending` is ciphertext read past the first
     /// chunk.
     ServerMode { pending: Option<Pending> },
@@ -221,9 +221,9 @@ fn connection(
         };
         let (pool, timeout) = (&ctx.pool, ctx.timeout);
         let result = match (&mut open.shape, &ctx.far) {
-            (Shape::ClientMode { prefix, server }, Far::Server(upstream)) => {
-                let server = *server;
-                let traffic = upstream.opened(server);
+            (Shape::ClientMode { prefix, server }, Far::Server(_)) => {
+                let server = Rc::clone(server);
+                let traffic = server.opened();
                 let first = FirstWrite {
                     prefix,
                     wait: FIRST_PAYLOAD_WAIT,
@@ -236,10 +236,10 @@ fn connection(
                     None,
                     pool,
                     timeout,
-                    traffic.unwrap_or(&ctx.traffic),
+                    traffic,
                 )
                 .await;
-                client_relay_ended(&ctx, upstream, server, &open, &r);
+                client_relay_ended(&ctx, &server, &open, &r);
                 r
             }
             (Shape::ServerMode { pending }, _) => {
@@ -295,7 +295,7 @@ async fn open(
                 log::debug!("{who}: {e}");
                 return None;
             }
-            let ciphers = Box::new(client_ciphers(ctx, &who)?);
+            let ciphers = Box::new(client_ciphers(&server.creds, &who)?);
             Some(Opened {
                 far,
                 ciphers,
@@ -349,13 +349,11 @@ async fn connect_server(
     upstream: &Upstream,
     timeout: Duration,
     who: &str,
-) -> std::io::Result<(Async<TcpStream>, usize)> {
+) -> std::io::Result<(Async<TcpStream>, Rc<Server>)> {
     match upstream.connect(timeout).await {
-        Ok((stream, i)) => {
-            if let Some(s) = upstream.server(i) {
-                log::debug!("{who}: via {}", s.label);
-            }
-            Ok((stream, i))
+        Ok((stream, server)) => {
+            log::debug!("{who}: via {}", server.label);
+            Ok((stream, server))
         }
         Err(e) => {
             log::warn!("{who}: cannot connect to server: {e}");
@@ -383,8 +381,9 @@ fn sealing(enc: Option<Sealing>, who: &str) -> Option<Sealing> {
     enc
 }
 
-/// A client mode's cipher state for one connection, under a fresh salt.
-fn client_ciphers(ctx: &Context, who: &str) -> Option<Ciphers> {
+/// A client mode's cipher state for one connection to a server with `creds`, under a fresh
+/// salt.
+fn client_ciphers(creds: &Credentials, who: &str) -> Option<Ciphers> {
     let salt = salt(who)?;
     // The length of a Shadowsocks 2022 request's padding, if it has no data to carry.
     let mut padding = [0u8; 2];
@@ -393,9 +392,15 @@ fn client_ciphers(ctx: &Context, who: &str) -> Option<Ciphers> {
         return None;
     }
     let padding = u16::from_le_bytes(padding);
-    let enc = Sealing::client(ctx.method, &ctx.key, &salt, padding, ctx.identities.clone());
+    let enc = Sealing::client(
+        creds.method,
+        &creds.key,
+        &salt,
+        padding,
+        creds.identities.clone(),
+    );
     let enc = sealing(enc, who)?;
-    let dec = Opening::client(ctx.method, &ctx.key, &enc)?;
+    let dec = Opening::client(creds.method, &creds.key, &enc)?;
     Some(Ciphers {
         enc,
         dec,
@@ -410,20 +415,19 @@ fn client_ciphers(ctx: &Context, who: &str) -> Option<Ciphers> {
 #[inline(never)]
 fn client_relay_ended(
     ctx: &Context,
-    upstream: &Upstream,
-    server: usize,
+    server: &Server,
     open: &Opened,
     result: &Result<(), RelayError>,
 ) {
-    upstream.closed(server);
+    server.closed();
     let answered = open.ciphers.dec.answered();
     if answered {
-        upstream.answered(server);
+        server.answered();
         ctx.hinted.set(false);
         return;
     }
     if open.ciphers.sent && matches!(result, Ok(()) | Err(RelayError::SealedIo(_))) {
-        upstream.closed_unanswered(server);
+        server.closed_unanswered();
     }
     let silent = matches!(result, Ok(()) | Err(RelayError::Idle));
     if silent && open.ciphers.sent && !ctx.hinted.replace(true) {

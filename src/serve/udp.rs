@@ -24,13 +24,14 @@ use crate::ingress::{packet_nonce, random_id, Datagram, DatagramFront, Peer};
 use crate::policy::assoc::AssocTable;
 use crate::policy::throttle::{skipped_note, Throttle};
 use crate::proto::address::{self, Address};
-use crate::proto::cipher::{MasterKey, Method, MAX_SALT_LEN, TAG_LEN};
+use crate::proto::cipher::{MAX_SALT_LEN, TAG_LEN};
 use crate::proto::ss2022::session::{client_prefix_len, ClientSession};
-use crate::proto::ss2022::udp::{UdpCipher, NONCE_LEN, SEPARATE_LEN};
-use crate::proto::ss2022::{self, Psk, IDENTITY_LEN, MAX_IDENTITIES};
+use crate::proto::ss2022::udp::{NONCE_LEN, SEPARATE_LEN};
+use crate::proto::ss2022::{self, IDENTITY_LEN, MAX_IDENTITIES};
 use crate::proto::udp;
 use crate::relay::direct::Targets;
 use crate::relay::pool::{Block, Pool};
+use crate::relay::upstream::{Credentials, Server, UDP};
 use crate::rt::{self, Async, Timer};
 use crate::rt::{LocalExecutor, Task};
 use crate::sys::{self, random_salt};
@@ -48,13 +49,20 @@ pub const MAX_LOOKUPS: u8 = 8;
 /// cancels the task.
 struct Outbound {
     socket: Rc<Async<UdpSocket>>,
-    /// A Shadowsocks 2022 client's session with the server.
-    session: Option<Rc<RefCell<ClientSession>>>,
+    via: Option<Rc<Via>>,
     _replies: Task<()>,
 }
 
-/// An association's socket and, for a Shadowsocks 2022 client, its session.
-type Way = (Rc<Async<UdpSocket>>, Option<Rc<RefCell<ClientSession>>>);
+/// A client association's server: which one, its keys, and for a Shadowsocks 2022 method the
+/// session with it.
+struct Via {
+    server: Rc<Server>,
+    creds: Rc<Credentials>,
+    session: Option<RefCell<ClientSession>>,
+}
+
+/// An association's socket and, for a client, its server.
+type Way = (Rc<Async<UdpSocket>>, Option<Rc<Via>>);
 
 /// One client's association: through the server, one socket (slot 0); to targets, one per
 /// address family (0: IPv4, 1: IPv6).
@@ -67,10 +75,6 @@ struct Assoc {
 pub struct UdpRelay {
     front: Box<dyn DatagramFront>,
     far: Far,
-    method: Method,
-    key: MasterKey,
-    /// The PSK's packet cipher, for a Shadowsocks 2022 method.
-    ss2022: Option<UdpCipher>,
     pool: Rc<Pool>,
     table: RefCell<AssocTable<Assoc, Peer>>,
     ex: Rc<LocalExecutor>,
@@ -79,33 +83,17 @@ pub struct UdpRelay {
 }
 
 impl UdpRelay {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         front: Box<dyn DatagramFront>,
         far: Far,
-        method: Method,
-        key: MasterKey,
         pool: Rc<Pool>,
         timeout: Duration,
         capacity: usize,
         ex: Rc<LocalExecutor>,
-        identities: Option<Rc<[Psk]>>,
     ) -> Rc<Self> {
-        // A client's: ss-server's 2022 packets are its front's.
-        let ss2022 = method
-            .ss2022()
-            .filter(|_| matches!(far, Far::Server(_)))
-            .and_then(|m| Psk::from_bytes(m, key.as_bytes()).ok())
-            .map(|psk| match &identities {
-                Some(ids) => UdpCipher::with_identities(&psk, ids),
-                None => UdpCipher::new(&psk),
-            });
         Rc::new(UdpRelay {
             front,
             far,
-            method,
-            key,
-            ss2022,
             pool,
             table: RefCell::new(AssocTable::new(capacity, timeout)),
             ex,
@@ -154,13 +142,15 @@ impl UdpRelay {
 
     /// Seals `ADDRESS | data` where it lies and sends it on the association's server socket.
     async fn to_server(self: &Rc<Self>, mut block: Block, d: Datagram) {
-        let (socket, session) = match self.server_socket(d.client) {
-            Ok(s) => s,
+        let (socket, via) = match self.server_socket(d.client) {
+            Ok((socket, Some(via))) => (socket, via),
+            Ok((_, None)) => return,
             Err(e) => {
                 return log::warn!("udp: {}: cannot open a socket to the server: {e}", d.client)
             }
         };
-        if let (Some(udp), Some(session)) = (&self.ss2022, session) {
+        let creds = &via.creds;
+        if let (Some(udp), Some(session)) = (&creds.udp, &via.session) {
             let start = d.data.start - client_prefix_len(udp, &d.target);
             let packet = &mut block[start..d.data.end + TAG_LEN];
             let Ok(nonce) = packet_nonce(udp) else {
@@ -177,7 +167,7 @@ impl UdpRelay {
             }
             return;
         }
-        let salt_len = self.method.salt_len();
+        let salt_len = creds.method.salt_len();
         let plain_at = d.data.start - d.target.wire_len();
         let _ = d.target.write_to(&mut block[plain_at..d.data.start]);
         let mut salt = [0u8; MAX_SALT_LEN];
@@ -185,7 +175,7 @@ impl UdpRelay {
             return log::error!("udp: the system random number generator failed");
         }
         let packet = &mut block[plain_at - salt_len..d.data.end + TAG_LEN];
-        if let Err(e) = udp::seal(self.method, &self.key, &salt, packet) {
+        if let Err(e) = udp::seal(creds.method, &creds.key, &salt, packet) {
             return log::warn!("udp: {}: not sent: {e}", d.client);
         }
         if let Err(e) = socket.send(packet).await {
@@ -260,13 +250,23 @@ impl UdpRelay {
             let Far::Server(upstream) = &self.far else {
                 return Err(io::Error::other("no server for this relay"));
             };
-            let (_, server) = upstream
+            let (chosen, server) = upstream
                 .pick_udp(None)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no server reachable"))?;
-            let socket = sys::outbound_udp_socket(server, &upstream.udp.opts)?;
+            let creds = Rc::clone(&chosen.creds);
+            let session = match &creds.udp {
+                Some(udp) => Some(RefCell::new(ClientSession::new(udp, random_id()?))),
+                None => None,
+            };
+            let socket = sys::outbound_udp_socket(server, upstream.opts(&chosen, UDP))?;
             socket.connect(server)?;
             log::debug!("udp: {client}: new association via {server}");
-            Ok(socket)
+            let via = Via {
+                server: chosen,
+                creds,
+                session,
+            };
+            Ok((socket, Some(Rc::new(via))))
         })
     }
 
@@ -277,7 +277,10 @@ impl UdpRelay {
             let Far::Targets(targets) = &self.far else {
                 return Err(io::Error::other("no targets for this relay"));
             };
-            sys::outbound_udp_socket(addr, targets.outbound(&addr))
+            Ok((
+                sys::outbound_udp_socket(addr, targets.outbound(&addr))?,
+                None,
+            ))
         })
     }
 
@@ -286,31 +289,26 @@ impl UdpRelay {
         self: &Rc<Self>,
         client: Peer,
         slot: usize,
-        open: impl FnOnce() -> io::Result<UdpSocket>,
+        open: impl FnOnce() -> io::Result<(UdpSocket, Option<Rc<Via>>)>,
     ) -> io::Result<Way> {
         let now = rt::now();
         let existing = self.table.borrow_mut().get(&client, now).map(|a| {
             a.out
                 .get(slot)
                 .and_then(Option::as_ref)
-                .map(|o| (Rc::clone(&o.socket), o.session.clone()))
+                .map(|o| (Rc::clone(&o.socket), o.via.clone()))
         });
         if let Some(Some(way)) = existing {
             return Ok(way);
         }
-        let socket = Rc::new(Async::new_nonblocking(open()?)?);
-        let session = match (&self.ss2022, &self.far) {
-            (Some(udp), Far::Server(_)) => {
-                Some(Rc::new(RefCell::new(ClientSession::new(udp, random_id()?))))
-            }
-            _ => None,
-        };
+        let (socket, via) = open()?;
+        let socket = Rc::new(Async::new_nonblocking(socket)?);
         let replies =
             self.ex
-                .spawn(Rc::clone(self).replies(client, Rc::clone(&socket), session.clone()));
+                .spawn(Rc::clone(self).replies(client, Rc::clone(&socket), via.clone()));
         let outbound = Outbound {
             socket: Rc::clone(&socket),
-            session: session.clone(),
+            via: via.clone(),
             _replies: replies,
         };
         let mut table = self.table.borrow_mut();
@@ -344,7 +342,7 @@ impl UdpRelay {
             }
         }
         drop(gone);
-        Ok((socket, session))
+        Ok((socket, via))
     }
 
     /// Far side → client, for one outbound socket.
@@ -352,7 +350,7 @@ impl UdpRelay {
         self: Rc<Self>,
         client: Peer,
         socket: Rc<Async<UdpSocket>>,
-        session: Option<Rc<RefCell<ClientSession>>>,
+        via: Option<Rc<Via>>,
     ) {
         let head = self.front.reply_headroom();
         let mut warned = false;
@@ -368,16 +366,17 @@ impl UdpRelay {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     log::debug!("udp: {client}: receive: {e}");
-                    if e.kind() == io::ErrorKind::ConnectionRefused {
-                        self.move_on(&socket, &e);
+                    if let (io::ErrorKind::ConnectionRefused, Some(via)) = (e.kind(), &via) {
+                        // This task ends with the association's socket.
+                        return self.move_on(client, via, &e);
                     }
                     continue;
                 }
             };
-            let (from, data) = match self.far {
-                Far::Server(_) if self.ss2022.is_some() => {
+            let (from, data) = match (&self.far, &via) {
+                (Far::Server(_), Some(via)) if via.creds.udp.is_some() => {
                     let packet = &mut block[head..head + n];
-                    let opened = match (&self.ss2022, &session) {
+                    let opened = match (&via.creds.udp, &via.session) {
                         (Some(udp), Some(s)) => s.borrow_mut().open(udp, packet, rt::unix_now()),
                         _ => Err(ss2022::Error::BadTag),
                     };
@@ -392,9 +391,9 @@ impl UdpRelay {
                         }
                     }
                 }
-                Far::Server(_) => {
+                (Far::Server(_), Some(via)) => {
                     let packet = &mut block[head..head + n];
-                    let plain = match udp::open(self.method, &self.key, packet) {
+                    let plain = match udp::open(via.creds.method, &via.creds.key, packet) {
                         Ok(r) => r,
                         Err(why) => {
                             if !warned {
@@ -412,7 +411,8 @@ impl UdpRelay {
                         }
                     }
                 }
-                Far::Targets(_) => (Address::Ip(canonical(remote)), head..head + n),
+                (Far::Server(_), None) => continue,
+                (Far::Targets(_), _) => (Address::Ip(canonical(remote)), head..head + n),
             };
             let sent = self.front.reply(client, &from, &mut block, data);
             let now = rt::now();
@@ -429,23 +429,17 @@ impl UdpRelay {
     }
 
     /// The server of a client association refused (ICMP port unreachable): that counts as its
-    /// failure, and the association moves to another server.
-    fn move_on(&self, socket: &Async<UdpSocket>, why: &io::Error) {
-        let Far::Server(upstream) = &self.far else {
-            return;
-        };
-        let Ok(at) = socket.get_ref().peer_addr() else {
-            return;
-        };
-        let failed = (0..upstream.count()).find(|&i| upstream.addr(i, &upstream.udp) == Some(at));
-        if let Some(i) = failed {
-            upstream.failed(i, why);
-        }
-        if let Some((_, next)) = upstream.pick_udp(failed) {
-            if socket.get_ref().connect(next).is_ok() {
-                log::debug!("udp: association moved from {at} to {next}");
-            }
-        }
+    /// failure, and the association's socket to it goes, so the client's next datagram opens
+    /// one to the server the breaker picks then.
+    fn move_on(&self, client: Peer, via: &Via, why: &io::Error) {
+        via.server.failed(why);
+        let gone = self
+            .table
+            .borrow_mut()
+            .get_mut(&client, rt::now())
+            .and_then(|a| a.out.first_mut().and_then(Option::take));
+        // Dropped outside the borrow; it cancels this very task, after this poll.
+        drop(gone);
     }
 
     /// Drops associations idle for longer than the timeout.

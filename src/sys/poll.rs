@@ -122,6 +122,7 @@ pub fn term_signals() -> io::Result<SignalFd> {
     set.add(Signal::SIGINT);
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGUSR1);
+    set.add(Signal::SIGHUP);
     set.thread_block()?;
     Ok(SignalFd::with_flags(
         &set,
@@ -135,6 +136,7 @@ pub fn read_term_signal(fd: &SignalFd) -> io::Result<&'static str> {
         Some(info) if info.ssi_signo == Signal::SIGINT as u32 => Ok("SIGINT"),
         Some(info) if info.ssi_signo == Signal::SIGCHLD as u32 => Ok("SIGCHLD"),
         Some(info) if info.ssi_signo == Signal::SIGUSR1 as u32 => Ok("SIGUSR1"),
+        Some(info) if info.ssi_signo == Signal::SIGHUP as u32 => Ok("SIGHUP"),
         Some(_) => Ok("SIGTERM"),
         None => Err(io::ErrorKind::WouldBlock.into()),
     }
