@@ -10,11 +10,14 @@ pub mod file;
 mod json;
 mod merge;
 pub mod options;
+pub mod server_entry;
+pub mod server_list;
 pub mod settings;
 pub mod sip003;
+pub mod sip008;
 pub mod value;
 
-pub use merge::{build, load, LoadError};
+pub use merge::{build, links, load, settings, LoadError};
 
 use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
@@ -186,6 +189,8 @@ pub struct Config {
     pub mode: Mode,
     /// Remote servers (client modes); ss-server's listen addresses (server mode).
     pub servers: Vec<ServerAddr>,
+    /// `--server-list`: a SIP008 file of more servers, read at start and on SIGHUP.
+    pub server_list: Option<PathBuf>,
     pub method: Method,
     pub key: MasterKey,
     /// Listen address for client modes (`-b`/`local_address`, default 127.0.0.1). Not

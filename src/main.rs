@@ -22,6 +22,8 @@ modes:
   tunnel    port forward through the server, e.g. DNS (ss-tunnel)
   redir     transparent proxy for nftables/iptables REDIRECT and TPROXY (ss-redir)
   server    Shadowsocks server (ss-server)
+  url       ss:// links (SIP002): `ss-smol url LINK…` prints each as a config file,
+            `ss-smol url -c FILE` (or -s -p -k -m …) prints the configured servers as links
 
 `ss-smol MODE --help` lists a mode's options; `ss-smol --version` prints the version.";
 
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
+            Some("url") => return url(args.get(2..).unwrap_or(&[])),
             Some(m) => match Mode::from_name(m) {
                 Some(mode) => (
                     mode,
@@ -80,6 +83,47 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             log::error!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ss-smol url`: links to config and back, for an admin pasting a provider's link.
+fn url(args: &[String]) -> ExitCode {
+    use ss_smol::config::server_entry::{parse_ss_url, to_json};
+    if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "usage: ss-smol url ss://LINK…        print each link as a config file (JSON)\n       \
+             ss-smol url -c FILE | -s HOST -p PORT -k PASSWORD -m METHOD …\n                \
+             print the configured servers as ss:// links"
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().all(|a| a.starts_with("ss://")) {
+        for (n, link) in args.iter().enumerate() {
+            match parse_ss_url(link) {
+                Ok(e) => println!("{}", to_json(&e)),
+                Err(why) => {
+                    eprintln!("ss-smol url: link {}: {why}", n + 1);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let links = config::settings(Mode::Local, "ss-smol url", &args)
+        .map_err(|e| match e {
+            LoadError::Help(text) | LoadError::Invalid(text) => text,
+        })
+        .and_then(|s| config::links(&s));
+    match links {
+        Ok(links) => {
+            links.iter().for_each(|l| println!("{l}"));
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("ss-smol url: {why}");
             ExitCode::FAILURE
         }
     }

@@ -1005,3 +1005,264 @@ fn sigusr1_line_parser_reads_the_promised_form() {
     )
     .is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. Servers with settings of their own: the `servers` array, ss:// links, SIP008 lists
+
+/// A 16-byte Shadowsocks 2022 key (2022-blake3-aes-128-gcm), base64.
+const KEY_2022: &str = "AAECAwQFBgcICQoLDA0ODw==";
+
+/// `ss-smol server` on a port chosen here with its own method and password.
+fn start_server_with(name: &str, method: &'static str, password: &'static str) -> (Proc, u16) {
+    spawn_listening(name, move |port| {
+        let mut cmd = Command::new(ss_smol_bin());
+        cmd.arg("server")
+            .args(["-s", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-k", password, "-m", method, "-t", "60", "-v"])
+            .arg("--allow-private-targets");
+        cmd
+    })
+}
+
+/// `ss-smol local` with only `args` for its servers.
+fn start_client_with(args: &[String]) -> ClientProc {
+    let (proc, port) = spawn_listening("local-lists", |port| {
+        let mut cmd = Command::new(ss_smol_bin());
+        cmd.arg("local")
+            .args(["-b", "127.0.0.1", "-l", &port.to_string(), "-t", "60", "-v"])
+            .args(args);
+        cmd
+    });
+    ClientProc { proc, port }
+}
+
+/// `ss-smol url ARGS…`: its output, or why it failed.
+fn url(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(ss_smol_bin())
+        .arg("url")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match out.status.success() {
+        true => Ok(text),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// A SIP008 document of the given `(port, method, password)` servers on 127.0.0.1.
+fn sip008(servers: &[(u16, &str, &str)]) -> String {
+    let entries: Vec<String> = servers
+        .iter()
+        .map(|(port, method, password)| {
+            format!(
+                r#"{{"server": "127.0.0.1", "server_port": {port}, "method": "{method}",
+                    "password": "{password}", "remarks": "port {port}"}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"version": 1, "servers": [{}]}}"#, entries.join(", "))
+}
+
+/// Three servers with three methods and keys, each given another way: the config file's
+/// `servers` array, an `ss://` link (written by `ss-smol url` from flags), and a SIP008 list;
+/// no shared password. Connections go round all three.
+#[test]
+fn servers_each_with_their_own_method_from_a_file_a_link_and_a_list() {
+    let _watchdog = Watchdog::new("servers of their own", Duration::from_secs(120));
+    let echo = EchoServer::start();
+    let (s1, p1) = start_server_with("server-aes", "aes-128-gcm", "pw-one");
+    let (s2, p2) = start_server_with("server-2022", "2022-blake3-aes-128-gcm", KEY_2022);
+    let (s3, p3) = start_server_with("server-chacha", "chacha20-ietf-poly1305", "pw-three");
+    let dir = TempDir::new("server-lists");
+    let config = dir.join("client.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"servers": [{{"server": "127.0.0.1", "server_port": {p1},
+                 "method": "aes-128-gcm", "password": "pw-one", "remarks": "one"}}]}}"#
+        ),
+    )
+    .unwrap();
+    let link = url(&[
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &p2.to_string(),
+        "-m",
+        "2022-blake3-aes-128-gcm",
+        "-k",
+        KEY_2022,
+    ])
+    .unwrap();
+    let link = link.trim().to_string();
+    assert!(link.starts_with("ss://2022-blake3-aes-128-gcm:"), "{link}");
+    let list = dir.join("list.json");
+    std::fs::write(&list, sip008(&[(p3, "chacha20-ietf-poly1305", "pw-three")])).unwrap();
+    let mut client = start_client_with(&[
+        "-c".into(),
+        config.to_string_lossy().into_owned(),
+        "--server-url".into(),
+        link,
+        "--server-list".into(),
+        list.to_string_lossy().into_owned(),
+    ]);
+    for i in 0..9 {
+        small_echo(client.addr(), echo.v4(), i, 2000).unwrap_or_else(|e| {
+            panic!("echo {i}: {e}\n{}", client.proc.stderr());
+        });
+    }
+    for (name, s) in [("aes-128-gcm", &s1), ("2022", &s2), ("chacha", &s3)] {
+        assert_eq!(relayed(s, echo.v4()), 3, "{name} server:\n{}", s.stderr());
+    }
+    client.proc.assert_running();
+    client.proc.assert_no_panic();
+}
+
+/// A server list replaced and SIGHUP sent: new connections use the new list at once, a
+/// transfer running through a server that left goes on, and a list that cannot be read leaves
+/// the servers as they were.
+#[test]
+fn a_server_list_read_again_on_sighup_leaves_open_connections_be() {
+    let _watchdog = Watchdog::new("SIGHUP", Duration::from_secs(120));
+    let echo = EchoServer::start();
+    let (s1, p1) = start_server_with("server-old", "aes-256-gcm", "old-pw");
+    let (s2, p2) = start_server_with("server-new", "chacha20-ietf-poly1305", "new-pw");
+    let dir = TempDir::new("sighup");
+    let list = dir.join("list.json");
+    std::fs::write(&list, sip008(&[(p1, "aes-256-gcm", "old-pw")])).unwrap();
+    let mut client = start_client_with(&["--server-list".into(), list.to_string_lossy().into()]);
+    small_echo(client.addr(), echo.v4(), 1, 1000).unwrap();
+    let Attempt::Connected(s) = socks_attempt(client.addr(), echo.v4(), REPLY_TIMEOUT) else {
+        panic!("no connection through the old server");
+    };
+    let transfer = EndlessTransfer::start(s);
+    let flowing = |t: &EndlessTransfer| {
+        let before = t.echoed();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            thread::sleep(Duration::from_millis(100));
+            if t.echoed() > before + 64 * 1024 {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(flowing(&transfer), "the transfer did not start");
+
+    std::fs::write(&list, sip008(&[(p2, "chacha20-ietf-poly1305", "new-pw")])).unwrap();
+    let mark = client.proc.stderr_mark();
+    client.proc.signal(1); // SIGHUP
+    assert!(
+        client
+            .proc
+            .wait_for_stderr("1 new, 1 gone", Duration::from_secs(10)),
+        "no reload line:\n{}",
+        client.proc.stderr_since(mark)
+    );
+    let old_before = relayed(&s1, echo.v4());
+    for i in 0..5 {
+        small_echo(client.addr(), echo.v4(), 10 + i, 1000).unwrap();
+    }
+    assert_eq!(relayed(&s2, echo.v4()), 5, "new server:\n{}", s2.stderr());
+    assert_eq!(
+        relayed(&s1, echo.v4()),
+        old_before,
+        "the old server got new connections"
+    );
+    assert!(
+        transfer.ended().is_none(),
+        "the transfer was cut: {:?}",
+        transfer.ended()
+    );
+    assert!(flowing(&transfer), "the transfer stopped after the reload");
+
+    // A list that is not one: the servers stay.
+    std::fs::write(&list, "{ not json").unwrap();
+    client.proc.signal(1);
+    assert!(
+        client
+            .proc
+            .wait_for_stderr("the servers stay as they were", Duration::from_secs(10)),
+        "{}",
+        client.proc.stderr_since(mark)
+    );
+    small_echo(client.addr(), echo.v4(), 20, 1000).unwrap();
+    assert_eq!(relayed(&s2, echo.v4()), 6);
+    drop(transfer);
+    client.proc.assert_running();
+    client.proc.assert_no_panic();
+}
+
+/// `ss-smol url LINK` prints a config file for the link; bad links, `servers` entries and
+/// list entries are one line naming the entry (a bad list entry is skipped, the rest used).
+#[test]
+fn links_decode_and_bad_entries_are_named() {
+    let _watchdog = Watchdog::new("links", Duration::from_secs(60));
+    let json = url(&["ss://YWVzLTEyOC1nY206dGVzdA@192.168.100.1:8888#Example1"]).unwrap();
+    for want in [
+        r#""server": "192.168.100.1""#,
+        r#""server_port": 8888"#,
+        r#""method": "aes-128-gcm""#,
+        r#""password": "test""#,
+        r#""remarks": "Example1""#,
+    ] {
+        assert!(json.contains(want), "{want} in\n{json}");
+    }
+    let e = url(&["ss://YWVzLTEyOC1nY206dGVzdA@192.168.100.1"]).unwrap_err();
+    assert!(e.starts_with("ss-smol url: link 1: no :PORT"), "{e}");
+
+    let fails = |args: &[&str]| {
+        let mut cmd = Command::new(ss_smol_bin());
+        cmd.arg("local").args(["-l", "1"]).args(args);
+        let done = run_to_end("bad-entry", cmd, Duration::from_secs(20));
+        assert!(!done.status.success(), "{args:?} started:\n{}", done.stderr);
+        let lines: Vec<&str> = done.stderr.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{:?}", lines);
+        lines[0].to_string()
+    };
+    let line = fails(&["--server-url", "ss://c2VjcmV0@192.0.2.1:8388"]);
+    assert!(
+        line.contains("--server-url") && line.contains("no ':'"),
+        "{line}"
+    );
+    assert!(!line.contains("c2VjcmV0"), "the link is echoed: {line}");
+    let dir = TempDir::new("bad-entries");
+    let config = dir.join("c.json");
+    std::fs::write(
+        &config,
+        r#"{"servers": [{"server": "192.0.2.1", "server_port": 1, "method": "aes-128-gcm",
+            "password": "p"}, {"server": "192.0.2.2", "method": "aes-128-gcm", "password": "p"}]}"#,
+    )
+    .unwrap();
+    let line = fails(&["-c", &config.to_string_lossy()]);
+    assert!(
+        line.contains("\"servers\" entry 2") && line.contains("server_port"),
+        "{line}"
+    );
+
+    let echo = EchoServer::start();
+    let (server, port) = start_server_with("server-listed", "aes-128-gcm", "good");
+    let list = dir.join("list.json");
+    std::fs::write(
+        &list,
+        format!(
+            r#"{{"servers": [{{"remarks": "broken", "server": "192.0.2.9", "method": "nope",
+                 "server_port": 1, "password": "x"}},
+                {{"server": "127.0.0.1", "server_port": {port}, "method": "aes-128-gcm",
+                  "password": "good"}}]}}"#
+        ),
+    )
+    .unwrap();
+    let client = start_client_with(&["--server-list".into(), list.to_string_lossy().into()]);
+    let log = client.proc.stderr();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("server 1")).collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains("nope"),
+        "{log}"
+    );
+    small_echo(client.addr(), echo.v4(), 3, 1000).unwrap();
+    assert_eq!(relayed(&server, echo.v4()), 1);
+    client.proc.assert_no_panic();
+}

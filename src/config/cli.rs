@@ -118,8 +118,10 @@ fn store(s: &mut Settings, o: &Opt, shown: &str, text: &str) -> Result<(), Strin
     match value::parse_text(o.rule, text) {
         Ok(Some(v)) => s.set_cli(o.id, v),
         Ok(None) => {}
-        // Secrets are never echoed, even when wrong.
-        Err(e) if o.rule == Rule::Secret => return Err(format!("{shown} {e}")),
+        // Secrets (and links, which hold one) are never echoed, even when wrong.
+        Err(e) if matches!(o.rule, Rule::Secret | Rule::Links) => {
+            return Err(format!("{shown} {e}"))
+        }
         Err(e) => return Err(format!("{shown} {} {e}", Quoted(text))),
     }
     Ok(())

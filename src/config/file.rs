@@ -9,6 +9,7 @@
 
 use super::json::{self, Number, Value};
 use super::options::{self, Rule, OPTIONS};
+use super::server_entry::{entry_from_json, parse_ss_url, ServerEntry};
 use super::value::{self, HostPort, IntRule, Secret, Val};
 use super::Transport;
 use crate::quote::Quoted;
@@ -153,6 +154,8 @@ fn read_value(rule: Rule, key: &str, v: &Value) -> Result<Option<Val>, String> {
         Rule::Nameservers => Val::Nameservers(nameservers(key, v)?),
         Rule::Args => Val::Args(args(key, v)?),
         Rule::Users => Val::Users(users(key, v)?),
+        Rule::Entries => Val::Entries(entries(key, v)?),
+        Rule::Links => Val::Entries(links(key, v)?),
     }))
 }
 
@@ -294,6 +297,42 @@ fn args(key: &str, v: &Value) -> Result<Vec<String>, String> {
     match v {
         Value::Array(items) => items.iter().map(|item| string(key, item, false)).collect(),
         _ => Ok(vec![string(key, v, false)?]),
+    }
+}
+
+/// `[{"server": …, …}, …]`; an entry that is wrong is an error naming it (in a server list it
+/// would be skipped: this is the user's own file).
+fn entries(key: &str, v: &Value) -> Result<Vec<ServerEntry>, String> {
+    let Value::Array(items) = v else {
+        return Err(type_error(key, "a list of server objects", v, false));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(n, item)| {
+            entry_from_json(item).map_err(|e| format!("{} entry {}: {e}", Quoted(key), n + 1))
+        })
+        .collect()
+}
+
+/// One `ss://` link or a list of them.
+fn links(key: &str, v: &Value) -> Result<Vec<ServerEntry>, String> {
+    let one = |n: usize, item: &Value| match item {
+        Value::String(s) => parse_ss_url(s).map_err(|e| format!("{} entry {n}: {e}", Quoted(key))),
+        other => Err(type_error(
+            key,
+            "an ss:// link or a list of them",
+            other,
+            false,
+        )),
+    };
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(n, i)| one(n + 1, i))
+            .collect(),
+        single => Ok(vec![one(1, single)?]),
     }
 }
 

@@ -5,9 +5,12 @@
 //! master key. Every failure is one line that says what is missing or wrong and how to give it.
 
 use super::options::{self, Id};
+use super::server_entry::{format_ss_url, ServerEntry};
 use super::settings::Settings;
 use super::value::{self, Val};
-use super::{cli, file, sip003, Config, Limits, Mode, ServerAddr, ServerOpts, Transport};
+use super::{
+    cli, file, sip003, Config, Limits, Mode, OwnSettings, ServerAddr, ServerOpts, Transport,
+};
 use crate::policy::ban::BanConfig;
 use crate::proto::address::Address;
 use crate::proto::cipher::{MasterKey, Method};
@@ -41,6 +44,12 @@ impl std::error::Error for LoadError {}
 /// `program` is the name the user invoked (`ss-local`, `ss-smol local`), shown in help and
 /// messages. Config-file warnings are logged with `log::warn!`, unused keys with `log::debug!`.
 pub fn load(mode: Mode, program: &str, args: &[&str]) -> Result<Config, LoadError> {
+    let s = settings(mode, program, args)?;
+    build(&s).map_err(LoadError::Invalid)
+}
+
+/// The command line and the `-c` file, read and checked value by value (not yet merged).
+pub fn settings(mode: Mode, program: &str, args: &[&str]) -> Result<Settings, LoadError> {
     let mut s = Settings::new(mode);
     cli::parse_args(&mut s, program, args)?;
     if let Some(path) = s.path.clone() {
@@ -61,7 +70,7 @@ pub fn load(mode: Mode, program: &str, args: &[&str]) -> Result<Config, LoadErro
             );
         }
     }
-    build(&s).map_err(LoadError::Invalid)
+    Ok(s)
 }
 
 /// Names a setting the way the user would look for it, for messages about missing values.
@@ -88,7 +97,26 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         Some(name) => Method::from_name(&name).map_err(|e| e.to_string())?,
         None => Method::default(),
     };
-    let (key, identity_keys) = master_key(method, s)?;
+    // Servers with settings of their own (client modes) need no shared password.
+    let own = if server_mode {
+        Vec::new()
+    } else {
+        own_servers(s)?
+    };
+    let server_list = s.text(Id::ServerList).map(PathBuf::from);
+    let (hosts_id, port_id) = if server_mode {
+        (Id::ListenAddr, Id::ListenPort)
+    } else {
+        (Id::Server, Id::ServerPort)
+    };
+    let hosts = s.hosts(hosts_id);
+    let shared = server_mode || !hosts.is_empty();
+    let (key, identity_keys) = match master_key(method, s) {
+        Ok(k) => k,
+        Err(e) if shared => return Err(e),
+        // Not used: every server has its own.
+        Err(_) => (MasterKey::from_password(method, b""), Vec::new()),
+    };
     if server_mode && !identity_keys.is_empty() {
         return Err(format!(
             "{}: ss-server's key is one key, without ':'; its users go in \"users\" in the \
@@ -99,13 +127,7 @@ pub fn build(s: &Settings) -> Result<Config, String> {
     let users = users(method, s)?;
 
     // Servers: remote servers for clients, listen addresses for ss-server.
-    let (hosts_id, port_id) = if server_mode {
-        (Id::ListenAddr, Id::ListenPort)
-    } else {
-        (Id::Server, Id::ServerPort)
-    };
-    let hosts = s.hosts(hosts_id);
-    if hosts.is_empty() {
+    if hosts.is_empty() && own.is_empty() && server_list.is_none() {
         return Err(format!(
             "no server given: use {} (and -p PORT)",
             both("-s HOST", "server")
@@ -132,6 +154,7 @@ pub fn build(s: &Settings) -> Result<Config, String> {
         };
         servers.push(ServerAddr::new(h.host, port));
     }
+    servers.extend(own);
 
     // Local side. ss-server has no listen address of its own here: `servers` is where it
     // listens, and -b means the source of outgoing connections.
@@ -228,6 +251,7 @@ pub fn build(s: &Settings) -> Result<Config, String> {
     Ok(Config {
         mode,
         servers,
+        server_list,
         method,
         key,
         local_addr,
@@ -350,6 +374,95 @@ fn master_key(method: Method, s: &Settings) -> Result<(MasterKey, Vec<MasterKey>
         Cred::Password(_) => s.source(Id::Password),
     };
     keys_from(method, cred, &source)
+}
+
+/// `ss-smol url` with options: the configured servers as `ss://` links. A password is needed
+/// (a link carries it, and the key cannot be turned back into one), except for 2022 methods,
+/// whose key is the password.
+pub fn links(s: &Settings) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let hosts = s.hosts(Id::Server);
+    if !hosts.is_empty() {
+        let method = s
+            .text(Id::Method)
+            .unwrap_or_else(|| Method::default().name().to_string());
+        let m = Method::from_name(&method).map_err(|e| e.to_string())?;
+        let password = match (
+            s.secret_cli(Id::Password).or(s.secret_file(Id::Password)),
+            s.secret_cli(Id::Key).or(s.secret_file(Id::Key)),
+        ) {
+            (_, Some(k)) if m.ss2022().is_some() => k.expose().to_string(),
+            (Some(p), _) => p.expose().to_string(),
+            (None, Some(_)) => {
+                return Err(
+                    "a link carries the password, and only a key was given (a key \
+                            cannot be turned back into a password)"
+                        .into(),
+                )
+            }
+            (None, None) => return Err("no password: use -k PASSWORD".into()),
+        };
+        let plugin = s.text(Id::Plugin);
+        for h in hosts {
+            let port = h
+                .port
+                .or(s.port(Id::ServerPort))
+                .ok_or_else(|| format!("no port for server {}", h.host))?;
+            out.push(format_ss_url(&ServerEntry {
+                host: h.host,
+                port,
+                method: method.clone(),
+                password: password.clone(),
+                plugin: plugin.clone(),
+                plugin_opts: plugin.as_ref().and_then(|_| s.text(Id::PluginOpts)),
+                remarks: None,
+            }));
+        }
+    }
+    for id in [Id::Servers, Id::ServerUrl] {
+        out.extend(s.entries(id).iter().map(format_ss_url));
+    }
+    if out.is_empty() {
+        return Err("no server given: use -s HOST -p PORT -k PASSWORD, or -c FILE".into());
+    }
+    Ok(out)
+}
+
+/// The client's servers of the `servers` array and `--server-url` links.
+fn own_servers(s: &Settings) -> Result<Vec<ServerAddr>, String> {
+    let mut out = Vec::new();
+    for (id, what) in [
+        (Id::Servers, "\"servers\" entry"),
+        (Id::ServerUrl, "--server-url"),
+    ] {
+        for (n, e) in s.entries(id).iter().enumerate() {
+            out.push(own_server(e, &format!("{what} {}", n + 1))?);
+        }
+    }
+    Ok(out)
+}
+
+/// A server with its own method, key and plugin; errors start with `what` (which entry).
+pub fn own_server(e: &ServerEntry, what: &str) -> Result<ServerAddr, String> {
+    let host = value::check_host(&e.host).map_err(|err| format!("{what}: server {err}"))?;
+    let method = Method::from_name(&e.method).map_err(|err| format!("{what}: {err}"))?;
+    let (key, identity_keys) = keys_from(
+        method,
+        Cred::Password(&e.password),
+        &format!("{what}: the password"),
+    )?;
+    let own = OwnSettings {
+        method,
+        key,
+        identity_keys,
+        plugin: e.plugin.clone().map(|p| (p, e.plugin_opts.clone())),
+        remarks: e.remarks.clone(),
+    };
+    Ok(ServerAddr {
+        host,
+        port: e.port,
+        own: Some(Box::new(own)),
+    })
 }
 
 /// A password, or a raw base64 key.

@@ -18,6 +18,9 @@ use super::{value, Mode};
 pub enum Id {
     Config,
     Server,
+    Servers,
+    ServerUrl,
+    ServerList,
     ListenAddr,
     ServerPort,
     ListenPort,
@@ -95,6 +98,10 @@ pub enum Rule {
     Args,
     /// JSON only: a list of `{"name": …, "password": …}` (Shadowsocks 2022 users).
     Users,
+    /// JSON only: a list of server objects, each with its own method and password.
+    Entries,
+    /// `ss://` links (SIP002); JSON: a string or a list.
+    Links,
 }
 
 /// A set of programs, as bits of [`Mode::bit`].
@@ -193,6 +200,40 @@ pub static OPTIONS: &[Opt] = &[
         guard: Some("the server would be missing"),
         help: "server host, HOST:PORT or [IPv6]:PORT; repeat for several (used in turn, with \
                failover); JSON: a string or a list",
+        ..Opt::NONE
+    },
+    Opt {
+        id: Id::Servers,
+        key: Some("servers"),
+        rule: Rule::Entries,
+        arg: "LIST",
+        modes: Modes::CLIENTS,
+        help: "**new**: servers each with their own settings, as shadowsocks-rust: \
+               [{\"server\": …, \"server_port\": …, \"method\": …, \"password\": …, \
+               \"plugin\": …, \"plugin_opts\": …, \"remarks\": …}, …]",
+        ..Opt::NONE
+    },
+    Opt {
+        id: Id::ServerUrl,
+        long: Some("server-url"),
+        key: Some("server_url"),
+        rule: Rule::Links,
+        arg: "SS_URL",
+        modes: Modes::CLIENTS,
+        repeat: true,
+        help: "**new**: a server as an ss:// link (SIP002); repeat for several; `ss-smol url` \
+               decodes one",
+        ..Opt::NONE
+    },
+    Opt {
+        id: Id::ServerList,
+        long: Some("server-list"),
+        key: Some("server_list"),
+        rule: Rule::Text,
+        arg: "FILE",
+        modes: Modes::CLIENTS,
+        help: "**new**: a SIP008 server list (JSON) to use beside the servers above; read again \
+               on SIGHUP",
         ..Opt::NONE
     },
     Opt {

@@ -6,6 +6,7 @@
 //! carry `tcp_tproxy`, and ss-local simply never sees it.
 
 use super::options::{self, Id};
+use super::server_entry::ServerEntry;
 use super::value::{self, HostPort, Secret, Val};
 use super::{Mode, Transport};
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ impl Settings {
                 (Val::Hosts(a), Val::Hosts(b)) if repeat => a.extend(b),
                 (Val::Nameservers(a), Val::Nameservers(b)) if repeat => a.extend(b),
                 (Val::Args(a), Val::Args(b)) if repeat => a.extend(b),
+                (Val::Entries(a), Val::Entries(b)) if repeat => a.extend(b),
                 (old, v) => *old = v,
             }
         } else {
@@ -158,6 +160,13 @@ impl Settings {
     pub fn args(&self, id: Id) -> Vec<String> {
         match self.value(id) {
             Some(Val::Args(a)) => a,
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn entries(&self, id: Id) -> Vec<ServerEntry> {
+        match self.value(id) {
+            Some(Val::Entries(e)) => e,
             _ => Vec::new(),
         }
     }

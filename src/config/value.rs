@@ -6,6 +6,7 @@
 //! `must be a port number (1-65535)`; the caller adds the name and, for files, the value.
 
 use super::options::Rule;
+use super::server_entry::{parse_ss_url, ServerEntry};
 use super::Transport;
 use core::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -23,6 +24,8 @@ pub enum Val {
     Args(Vec<String>),
     /// Name and key of each Shadowsocks 2022 user.
     Users(Vec<(String, Secret)>),
+    /// Servers with settings of their own (`servers`, `--server-url`).
+    Entries(Vec<ServerEntry>),
 }
 
 /// Reads a command-line value or a default by `rule`. Errors are fragments (`must be …`).
@@ -42,7 +45,8 @@ pub fn parse_text(rule: Rule, s: &str) -> Result<Option<Val>, String> {
         Rule::Transport => Val::Transport(parse_transport(s)?),
         Rule::Nameservers => Val::Nameservers(parse_nameservers(s)?),
         Rule::Args => Val::Args(vec![s.to_string()]),
-        Rule::Users => return Err("can only be given in the config file".into()),
+        Rule::Users | Rule::Entries => return Err("can only be given in the config file".into()),
+        Rule::Links => Val::Entries(vec![parse_ss_url(s)?]),
     }))
 }
 

@@ -8,21 +8,40 @@ mod redir;
 mod server;
 mod tunnel;
 
+use crate::config::server_list::read_server_list;
 use crate::config::{Config, Mode};
 use crate::plugin;
+use crate::relay::upstream::Upstream;
 use crate::rt::LocalExecutor;
 use crate::serve::startup::{self, bind, listen_address, Bind};
 use crate::serve::{Context, Far};
+use std::path::Path;
 use std::rc::Rc;
 
 /// Runs a mode until SIGTERM/SIGINT. Errors are start-up failures, already worded for users.
-pub fn run(cfg: Config) -> Result<(), String> {
+pub fn run(mut cfg: Config) -> Result<(), String> {
     startup::raise_nofile(&cfg)?;
     if let Some(warning) = startup::check_clock(cfg.method, crate::rt::unix_now()) {
         log::warn!("{warning}");
     }
     let opts = startup::outbound_opts(&cfg);
     let resolver = startup::resolver(&cfg, &opts)?;
+    let fixed = cfg.servers.len();
+    if let Some(path) = &cfg.server_list {
+        match read_server_list(path) {
+            Ok((listed, warnings)) => {
+                warnings.iter().for_each(|w| log::warn!("{w}"));
+                cfg.servers.extend(listed);
+            }
+            // Without servers of its own the program cannot start; with them it goes on, and a
+            // SIGHUP reads the list again.
+            Err(e) if fixed == 0 => return Err(e),
+            Err(e) => log::warn!("{e}; using the other servers"),
+        }
+        if cfg.servers.is_empty() {
+            return Err(format!("server list {}: no usable server", path.display()));
+        }
+    }
     let mut servers = None;
     let (binds, far, launches) = match cfg.mode {
         Mode::Local | Mode::Tunnel | Mode::Redir => {
@@ -63,6 +82,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     startup::drop_privileges(&cfg, &binds)?;
     let ex = Rc::new(LocalExecutor::new());
     if let Some(up) = &servers {
+        up.set_fixed(fixed);
         up.resolve_names(&ex, &resolver);
     }
     let ctx = Rc::new(Context::new(&cfg, far, Rc::clone(&ex))?);
@@ -81,8 +101,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     let watched = plugin::watch(&ex, plugins.clone())?;
     let pool = Rc::clone(&ctx.pool);
-    let on_signal = move |name: &str| match (&servers, name) {
-        (Some(up), "SIGUSR1") => up.report(),
+    let list = cfg.server_list.clone();
+    let served = [cfg.transport.tcp(), cfg.transport.udp()];
+    let on_signal = move |name: &str| match (&servers, name, &list) {
+        (Some(up), "SIGUSR1", _) => up.report(),
+        (Some(up), "SIGHUP", Some(path)) => reload_list(served, up, path),
         _ => log::info!("received {name}: nothing to do in this program"),
     };
     let outcome = startup::run_until_signal(&ex, serving, signals, watched, on_signal, move || {
@@ -93,4 +116,22 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     startup::remove_pid_file(&cfg);
     outcome
+}
+
+/// SIGHUP: the server list read again; on any error the servers stay as they were.
+fn reload_list(served: [bool; 2], up: &Rc<Upstream>, path: &Path) {
+    match read_server_list(path) {
+        Ok((listed, warnings)) => {
+            warnings.iter().for_each(|w| log::warn!("{w}"));
+            let servers = plugin::listed_servers(served, &listed);
+            let n = servers.len();
+            let (added, gone) = up.replace_listed(servers);
+            log::info!(
+                "server list {} read again: {n} servers, {added} new, {gone} gone (their \
+                 connections go on)",
+                path.display()
+            );
+        }
+        Err(e) => log::warn!("{e}; the servers stay as they were"),
+    }
 }

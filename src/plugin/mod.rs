@@ -16,7 +16,7 @@ mod lines;
 
 pub use launch::Plugins;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, ServerAddr};
 use crate::quote::Quoted;
 use crate::relay::upstream::{Credentials, Server, Upstream, Ways};
 use crate::rt::LocalExecutor;
@@ -118,6 +118,36 @@ pub fn client_side(cfg: &Config, opts: OutboundOpts) -> Result<(Upstream, Vec<La
         },
     };
     Ok((Upstream::new(servers, ways), launches))
+}
+
+/// Servers of a server list read again (SIGHUP): as [`client_side`] makes them, but without
+/// plugins, which start only with the program; an entry with one is left out with a warning
+/// (restart to use it).
+/// `served`: whether TCP and UDP are relayed.
+pub fn listed_servers(served: [bool; 2], listed: &[ServerAddr]) -> Vec<Server> {
+    let mut servers = Vec::new();
+    for a in listed {
+        let Some(own) = &a.own else { continue };
+        if own.plugin.is_some() {
+            log::warn!(
+                "server list: {}:{} has a plugin, which starts only with the program; left out \
+                 until a restart",
+                a.host,
+                a.port
+            );
+            continue;
+        }
+        let creds = Rc::new(Credentials::new(
+            own.method,
+            own.key.clone(),
+            &own.identity_keys,
+        ));
+        let server = Server::new(&a.host, a.port, None, served, creds);
+        if server.valid_name() {
+            servers.push(server);
+        }
+    }
+    servers
 }
 
 /// ss-server: what to bind for each listen address, and the plugins that take the public

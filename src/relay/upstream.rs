@@ -248,6 +248,10 @@ pub struct Upstream {
     /// pick does.
     cursor: Cell<usize>,
     pub(super) first: FirstRound,
+    /// The first servers, from the config; those after them came from the server list.
+    fixed: Cell<usize>,
+    /// Where new names' tasks run, once `resolve_names` started them.
+    resolving: RefCell<Option<(Rc<LocalExecutor>, Rc<Resolver>)>>,
 }
 
 impl Upstream {
@@ -257,7 +261,54 @@ impl Upstream {
             ways,
             cursor: Cell::new(0),
             first: FirstRound::default(),
+            fixed: Cell::new(usize::MAX),
+            resolving: RefCell::new(None),
         }
+    }
+
+    /// The first `n` servers are the config's; the rest came from the server list.
+    pub fn set_fixed(&self, n: usize) {
+        self.fixed.set(n);
+    }
+
+    /// Replaces the servers that came from the server list with `listed`. A server that is
+    /// still listed (same address, method and key) keeps its state; connections on servers
+    /// that left go on. Gives how many servers are new and how many left.
+    pub fn replace_listed(self: &Rc<Self>, listed: Vec<Server>) -> (usize, usize) {
+        let old = self.servers();
+        let fixed = self.fixed.get().min(old.len());
+        let (kept, before) = old.split_at(fixed);
+        let mut next: Vec<Rc<Server>> = kept.to_vec();
+        let mut added = Vec::new();
+        for s in listed {
+            let same = |o: &&Rc<Server>| {
+                o.label == s.label
+                    && o.creds.method == s.creds.method
+                    && o.creds.key == s.creds.key
+                    && o.plugin_port.is_none()
+            };
+            match before.iter().find(same) {
+                Some(o) => next.push(Rc::clone(o)),
+                None => {
+                    let s = Rc::new(s);
+                    added.push(Rc::clone(&s));
+                    next.push(s);
+                }
+            }
+        }
+        let gone = before
+            .iter()
+            .filter(|o| !next.iter().any(|n| Rc::ptr_eq(n, o)))
+            .count();
+        *self.servers.borrow_mut() = next.into();
+        if let Some((ex, resolver)) = self.resolving.borrow().as_ref() {
+            for s in added.iter().filter(|s| s.needs_address()) {
+                let task =
+                    names::keep_resolved(Rc::downgrade(s), Rc::clone(self), Rc::clone(resolver));
+                ex.spawn(task).detach();
+            }
+        }
+        (added.len(), gone)
     }
 
     /// The servers now; a connection keeps its snapshot while it walks them.
@@ -313,7 +364,8 @@ impl Upstream {
     }
 
     /// Starts keeping the servers' names resolved (a task per name on `ex`).
-    pub fn resolve_names(self: &Rc<Self>, ex: &LocalExecutor, resolver: &Rc<Resolver>) {
+    pub fn resolve_names(self: &Rc<Self>, ex: &Rc<LocalExecutor>, resolver: &Rc<Resolver>) {
+        *self.resolving.borrow_mut() = Some((Rc::clone(ex), Rc::clone(resolver)));
         for s in self.servers().iter() {
             if s.needs_address() {
                 self.first.expect();
