@@ -1,4 +1,4 @@
-//! The event loop: one thread, one epoll instance, timers in an ordered map, and [`block_on`]
+//! The event loop: one thread, one epoll instance, timers in a heap (`timers`), and [`block_on`]
 //! driving a future (in practice `LocalExecutor::run`) until it completes.
 //!
 //! ```text
@@ -24,6 +24,7 @@ mod executor;
 mod io;
 mod semaphore;
 mod timer;
+mod timers;
 
 pub use executor::{LocalExecutor, Task};
 pub use io::Async;
@@ -32,7 +33,6 @@ pub use timer::Timer;
 
 use crate::sys::{Events, Poller};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
@@ -51,8 +51,7 @@ const WRITE: usize = 1;
 struct Reactor {
     poller: Poller,
     sources: RefCell<Slab>,
-    timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
-    next_timer: Cell<u64>,
+    timers: RefCell<timers::Timers>,
     now: Cell<Instant>,
 }
 
@@ -134,7 +133,6 @@ fn reactor() -> std::io::Result<Rc<Reactor>> {
             poller: Poller::new()?,
             sources: RefCell::default(),
             timers: RefCell::default(),
-            next_timer: Cell::new(0),
             now: Cell::new(Instant::now()),
         });
         *r = Some(Rc::clone(&reactor));
@@ -198,9 +196,8 @@ impl Reactor {
         let timeout = if block {
             self.timers
                 .borrow()
-                .keys()
-                .next()
-                .map(|(when, _)| when.saturating_duration_since(Instant::now()))
+                .earliest()
+                .map(|when| when.saturating_duration_since(Instant::now()))
         } else {
             Some(Duration::ZERO)
         };
@@ -230,11 +227,8 @@ impl Reactor {
         let now = self.now.get();
         {
             let mut timers = self.timers.borrow_mut();
-            while let Some(entry) = timers.first_entry() {
-                if entry.key().0 > now {
-                    break;
-                }
-                wake.push(entry.remove());
+            while let Some(w) = timers.pop_due(now) {
+                wake.push(w);
             }
         }
         // Woken outside the borrows: a waker may run code that registers or drops sources.

@@ -1,6 +1,7 @@
-//! Timers: a deadline in the reactor's ordered map while a task waits on it, removed when the
+//! Timers: a deadline in the reactor's heap while a task waits on it, removed when the
 //! timer fires or is dropped. No system call: the loop's next wait is bounded by the earliest.
 
+use super::timers::Handle;
 use super::{now, reactor, Reactor};
 use std::future::Future;
 use std::pin::Pin;
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 /// Resolves at (or just after) its deadline, measured on the loop's clock ([`super::now`]).
 pub struct Timer {
     when: Instant,
-    /// The map key while registered.
-    id: Option<u64>,
+    /// The heap's handle while registered.
+    handle: Option<Handle>,
     reactor: Option<Rc<Reactor>>,
 }
 
@@ -20,7 +21,7 @@ impl Timer {
     pub fn at(when: Instant) -> Timer {
         Timer {
             when,
-            id: None,
+            handle: None,
             reactor: None,
         }
     }
@@ -30,8 +31,8 @@ impl Timer {
     }
 
     fn unregister(&mut self) {
-        if let (Some(id), Some(r)) = (self.id.take(), &self.reactor) {
-            r.timers.borrow_mut().remove(&(self.when, id));
+        if let (Some(h), Some(r)) = (self.handle.take(), &self.reactor) {
+            r.timers.borrow_mut().remove(h);
         }
     }
 }
@@ -57,25 +58,11 @@ impl Future for Timer {
             return Poll::Ready(());
         };
         let mut timers = r.timers.borrow_mut();
-        match self.id {
-            Some(id) => {
-                if let Some(w) = timers.get_mut(&(when, id)) {
-                    if !w.will_wake(cx.waker()) {
-                        *w = cx.waker().clone();
-                    }
-                } else {
-                    // Not reachable (the loop removes a timer only once its deadline passed),
-                    // but re-registering is always safe.
-                    timers.insert((when, id), cx.waker().clone());
-                }
-            }
-            None => {
-                let id = r.next_timer.get();
-                r.next_timer.set(id.wrapping_add(1));
-                timers.insert((when, id), cx.waker().clone());
-                drop(timers);
-                self.id = Some(id);
-            }
+        // The loop removes a timer only once its deadline passed, so a registered one is
+        // found; registering again is safe all the same.
+        let registered = self.handle.is_some_and(|h| timers.set_waker(h, cx.waker()));
+        if !registered {
+            self.handle = Some(timers.insert(when, cx.waker().clone()));
         }
         Poll::Pending
     }
