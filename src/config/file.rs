@@ -122,7 +122,7 @@ pub fn parse_json_config(text: &str) -> Result<FileConfig, String> {
             Quoted(&key),
             Quoted(meant)
         );
-        if obj.contains_key(meant) {
+        if obj.get(meant).is_some() {
             fc.warnings.push(format!("{msg}; ignored"));
         } else {
             return Err(format!("{msg}; {why}"));

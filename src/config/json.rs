@@ -10,7 +10,6 @@
 //!
 //! Total: any text gives `Some` or `None`, never a panic (the `json_config` fuzz target).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -20,7 +19,58 @@ pub enum Value {
     Number(Number),
     String(String),
     Array(Vec<Value>),
-    Object(BTreeMap<String, Value>),
+    Object(Object),
+}
+
+/// An object's members, sorted by key, the last of duplicate keys kept (as a `BTreeMap`
+/// filled in order would: what the config reader always saw). A sorted list: config objects
+/// are small, and the map's node code cost the router binary more than the whole list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Object(Vec<(String, Value)>);
+
+impl Object {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let i = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        self.0.get(i).map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+}
+
+impl From<Vec<(String, Value)>> for Object {
+    /// Sorts once, stably, so among equal keys the last given stays: O(n log n) whatever the
+    /// order of the keys in the text.
+    fn from(mut members: Vec<(String, Value)>) -> Object {
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, Value)> = Vec::with_capacity(members.len());
+        for m in members {
+            match out.last_mut() {
+                Some(last) if last.0 == m.0 => *last = m,
+                _ => out.push(m),
+            }
+        }
+        Object(out)
+    }
+}
+
+impl FromIterator<(String, Value)> for Object {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Object {
+        Object::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl IntoIterator for Object {
+    type Item = (String, Value);
+    type IntoIter = std::vec::IntoIter<(String, Value)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -49,7 +99,7 @@ const KEPT_DEPTH: usize = 3;
 /// being read.
 enum Frame {
     Array(Vec<Value>, bool),
-    Object(BTreeMap<String, Value>, Option<String>, bool),
+    Object(Vec<(String, Value)>, Option<String>, bool),
 }
 
 impl Frame {
@@ -62,7 +112,7 @@ impl Frame {
             }
             Frame::Object(map, key, keep) => {
                 if let (Some(k), true) = (key.take(), *keep) {
-                    map.insert(k, value);
+                    map.push((k, value));
                 }
             }
         }
@@ -113,7 +163,7 @@ pub fn parse(text: &str) -> Option<Value> {
 fn close_frame(stack: &mut Vec<Frame>, close: u8) -> Option<Value> {
     match (stack.pop()?, close) {
         (Frame::Array(items, _), b']') => Some(Value::Array(items)),
-        (Frame::Object(map, _, _), b'}') => Some(Value::Object(map)),
+        (Frame::Object(map, _, _), b'}') => Some(Value::Object(Object::from(map))),
         _ => None,
     }
 }
@@ -153,7 +203,7 @@ impl Parser<'_> {
         Some(Some(match self.next()? {
             b'"' => Value::String(self.string()?),
             b'{' => {
-                stack.push(Frame::Object(BTreeMap::new(), None, keep));
+                stack.push(Frame::Object(Vec::new(), None, keep));
                 return Some(None);
             }
             b'[' => {
@@ -429,7 +479,7 @@ mod tests {
                     })
                     .collect(),
             ),
-            V::Object(_) => Value::Object(BTreeMap::new()),
+            V::Object(_) => Value::Object(Object::default()),
         })
     }
 
@@ -561,9 +611,9 @@ mod tests {
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(map.get("b"), Some(&Value::Number(Number::U64(2))));
         // Depth 2 (a `users` entry) is kept, depth 3 is not.
-        let entry = BTreeMap::from([
+        let entry = Object::from(vec![
             ("x".to_string(), Value::Number(Number::U64(2))),
-            ("y".to_string(), Value::Object(BTreeMap::new())),
+            ("y".to_string(), Value::Object(Object::default())),
         ]);
         assert_eq!(
             map.get("a"),

@@ -5,7 +5,6 @@
 use super::merge::own_server;
 use super::sip008::parse_sip008;
 use super::ServerAddr;
-use std::io::Read;
 use std::path::Path;
 
 /// Larger files are refused: a list of a few hundred servers is some tens of KiB.
@@ -14,16 +13,12 @@ pub const MAX_LIST_BYTES: u64 = 1 << 20;
 /// The servers of the list at `path`, and one warning per entry left out.
 pub fn read_server_list(path: &Path) -> Result<(Vec<ServerAddr>, Vec<String>), String> {
     let name = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("server list {name}: {e}"))?;
-    let mut text = String::new();
-    file.take(MAX_LIST_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("server list {name}: {e}"))?;
-    if text.len() as u64 > MAX_LIST_BYTES {
-        return Err(format!(
-            "server list {name}: larger than {MAX_LIST_BYTES} bytes"
-        ));
+    // Checked before reading, so a huge file is never read into memory.
+    let len = std::fs::metadata(path).map_err(|e| format!("server list {name}: {e}"))?.len();
+    if len > MAX_LIST_BYTES {
+        return Err(format!("server list {name}: larger than {MAX_LIST_BYTES} bytes"));
     }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("server list {name}: {e}"))?;
     let (entries, mut warnings) =
         parse_sip008(&text).map_err(|e| format!("server list {name}: {e}"))?;
     for w in &mut warnings {
