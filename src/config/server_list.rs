@@ -14,9 +14,13 @@ pub const MAX_LIST_BYTES: u64 = 1 << 20;
 pub fn read_server_list(path: &Path) -> Result<(Vec<ServerAddr>, Vec<String>), String> {
     let name = path.display();
     // Checked before reading, so a huge file is never read into memory.
-    let len = std::fs::metadata(path).map_err(|e| format!("server list {name}: {e}"))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("server list {name}: {e}"))?
+        .len();
     if len > MAX_LIST_BYTES {
-        return Err(format!("server list {name}: larger than {MAX_LIST_BYTES} bytes"));
+        return Err(format!(
+            "server list {name}: larger than {MAX_LIST_BYTES} bytes"
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("server list {name}: {e}"))?;
     let (entries, mut warnings) =
