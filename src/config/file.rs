@@ -262,7 +262,12 @@ fn hosts(key: &str, v: &Value) -> Result<Vec<HostPort>, String> {
                     Quoted(key)
                 ));
             }
-            items.iter().map(one).collect()
+            // Loops, not `collect` into a `Result`: each of those is a copy of the adapter.
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(one(item)?);
+            }
+            Ok(out)
         }
         _ => Ok(vec![one(v)?]),
     }
@@ -295,7 +300,13 @@ fn nameservers(key: &str, v: &Value) -> Result<Vec<SocketAddr>, String> {
 /// A program's extra arguments: a list of strings, or one string as one argument.
 fn args(key: &str, v: &Value) -> Result<Vec<String>, String> {
     match v {
-        Value::Array(items) => items.iter().map(|item| string(key, item, false)).collect(),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(string(key, item, false)?);
+            }
+            Ok(out)
+        }
         _ => Ok(vec![string(key, v, false)?]),
     }
 }
@@ -306,34 +317,38 @@ fn entries(key: &str, v: &Value) -> Result<Vec<ServerEntry>, String> {
     let Value::Array(items) = v else {
         return Err(type_error(key, "a list of server objects", v, false));
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(n, item)| {
-            entry_from_json(item).map_err(|e| format!("{} entry {}: {e}", Quoted(key), n + 1))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(items.len());
+    for (n, item) in items.iter().enumerate() {
+        match entry_from_json(item) {
+            Ok(e) => out.push(e),
+            Err(e) => return Err(format!("{} entry {}: {e}", Quoted(key), n + 1)),
+        }
+    }
+    Ok(out)
 }
 
 /// One `ss://` link or a list of them.
 fn links(key: &str, v: &Value) -> Result<Vec<ServerEntry>, String> {
-    let one = |n: usize, item: &Value| match item {
-        Value::String(s) => parse_ss_url(s).map_err(|e| format!("{} entry {n}: {e}", Quoted(key))),
-        other => Err(type_error(
-            key,
-            "an ss:// link or a list of them",
-            other,
-            false,
-        )),
+    let items = match v {
+        Value::Array(items) => items.as_slice(),
+        single => std::slice::from_ref(single),
     };
-    match v {
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(n, i)| one(n + 1, i))
-            .collect(),
-        single => Ok(vec![one(1, single)?]),
+    let mut out = Vec::with_capacity(items.len());
+    for (n, item) in items.iter().enumerate() {
+        let Value::String(s) = item else {
+            return Err(type_error(
+                key,
+                "an ss:// link or a list of them",
+                item,
+                false,
+            ));
+        };
+        match parse_ss_url(s) {
+            Ok(e) => out.push(e),
+            Err(e) => return Err(format!("{} entry {}: {e}", Quoted(key), n + 1)),
+        }
     }
+    Ok(out)
 }
 
 /// `[{"name": "alice", "password": "…"}, …]`, as shadowsocks-rust takes it; other keys in an

@@ -12,30 +12,29 @@ pub const MAX_LIST_BYTES: u64 = 1 << 20;
 
 /// The servers of the list at `path`, and one warning per entry left out.
 pub fn read_server_list(path: &Path) -> Result<(Vec<ServerAddr>, Vec<String>), String> {
-    let name = path.display();
-    // Checked before reading, so a huge file is never read into memory.
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("server list {name}: {e}"))?
-        .len();
-    if len > MAX_LIST_BYTES {
-        return Err(format!(
-            "server list {name}: larger than {MAX_LIST_BYTES} bytes"
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("server list {name}: {e}"))?;
-    let (entries, mut warnings) =
-        parse_sip008(&text).map_err(|e| format!("server list {name}: {e}"))?;
+    let name = format!("server list {}", path.display());
+    let text = read_bounded(path).map_err(|e| format!("{name}: {e}"))?;
+    let (entries, mut warnings) = parse_sip008(&text).map_err(|e| format!("{name}: {e}"))?;
     for w in &mut warnings {
-        *w = format!("server list {name}: {w}");
+        w.insert_str(0, &format!("{name}: "));
     }
     let mut servers = Vec::new();
     for (n, e) in entries.iter().enumerate() {
-        match own_server(e, &format!("server list {name}: server {}", n + 1)) {
+        match own_server(e, &format!("{name}: server {}", n + 1)) {
             Ok(s) => servers.push(s),
             Err(why) => warnings.push(format!("{why}; skipped")),
         }
     }
     Ok((servers, warnings))
+}
+
+/// The file's text; its size is checked before reading, so a huge file is never read.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if len > MAX_LIST_BYTES {
+        return Err(format!("larger than {MAX_LIST_BYTES} bytes"));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ pub struct Resolver {
     attempt_timeout: Duration,
     rounds: usize,
     outbound: OutboundOpts,
-    hosts: HashMap<Box<str>, Vec<IpAddr>>,
+    hosts: Names,
     cache: RefCell<Cache>,
     /// Lookups on the wire, by name: later callers for the same name wait for the first. A
     /// list: it holds only the names being looked up right now.
@@ -318,8 +318,9 @@ impl Resolver {
     }
 
     fn hosts_lookup(&self, key: &str) -> Option<Rc<[IpAddr]>> {
-        let ips = match self.hosts.get(key) {
-            Some(ips) => ips.clone(),
+        let ips = match self.hosts.get(key).map(|e| &e.answer) {
+            Some(Ok(ips)) => ips.to_vec(),
+            Some(Err(_)) => return None,
             // RFC 6761 §6.3: localhost names are loopback, whatever the servers say.
             None if key == "localhost" || key.ends_with(".localhost") => {
                 vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
@@ -505,16 +506,20 @@ impl Drop for Lead<'_> {
     }
 }
 
+/// Names and their answers: the cache's map, and the hosts file's (whose entries never
+/// expire). One type for both, so the binary has one copy of the hash map's code.
+pub type Names = HashMap<Box<str>, CacheEntry>;
+
 /// Name → addresses, or why there are none, until a deadline; at most `capacity` names.
 struct Cache {
     capacity: usize,
-    map: HashMap<Box<str>, CacheEntry>,
+    map: Names,
 }
 
 /// Addresses, or the reason a name has none (NXDOMAIN, no records).
 type Answer = Result<Rc<[IpAddr]>, &'static str>;
 
-struct CacheEntry {
+pub struct CacheEntry {
     answer: Answer,
     expires: Instant,
 }
@@ -591,8 +596,9 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 /// A hosts file: `address name [aliases…]` lines, `#` comments. Names are lowercased; an
 /// address appears once per name. At most `max_names` names are kept; returns the map and how
 /// many (address, name) entries were left out.
-pub fn parse_hosts(text: &str, max_names: usize) -> (HashMap<Box<str>, Vec<IpAddr>>, usize) {
-    let mut map: HashMap<Box<str>, Vec<IpAddr>> = HashMap::new();
+pub fn parse_hosts(text: &str, max_names: usize) -> (Names, usize) {
+    let mut map = Names::new();
+    let now = Instant::now();
     let mut left_out = 0;
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or_default();
@@ -606,12 +612,18 @@ pub fn parse_hosts(text: &str, max_names: usize) -> (HashMap<Box<str>, Vec<IpAdd
             };
             let name = name.to_ascii_lowercase();
             let full = map.len() >= max_names;
-            match map.get_mut(name.as_str()) {
-                Some(ips) if !ips.contains(&ip) => ips.push(ip),
+            match map.get_mut(name.as_str()).map(|e| &mut e.answer) {
+                Some(Ok(ips)) if !ips.contains(&ip) => {
+                    *ips = ips.iter().copied().chain([ip]).collect();
+                }
                 Some(_) => {}
                 None if full => left_out += 1,
                 None => {
-                    map.insert(name.into(), vec![ip]);
+                    let entry = CacheEntry {
+                        answer: Ok(Rc::from([ip])),
+                        expires: now,
+                    };
+                    map.insert(name.into(), entry);
                 }
             }
         }
@@ -650,12 +662,10 @@ mod tests {
                     not-an-ip foo\n# 192.0.2.9 commented\n2001:db8::1 router.lan\n";
         let (map, left_out) = parse_hosts(text, 10);
         assert_eq!(left_out, 0);
-        assert_eq!(&map["localhost"][..], &ips(&["127.0.0.1", "::1"])[..]);
-        assert_eq!(
-            &map["router.lan"][..],
-            &ips(&["198.51.100.1", "2001:db8::1"])[..]
-        );
-        assert_eq!(&map["router"][..], &ips(&["198.51.100.1"])[..]);
+        let of = |k: &str| map[k].answer.clone().unwrap();
+        assert_eq!(of("localhost"), ips(&["127.0.0.1", "::1"]));
+        assert_eq!(of("router.lan"), ips(&["198.51.100.1", "2001:db8::1"]));
+        assert_eq!(of("router"), ips(&["198.51.100.1"]));
         assert!(!map.contains_key("foo"));
         assert_eq!(map.len(), 4);
         let (map, left_out) = parse_hosts(text, 2);

@@ -84,26 +84,25 @@ pub enum MethodError {
 
 impl fmt::Display for MethodError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = METHODS
-            .iter()
-            .chain(&SS2022_METHODS)
-            .map(|m| m.name())
-            .collect::<Vec<_>>()
-            .join(", ");
         match self {
             MethodError::Stream(n) => write!(
                 f,
                 "method '{n}' is a stream cipher: unauthenticated and broken (recorded traffic can \
-                 be decrypted), so it is not supported; use one of: {list}"
+                 be decrypted), so it is not supported; use one of: "
             ),
-            MethodError::Ss2022(n) => {
-                write!(
-                    f,
-                    "method '{n}' (Shadowsocks 2022) is not supported; use one of: {list}"
-                )
+            MethodError::Ss2022(n) => write!(
+                f,
+                "method '{n}' (Shadowsocks 2022) is not supported; use one of: "
+            ),
+            MethodError::Unknown(n) => write!(f, "unknown method '{n}'; supported: "),
+        }?;
+        for (i, m) in METHODS.iter().chain(&SS2022_METHODS).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
             }
-            MethodError::Unknown(n) => write!(f, "unknown method '{n}'; supported: {list}"),
+            f.write_str(m.name())?;
         }
+        Ok(())
     }
 }
 
