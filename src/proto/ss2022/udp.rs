@@ -95,14 +95,15 @@ impl UdpCipher {
     /// header and the identity headers after it.
     pub fn with_identities(user: &Psk, identities: &[Psk]) -> UdpCipher {
         let mut cipher = UdpCipher::new(user);
-        let chain: Option<Vec<_>> = identities
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let next = identities.get(i.saturating_add(1)).unwrap_or(user);
-                Some((AesBlock::new(id.as_bytes())?, user_hash(next)))
-            })
-            .collect();
+        // A loop rather than `collect` into an `Option`: a copy of that adapter less.
+        let mut chain = Some(Vec::with_capacity(identities.len()));
+        for (i, id) in identities.iter().enumerate() {
+            let next = identities.get(i.saturating_add(1)).unwrap_or(user);
+            match (AesBlock::new(id.as_bytes()), chain.as_mut()) {
+                (Some(block), Some(c)) => c.push((block, user_hash(next))),
+                _ => chain = None,
+            }
+        }
         let first = identities
             .first()
             .and_then(|id| AesBlock::new(id.as_bytes()));
