@@ -267,32 +267,24 @@ fn base64url(bytes: &[u8], out: &mut String) {
 
 /// `e` as a config file for it (the keys libev's clients read), for `ss-smol url LINK`.
 pub fn to_json(e: &ServerEntry) -> String {
-    let mut out = String::from("{\n");
-    let mut field = |key: &str, value: &str, quoted: bool| {
-        if !out.ends_with("{\n") {
-            out.push_str(",\n");
+    let mut out = String::from("{\n    \"server\": ");
+    json_string(&e.host, &mut out);
+    out.push_str(",\n    \"server_port\": ");
+    out.push_str(&e.port.to_string());
+    let fields = [
+        ("method", Some(&e.method)),
+        ("password", Some(&e.password)),
+        ("plugin", e.plugin.as_ref()),
+        ("plugin_opts", e.plugin_opts.as_ref()),
+        ("remarks", e.remarks.as_ref()),
+    ];
+    for (key, value) in fields {
+        if let Some(v) = value {
+            out.push_str(",\n    \"");
+            out.push_str(key);
+            out.push_str("\": ");
+            json_string(v, &mut out);
         }
-        out.push_str("    \"");
-        out.push_str(key);
-        out.push_str("\": ");
-        if quoted {
-            json_string(value, &mut out);
-        } else {
-            out.push_str(value);
-        }
-    };
-    field("server", &e.host, true);
-    field("server_port", &e.port.to_string(), false);
-    field("method", &e.method, true);
-    field("password", &e.password, true);
-    if let Some(p) = &e.plugin {
-        field("plugin", p, true);
-    }
-    if let Some(o) = &e.plugin_opts {
-        field("plugin_opts", o, true);
-    }
-    if let Some(r) = &e.remarks {
-        field("remarks", r, true);
     }
     out.push_str("\n}");
     out
@@ -304,7 +296,12 @@ fn json_string(s: &str, out: &mut String) {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c if u32::from(c) < 0x20 => {
+                let b = c as u8;
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
+            }
             c => out.push(c),
         }
     }

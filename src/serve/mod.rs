@@ -95,23 +95,16 @@ impl Context {
     }
 }
 
-/// The 2022 keys of `keys` (the config checked their lengths).
-fn psks<'a>(cfg: &Config, keys: impl Iterator<Item = &'a MasterKey>) -> Vec<Psk> {
-    let Some(m) = cfg.method.ss2022() else {
-        return Vec::new();
-    };
-    keys.filter_map(|k| Psk::from_bytes(m, k.as_bytes()).ok())
-        .collect()
-}
-
-/// A multi-user server's users, if it has any.
+/// A multi-user server's users, if it has any (the config checked their keys).
 pub fn users(cfg: &Config) -> Option<Rc<Users>> {
-    let keys = psks(cfg, cfg.users.iter().map(|(_, k)| k));
-    if keys.is_empty() {
-        return None;
+    let m = cfg.method.ss2022()?;
+    let mut users = Vec::with_capacity(cfg.users.len());
+    for (name, key) in &cfg.users {
+        if let Ok(psk) = Psk::from_bytes(m, key.as_bytes()) {
+            users.push((Box::<str>::from(name.as_str()), psk));
+        }
     }
-    let names = cfg.users.iter().map(|(n, _)| Box::<str>::from(n.as_str()));
-    Some(Rc::new(Users::new(names.zip(keys))))
+    (!users.is_empty()).then(|| Rc::new(Users::new(users)))
 }
 
 /// A program's serving future for one listen address.

@@ -60,11 +60,17 @@ impl Program {
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
         };
         let path = c(path.into())?;
-        let argv = argv
-            .iter()
-            .map(|a| c(a.clone().into_bytes()))
-            .collect::<io::Result<Vec<_>>>()?;
-        let env = env.into_iter().map(c).collect::<io::Result<Vec<_>>>()?;
+        // Loops, not `collect` into a `Result`: one adapter copy less per list.
+        let mut args = Vec::with_capacity(argv.len());
+        for a in argv {
+            args.push(c(a.clone().into_bytes())?);
+        }
+        let argv = args;
+        let mut vars = Vec::with_capacity(env.len());
+        for e in env {
+            vars.push(c(e)?);
+        }
+        let env = vars;
         let nul_terminated = |v: &[CString]| {
             let mut p: Vec<*const c_char> = v.iter().map(|s| s.as_ptr()).collect();
             p.push(ptr::null());
