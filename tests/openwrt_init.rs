@@ -1811,3 +1811,88 @@ fn readme_forward_all_recipe_works_on_the_sample() {
         check_with_ss_smol(&r, &set, &inst, &ns);
     }
 }
+
+/// A client naming several server sections (`list server`, which libev's package did not
+/// have) gets the JSON's `servers` array: each usable section with its own method, password
+/// (a 2022 key goes as the password) and plugin, its section name as remarks; a disabled one
+/// is skipped with a line. `option server_list` passes the SIP008 file on, with or without
+/// servers of the client's own. ss-smol starts on both JSONs.
+#[test]
+#[ignore = "needs root and the OpenWrt kit; bash tests/run-all.sh runs it"]
+fn clients_with_several_servers_and_a_server_list() {
+    let _w = Watchdog::new("several servers", TEST_LIMIT);
+    require_tools(&["ip"]);
+    let r = Router::new("owrt-servers");
+    // An absolute path of the test's own: ss-smol reads the file itself when it starts.
+    let list = r.path("etc/shadowsocks-smol/list.json");
+    let list_path = list.to_string_lossy();
+    r.set_config(&format!(
+        "
+config server 'hk'
+	option server '192.0.2.10'
+	option server_port '8388'
+	option method 'aes-256-gcm'
+	option password 'pw-hk'
+
+config server 'jp'
+	option server '192.0.2.11'
+	option server_port '8389'
+	option method '2022-blake3-aes-128-gcm'
+	option key '{PSK16}'
+
+config server 'old'
+	option disabled '1'
+	option server '192.0.2.12'
+	option server_port '8390'
+	option password 'x'
+
+config ss_local 'multi'
+	list server 'hk'
+	list server 'jp'
+	list server 'old'
+	option local_port '1081'
+
+config ss_tunnel 'listed'
+	option server_list '{list_path}'
+	option local_port '5353'
+	option tunnel_address '192.0.2.53:53'
+	option mode 'udp_only'
+"
+    ));
+    fs::create_dir_all(r.path("etc/shadowsocks-smol")).unwrap();
+    fs::write(
+        &list,
+        r#"{"version": 1, "servers": [{"server": "192.0.2.20", "server_port": 8388,
+            "method": "chacha20-ietf-poly1305", "password": "listed"}]}"#,
+    )
+    .unwrap();
+    r.init("start");
+    let set = r.last_set();
+    assert_eq!(instances(&set), ["ss_local.multi", "ss_tunnel.listed"]);
+    assert_eq!(
+        r.log(),
+        "ss_local 'multi': its server 'old' is disabled; skipped\n",
+        "log"
+    );
+    let multi = flat(&r.conf_json("ss_local.multi"));
+    let q = |s: &str| format!("{s:?}");
+    assert_eq!(
+        multi["servers"],
+        format!(
+            // `render` writes an object's keys sorted.
+            r#"[{{"method":"aes-256-gcm","password":"pw-hk","remarks":"hk","server":"192.0.2.10","server_port":8388}}, {{"method":"2022-blake3-aes-128-gcm","password":{},"remarks":"jp","server":"192.0.2.11","server_port":8389}}]"#,
+            q(PSK16)
+        )
+    );
+    assert!(
+        !multi.contains_key("server") && !multi.contains_key("password"),
+        "{multi:?}"
+    );
+    let listed = flat(&r.conf_json("ss_tunnel.listed"));
+    assert_eq!(listed["server_list"], q(&list_path));
+    assert!(!listed.contains_key("server"), "{listed:?}");
+    let ns = NetNs::new("owrt-servers", &[]);
+    for inst in instances(&set) {
+        check_with_ss_smol(&r, &set, &inst, &ns);
+    }
+}
