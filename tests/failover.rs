@@ -21,6 +21,12 @@
 //!   and ends (logged) when descriptors are free again.
 //! * **SIGUSR1** (`sigusr1_logs_per_server_counters`): one line per server with its state, its
 //!   connection count and the ciphertext bytes sent and received through it.
+//! * **Servers of their own** (`servers_each_with_their_own_method_from_a_file_a_link_and_a_list`,
+//!   `a_server_list_read_again_on_sighup_leaves_open_connections_be`,
+//!   `links_decode_and_bad_entries_are_named`): three methods from a `servers` array, an
+//!   `ss://` link and a SIP008 list at once; a list replaced and SIGHUP sent moves new
+//!   connections at once and leaves a running transfer be; bad links and entries are one line
+//!   naming them (a bad list entry is skipped, the rest used).
 //!
 //! The log lines are matched by substring (the wording the implementation promises:
 //! `server HOST:PORT is down`, `… is back`, `server 'NAME': cannot resolve`,
@@ -603,22 +609,7 @@ fn all_servers_down_answers_promptly_then_one_comes_back() {
 /// already given.
 fn start_dnsmasq_on(port: u16, records: &[&str]) -> Proc {
     require_tool("dnsmasq");
-    let mut cmd = Command::new("dnsmasq");
-    cmd.args([
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--pid-file=",
-        "--log-facility=-",
-        "--log-queries",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        "--local=/test/",
-    ])
-    .args(records)
-    .arg(format!("--port={port}"));
-    let mut p = Proc::spawn("dnsmasq", cmd);
+    let mut p = Proc::spawn("dnsmasq", dnsmasq_command(port, records));
     p.wait_for_tcp(v4(port), START_TIMEOUT);
     p
 }

@@ -470,23 +470,28 @@ pub fn start_dnsmasq(records: &[&str]) -> Option<(Proc, u16)> {
         return None;
     }
     Some(spawn_listening("dnsmasq", |port| {
-        let mut cmd = Command::new("dnsmasq");
-        cmd.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--pid-file=",
-            "--log-facility=-",
-            "--log-queries",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--local=/test/",
-        ])
-        .args(records)
-        .arg(format!("--port={port}"));
-        cmd
+        dnsmasq_command(port, records)
     }))
+}
+
+/// The dnsmasq of [`start_dnsmasq`] on a given port (a test that hands the port out first).
+pub fn dnsmasq_command(port: u16, records: &[&str]) -> Command {
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--pid-file=",
+        "--log-facility=-",
+        "--log-queries",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--listen-address=127.0.0.1",
+        "--local=/test/",
+    ])
+    .args(records)
+    .arg(format!("--port={port}"));
+    cmd
 }
 
 /// Starts a process that listens on a port chosen here, retrying with another port if the
