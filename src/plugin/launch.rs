@@ -156,7 +156,7 @@ impl Plugins {
         for r in &self.running {
             if let Some(fd) = r.output.take() {
                 let pipe = Async::new_nonblocking(File::from(fd))?;
-                ex.spawn(forward(Rc::clone(&r.name), pipe)).detach();
+                ex.spawn_detached(forward(Rc::clone(&r.name), pipe));
             }
         }
         Ok(())

@@ -305,7 +305,7 @@ impl Upstream {
             for s in added.iter().filter(|s| s.needs_address()) {
                 let task =
                     names::keep_resolved(Rc::downgrade(s), Rc::clone(self), Rc::clone(resolver));
-                ex.spawn(task).detach();
+                ex.spawn_detached(task);
             }
         }
         (added.len(), gone)
@@ -371,7 +371,7 @@ impl Upstream {
                 self.first.expect();
                 let task =
                     names::keep_resolved(Rc::downgrade(s), Rc::clone(self), Rc::clone(resolver));
-                ex.spawn(task).detach();
+                ex.spawn_detached(task);
             }
         }
     }

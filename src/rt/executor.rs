@@ -10,7 +10,8 @@
 //! ```text
 //! spawn → slot (future, generation) + queued → run: poll queued slots, put back if pending
 //! wake  → queue (slot, generation) once until polled → wake the future block_on drives
-//! Task dropped before its end → the slot's future dropped (cancelled); detach() keeps it
+//! Task dropped before its end → the slot's future dropped (cancelled); detach() keeps it;
+//! spawn_detached keeps only the future
 //! ```
 //!
 //! A stale waker (its task ended and the slot was reused) carries the old generation and is
@@ -156,6 +157,12 @@ impl LocalExecutor {
             output,
             detached: false,
         }
+    }
+
+    /// Spawns a task no one waits for: the future alone is kept (no result slot, no handle),
+    /// which is what a connection's task costs.
+    pub fn spawn_detached(&self, future: impl Future<Output = ()> + 'static) {
+        self.inner.insert(Box::pin(future));
     }
 
     /// Runs the tasks while `future` runs; returns its output.

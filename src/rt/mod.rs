@@ -371,11 +371,10 @@ mod tests {
             let ex = crate::rt::LocalExecutor::new();
             for (i, ms) in [(1, 30u64), (0, 10), (2, 50)] {
                 let order = Rc::clone(&order);
-                ex.spawn(async move {
+                ex.spawn_detached(async move {
                     Timer::after(Duration::from_millis(ms)).await;
                     order.borrow_mut().push(i);
-                })
-                .detach();
+                });
             }
             let dropped = Rc::clone(&order);
             let never = ex.spawn(async move {

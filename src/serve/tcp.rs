@@ -96,16 +96,14 @@ pub async fn serve(
             }
             None => {}
         }
-        ctx.ex
-            .spawn(connection(
-                Rc::clone(&ctx),
-                Rc::clone(&ingress),
-                stream,
-                peer,
-                permit,
-                Ticket { id, cancel },
-            ))
-            .detach();
+        ctx.ex.spawn_detached(connection(
+            Rc::clone(&ctx),
+            Rc::clone(&ingress),
+            stream,
+            peer,
+            permit,
+            Ticket { id, cancel },
+        ));
     }
 }
 

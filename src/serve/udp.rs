@@ -208,15 +208,13 @@ impl UdpRelay {
         drop(block);
         lookups.set(lookups.get() + 1);
         let (this, targets) = (Rc::clone(self), Rc::clone(targets));
-        self.ex
-            .spawn(async move {
-                match targets.resolve(&target).await {
-                    Ok(addr) => this.send_to_target(client, addr, &payload).await,
-                    Err(e) => log::debug!("udp: {client} -> {target}: {e}"),
-                }
-                lookups.set(lookups.get().saturating_sub(1));
-            })
-            .detach();
+        self.ex.spawn_detached(async move {
+            match targets.resolve(&target).await {
+                Ok(addr) => this.send_to_target(client, addr, &payload).await,
+                Err(e) => log::debug!("udp: {client} -> {target}: {e}"),
+            }
+            lookups.set(lookups.get().saturating_sub(1));
+        });
     }
 
     async fn send_to_target(self: &Rc<Self>, client: Peer, addr: SocketAddr, data: &[u8]) {
