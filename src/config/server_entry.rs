@@ -465,6 +465,75 @@ mod tests {
         }
     }
 
+    /// xorshift64: the same entries on every run, so a failure names a case that can be rerun.
+    struct Gen(u64);
+
+    impl Gen {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from.get(self.below(from.len()))
+                .copied()
+                .unwrap_or_default()
+        }
+
+        /// 1 to 12 characters of `alphabet`.
+        fn text(&mut self, alphabet: &[char]) -> String {
+            let len = 1 + self.below(12);
+            (0..len)
+                .map(|_| {
+                    alphabet
+                        .get(self.below(alphabet.len()))
+                        .copied()
+                        .unwrap_or('x')
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn generated_links_round_trip() {
+        // Every character a link gives a meaning to, and some that need more than one byte.
+        let tricky: Vec<char> = "aZ09:@%#/?&=+ ;\\'\"~-._!$,[]\té✓密🔑".chars().collect();
+        let name: Vec<char> = "abcxyz0189-.%~_é".chars().collect();
+        let mut g = Gen(0x5eed_0002_11f5);
+        for n in 0..2000 {
+            let host = match g.below(3) {
+                0 => g.text(&name),
+                1 => format!("192.0.2.{}", g.below(256)),
+                _ => g
+                    .pick(&["2001:db8::1", "::1", "fe80::a:b", "::ffff:192.0.2.1"])
+                    .to_string(),
+            };
+            let plugin = (g.below(3) > 0).then(|| g.text(&tricky));
+            let e = ServerEntry {
+                host,
+                port: u16::try_from(1 + g.below(65535)).unwrap(),
+                method: g
+                    .pick(&[
+                        "aes-128-gcm",
+                        "chacha20-ietf-poly1305",
+                        "2022-blake3-aes-256-gcm",
+                        "2022-blake3-chacha20-poly1305",
+                    ])
+                    .to_string(),
+                password: g.text(&tricky),
+                plugin_opts: plugin
+                    .as_ref()
+                    .and_then(|_| (g.below(2) == 0).then(|| g.text(&tricky))),
+                plugin,
+                remarks: (g.below(2) == 0).then(|| g.text(&tricky)),
+            };
+            let link = format_ss_url(&e);
+            assert_eq!(parse_ss_url(&link).as_ref(), Ok(&e), "case {n}: {link}");
+        }
+    }
+
     #[test]
     fn a_link_as_json_reads_back_as_the_same_server() {
         let e = ServerEntry {
