@@ -113,9 +113,17 @@ impl Plugins {
     ) -> Result<Option<&'static str>, String> {
         let deadline = Instant::now() + START_WAIT;
         let mut pause = POLL;
+        // Output is read while waiting: a plugin that writes more than the pipe holds before it
+        // opens its port would otherwise block on the write and never open it.
+        let mut outputs: Vec<Output> = self
+            .running
+            .iter()
+            .map(|r| Output::new(Rc::clone(&r.name)))
+            .collect();
         for r in &self.running {
             let (port, proto) = r.ready;
             while !ports::is_open(port, proto) {
+                self.drain_into(&mut outputs);
                 if let Some(why) = self.ended(r) {
                     self.log_what_was_written();
                     return Err(format!("{why} before opening its port"));
@@ -137,6 +145,19 @@ impl Plugins {
             }
         }
         Ok(None)
+    }
+
+    /// Logs what the plugins have written so far, each through its own `Output` (partial lines
+    /// kept), leaving the pipes in place for the event loop.
+    fn drain_into(&self, outputs: &mut [Output]) {
+        for (r, out) in self.running.iter().zip(outputs) {
+            if let Some(fd) = r.output.take() {
+                let file = File::from(fd);
+                // The read end is non-blocking: this stops at what is there.
+                let _ = out.drain(&file);
+                r.output.set(Some(OwnedFd::from(file)));
+            }
+        }
     }
 
     /// Before the event loop: logs what the plugins have written so far, since a plugin that
